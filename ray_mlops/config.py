@@ -1,0 +1,263 @@
+"""Typed configuration, loaded from YAML.
+
+With no file, the built-in defaults (identical to ``configs/default.yaml``) describe the
+sample predictive-maintenance dataset written by ``ray-mlops generate``. A user's own
+data is described by a YAML of the same shape (see ``configs/tabular-example.yaml``).
+Loading never has side effects; every validation problem becomes a :class:`ConfigError`
+that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ray_mlops.errors import ConfigError
+
+DEFAULT_FILENAME_PATTERN = r"^(?P<key>.+?)(?:_\d+)?\.[A-Za-z0-9]+$"
+
+
+class _Strict(BaseModel):
+    """Base model that rejects unknown keys, so a typo is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnSpec(_Strict):
+    """Type and value checks for one column of a table source."""
+
+    type: Literal["float", "int", "category", "bool"] = "float"
+    min: float | None = None
+    max: float | None = None
+    required: bool = True
+    levels: list[str] | None = None
+
+
+class _SourceBase(_Strict):
+    name: str
+    path: str
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum():
+            raise ValueError(f"source name {value!r} must be letters, digits and underscores")
+        return value
+
+
+class TableSource(_SourceBase):
+    """One row per entity: CSV or Parquet."""
+
+    format: Literal["csv", "parquet"]
+    columns: dict[str, ColumnSpec]
+
+
+class EventsSource(_SourceBase):
+    """Nested JSON Lines, several records per entity, aggregated to one row per entity."""
+
+    format: Literal["jsonl"]
+    numeric_fields: list[str] = Field(default_factory=list)
+    categorical_fields: dict[str, list[str]] = Field(default_factory=dict)
+    list_fields: list[str] = Field(default_factory=list)
+
+
+class TextSource(_SourceBase):
+    """A folder of UTF-8 text files named after the entity."""
+
+    format: Literal["text"]
+    keywords: list[str] = Field(default_factory=list)
+    hash_features: int = Field(default=8, ge=0, le=256)
+    filename_pattern: str = DEFAULT_FILENAME_PATTERN
+
+
+class ImageSource(_SourceBase):
+    """A folder of PNG images named after the entity."""
+
+    format: Literal["image"]
+    size: int = Field(default=32, ge=4, le=512)
+    filename_pattern: str = DEFAULT_FILENAME_PATTERN
+
+
+class TimeseriesSource(_SourceBase):
+    """Long-format readings (entity, time, signals...) in Parquet."""
+
+    format: Literal["timeseries"]
+    time_column: str = "timestamp"
+    signals: list[str]
+    window: int = Field(default=24, ge=2)
+
+
+Source = Annotated[
+    Union[TableSource, EventsSource, TextSource, ImageSource, TimeseriesSource],
+    Field(discriminator="format"),
+]
+
+
+class DataConfig(_Strict):
+    """Where the sources are and how they join into one feature table."""
+
+    root: str = "data"
+    entity_key: str = "machine_id"
+    label: str = "failed"
+    task: Literal["classification", "regression"] = "classification"
+    max_reject_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    reference_sample: int = Field(default=5000, ge=10)
+    sources: list[Source]
+
+    @model_validator(mode="after")
+    def _label_in_one_table(self) -> "DataConfig":
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        owners = self.label_sources()
+        if len(owners) != 1:
+            raise ValueError(
+                f"label column {self.label!r} must be declared in the columns of exactly one "
+                f"csv/parquet source, found in {len(owners)}"
+            )
+        return self
+
+    def label_sources(self) -> list[TableSource]:
+        return [s for s in self.sources if isinstance(s, TableSource) and self.label in s.columns]
+
+    @property
+    def label_source(self) -> TableSource:
+        """The table source that holds the label: the spine of the join."""
+        return self.label_sources()[0]
+
+
+class RayConfig(_Strict):
+    address: str | None = None
+    namespace: str = "ray_mlops"
+    num_cpus: int | None = None
+
+
+class SearchParam(_Strict):
+    """One dimension of a search space, as data."""
+
+    type: Literal["uniform", "loguniform", "randint", "choice", "fixed"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SearchParam":
+        if self.type in ("uniform", "loguniform", "randint"):
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"{self.type} needs low < high, got low={self.low} high={self.high}")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError("loguniform needs low > 0")
+        if self.type == "choice" and not self.values:
+            raise ValueError("choice needs a non-empty 'values' list")
+        return self
+
+
+class FamilyConfig(_Strict):
+    enabled: bool = True
+    search_space: dict[str, SearchParam] = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    families: dict[str, FamilyConfig] = Field(default_factory=dict)
+    num_samples: int = Field(default=6, ge=1)
+    max_concurrent_trials: int = Field(default=2, ge=1)
+    metric: str = "roc_auc"
+    mode: Literal["max", "min"] = "max"
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+    max_failures: int = Field(default=2, ge=0)
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+
+
+class GateConfig(_Strict):
+    metric: str = "roc_auc"
+    mode: Literal["max", "min"] = "max"
+    tolerance: float = Field(default=0.005, ge=0.0)
+    min_gain_over_baseline: float = Field(default=0.02, ge=0.0)
+
+
+class Config(_Strict):
+    """The whole configuration of a ray_mlops project."""
+
+    project: str = "predictive-maintenance"
+    model_name: str = "failure-classifier"
+    storage: str = ".ray_mlops"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    def digest(self) -> str:
+        """A stable sha256 of the configuration (recorded as lineage with every model)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def resolve_source_path(self, source: _SourceBase) -> str:
+        """A source's path, relative to ``data.root`` unless absolute or a URI."""
+        if "://" in source.path or Path(source.path).is_absolute():
+            return source.path
+        return str(Path(self.data.root) / source.path)
+
+
+def _bundled_default() -> Path:
+    return Path(__file__).with_name("default.yaml")
+
+
+def _format_validation_error(origin: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{origin}: {where}: {first['msg']}{extra}"
+
+
+def config_from_dict(raw: dict[str, Any], origin: str = "<config>") -> Config:
+    """Validate a mapping into a :class:`Config`; errors name ``origin`` and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(origin, exc)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return loaded or {}
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``ray.address``) on a nested mapping."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a config file (or the built-in defaults) and apply dotted-key overrides.
+
+    >>> cfg = load_config(overrides={"storage": "/tmp/store"})
+    >>> cfg.storage, cfg.data.entity_key
+    ('/tmp/store', 'machine_id')
+    """
+    source = Path(path) if path is not None else _bundled_default()
+    raw = _apply_overrides(_read_yaml(source), overrides or {})
+    return config_from_dict(raw, origin=str(source))
