@@ -1,0 +1,113 @@
+"""Shared fixtures: one real local Ray per test session, started only when a test asks.
+
+Tests that need Ray request ``ray_session``; pure tests (statistics, config, storage)
+never pay Ray's start-up. Multi-node tests build their own ``ray.cluster_utils.Cluster``
+and must not run while ``ray_session`` is up (they shut it down first via ``no_ray``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import free_port, wait_for
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+NAMESPACE = "ray_mlops"
+
+
+def _start_local_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        num_cpus=2,
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray on 2 CPUs, shared by the whole test session."""
+    import ray
+
+    _start_local_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def no_ray():
+    """Shut the shared Ray down (for tests that build their own multi-node cluster)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto in server mode) on loopback; yields its endpoint."""
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def _up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return proc.poll() is not None
+
+    wait_for(_up, timeout=30, message="moto server")
+    if proc.poll() is not None:
+        raise RuntimeError("moto server did not start")
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the loopback S3 server; yields an ``s3://`` storage URI."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}/store?endpoint_override={s3_server.split('//')[1]}&scheme=http&region=us-east-1"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
