@@ -1,0 +1,466 @@
+"""The model registry: immutable versions with lineage, integrity, aliases and an event log.
+
+Layout under a :class:`~ray_mlops.storage.Storage` root (any ``pyarrow.fs`` URI)::
+
+    registry/<model>/v<N>/model.skops         the scikit-learn Pipeline (skops format)
+    registry/<model>/v<N>/profile/<file>      reference profile files handed in by the caller
+    registry/<model>/v<N>/metadata.json       lineage + sha256 of every file; written LAST
+    registry/<model>/aliases/<alias>.json     {"version", "history", ...}; replaced atomically
+    registry/<model>/events/<ns>-<id>.json    append-only event log, one object per event
+
+``metadata.json`` is the completeness marker: a version folder without it (a register in
+progress, or one that crashed) is invisible to every reader. Version numbers are claimed
+with a small claim file before anything is written, so two concurrent registers (on one
+machine or on shared object storage) never write into the same version.
+
+Artifacts are skops files loaded with an explicit trusted-type list: the types skops
+reports as untrusted must all be scikit-learn classes or numpy dtypes/scalars, otherwise
+the artifact is refused. The artifact's sha256 is checked before it is deserialized.
+
+>>> import tempfile
+>>> from sklearn.dummy import DummyClassifier
+>>> from sklearn.pipeline import make_pipeline
+>>> reg = Registry(Storage(tempfile.mkdtemp()), "demo")
+>>> model = make_pipeline(DummyClassifier()).fit([[0], [1]], [0, 1])
+>>> reg.register(model, params={}, metrics={"roc_auc": 0.5}, data_fingerprint="f", config_hash="c")
+'v1'
+>>> reg.promote("v1", reason="first")
+>>> reg.resolve("production"), type(reg.load("production")).__name__
+('v1', 'Pipeline')
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import platform
+import random
+import re
+import subprocess
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ray_mlops.errors import IntegrityError, RegistryError, StorageError, VersionExistsError, VersionNotFoundError
+from ray_mlops.storage import Storage
+
+ALIASES = ("production", "candidate")
+ARTIFACT = "model.skops"
+METADATA = "metadata.json"
+PROFILE_DIR = "profile"
+CLAIMS_DIR = ".claims"
+
+_VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_PACKAGES = {"sklearn": "scikit-learn", "numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow",
+             "ray": "ray", "skops": "skops", "ray_mlops": "ray-mlops"}
+_CLAIM_ATTEMPTS = 50
+
+# Types skops flags as "untrusted" that a scikit-learn Pipeline legitimately contains.
+# Anything else must be a scikit-learn class (see _is_allowed_type); never a function.
+_TRUSTED_EXACT = frozenset({
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+})
+
+
+# -- names ---------------------------------------------------------------------------
+def is_version(name: str) -> bool:
+    """True for a well-formed version name (``v1``, ``v2``, …)."""
+    return isinstance(name, str) and bool(_VERSION_RE.match(name))
+
+
+def version_number(version: str) -> int:
+    return int(version[1:])
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+        raise RegistryError(f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _check_alias(name: str) -> str:
+    if name not in ALIASES:
+        raise RegistryError(f"unknown alias {name!r}: expected one of {', '.join(ALIASES)}")
+    return name
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- lineage -------------------------------------------------------------------------
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages a model depends on (recorded with every version)."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for key, dist in _PACKAGES.items():
+        try:
+            found[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[key] = None
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the ray_mlops source tree, when it is a git checkout; else None."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+# -- serialization -------------------------------------------------------------------
+def _is_allowed_type(name: str) -> bool:
+    """A scikit-learn class, a numpy dtype/scalar type, or one of the audited exact names."""
+    if name in _TRUSTED_EXACT:
+        return True
+    module_name, _, attr = name.rpartition(".")
+    top = module_name.split(".")[0]
+    if top not in ("sklearn", "numpy"):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return False
+    if not isinstance(obj, type):
+        return False
+    return top == "sklearn" or issubclass(obj, (np.generic, np.dtype))
+
+
+def trusted_types(artifact: bytes) -> list[str]:
+    """The untrusted types skops reports for ``artifact``, after checking each one.
+
+    Raises :class:`IntegrityError` naming any type outside the allow-list: such an
+    artifact is never deserialized.
+    """
+    import skops.io as sio
+
+    try:
+        reported = sio.get_untrusted_types(data=artifact)
+    except Exception as exc:  # skops raises assorted errors on corrupt input
+        raise IntegrityError(f"artifact is not a readable skops file: {exc}") from exc
+    refused = sorted(t for t in reported if not _is_allowed_type(t))
+    if refused:
+        raise IntegrityError(f"artifact contains types that are not allowed: {', '.join(refused)}")
+    return sorted(reported)
+
+
+def dumps_model(model: Any) -> tuple[bytes, list[str]]:
+    """Serialize ``model`` with skops; check it loads back with the audited trusted types."""
+    import skops.io as sio
+
+    try:
+        artifact = sio.dumps(model)
+    except Exception as exc:
+        raise RegistryError(f"cannot serialize {type(model).__name__} with skops: {exc}") from exc
+    trusted = trusted_types(artifact)
+    loads_model(artifact, trusted)
+    return artifact, trusted
+
+
+def loads_model(artifact: bytes, trusted: list[str]) -> Any:
+    import skops.io as sio
+
+    try:
+        return sio.loads(artifact, trusted=trusted)
+    except Exception as exc:
+        raise IntegrityError(f"artifact cannot be deserialized: {exc}") from exc
+
+
+# -- the registry --------------------------------------------------------------------
+class Registry:
+    """Versions, aliases and events of one model under a storage root.
+
+    ``storage`` may be a :class:`Storage` or a path/URI. Nothing is read or written until
+    the first call, so constructing a registry never fails on an unreachable store.
+    """
+
+    _clock_lock = threading.Lock()
+    _last_ns = 0
+
+    def __init__(self, storage: Storage | str, model_name: str):
+        self.storage = storage if isinstance(storage, Storage) else Storage(storage)
+        self.model_name = _check_name(model_name, "model name")
+        self.root = f"registry/{self.model_name}"
+
+    def __repr__(self) -> str:
+        return f"Registry({self.storage.location!r}, {self.model_name!r})"
+
+    # -- paths --------------------------------------------------------------------------
+    def _rel(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    # -- registering --------------------------------------------------------------------
+    def register(
+        self,
+        model: Any,
+        *,
+        params: dict,
+        metrics: dict,
+        data_fingerprint: str,
+        config_hash: str,
+        profile_files: dict[str, bytes] | None = None,
+        parent: str | None = None,
+        extra: dict | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Store ``model`` as a new immutable version and return its name (``v1``, ``v2``, …).
+
+        ``version`` pins the name (an existing one raises :class:`VersionExistsError`);
+        by default the next free number is taken. The version becomes visible only once
+        every file is written; on any failure nothing of it remains.
+        """
+        profile_files = dict(profile_files or {})
+        for name in profile_files:
+            _check_name(name, "profile file name")
+        if parent is not None:
+            parent = self.resolve(parent)
+        artifact, trusted = dumps_model(model)
+        version, claim = self._claim(version)
+        try:
+            metadata = self._write_version(version, artifact, trusted, profile_files, {
+                "params": params, "metrics": metrics, "data_fingerprint": data_fingerprint,
+                "config_hash": config_hash, "parent": parent, "extra": dict(extra or {}),
+                "estimator": type(model).__name__,
+            })
+        except BaseException:
+            self._discard(version)
+            raise
+        self._release(version)
+        self.record_event("register", version=version, parent=parent, sha256=metadata["artifact"]["sha256"],
+                          data_fingerprint=data_fingerprint, config_hash=config_hash, metrics=metrics)
+        return version
+
+    def _write_version(self, version: str, artifact: bytes, trusted: list[str],
+                       profile_files: dict[str, bytes], lineage: dict) -> dict:
+        self.storage.write_bytes(self._rel(version, ARTIFACT), artifact)
+        for name, data in profile_files.items():
+            self.storage.write_bytes(self._rel(version, PROFILE_DIR, name), data)
+        metadata = {
+            "model_name": self.model_name,
+            "version": version,
+            "created": _now(),
+            **lineage,
+            "artifact": {"file": ARTIFACT, "format": "skops", "sha256": _sha256(artifact),
+                         "bytes": len(artifact), "trusted_types": trusted},
+            "profile_files": {name: _sha256(data) for name, data in sorted(profile_files.items())},
+            "packages": package_versions(),
+            "git_commit": git_commit(),
+        }
+        self.storage.write_json(self._rel(version, METADATA), metadata)
+        return metadata
+
+    def _claim(self, pinned: str | None) -> tuple[str, str]:
+        """Reserve a version folder: write a claim, then win only if it is the sole claim.
+
+        On storage with read-after-write consistency (local filesystems, S3) at most one
+        writer wins a number; writers that see a rival withdraw and retry.
+        """
+        if pinned is not None and not is_version(pinned):
+            raise RegistryError(f"invalid version name {pinned!r}: expected v<N> (v1, v2, …)")
+        for _ in range(_CLAIM_ATTEMPTS):
+            version = pinned or f"v{self._highest_number() + 1}"
+            if self.storage.exists(self._rel(version, METADATA)):
+                raise VersionExistsError(f"{self.model_name} {version} already exists; versions are immutable")
+            claim = uuid.uuid4().hex
+            self.storage.write_bytes(self._rel(version, CLAIMS_DIR, claim), _now().encode())
+            if self.storage.list(self._rel(version, CLAIMS_DIR)) == [claim]:
+                return version, claim
+            self.storage.delete(self._rel(version, CLAIMS_DIR, claim))
+            if pinned is not None:
+                raise VersionExistsError(f"{self.model_name} {version} is being registered by another writer")
+            time.sleep(random.uniform(0.01, 0.1))
+        raise RegistryError(f"could not claim a new version of {self.model_name} after {_CLAIM_ATTEMPTS} attempts")
+
+    def _release(self, version: str) -> None:
+        try:
+            self.storage.delete(self._rel(version, CLAIMS_DIR))
+        except StorageError:
+            pass  # the version is complete; a leftover claim only burns nothing
+
+    def _discard(self, version: str) -> None:
+        try:
+            self.storage.delete(self._rel(version))
+        except StorageError:
+            pass  # still invisible: metadata.json was never written
+
+    def _highest_number(self) -> int:
+        """The highest version number with a folder (complete, claimed or abandoned)."""
+        numbers = [version_number(n) for n in self.storage.list(self.root) if is_version(n)]
+        return max(numbers, default=0)
+
+    # -- reading ------------------------------------------------------------------------
+    def versions(self) -> list[dict]:
+        """The metadata of every complete version, oldest first."""
+        names = sorted((n for n in self.storage.list(self.root) if is_version(n)), key=version_number)
+        found = []
+        for name in names:
+            if self.storage.exists(self._rel(name, METADATA)):
+                found.append(self.storage.read_json(self._rel(name, METADATA)))
+        return found
+
+    def latest(self) -> str | None:
+        """The newest complete version, or None for an empty registry."""
+        complete = self.versions()
+        return complete[-1]["version"] if complete else None
+
+    def exists(self, version: str) -> bool:
+        return is_version(version) and self.storage.exists(self._rel(version, METADATA))
+
+    def resolve(self, ref: str) -> str:
+        """The version a version name or alias refers to; :class:`VersionNotFoundError` if none."""
+        if ref in ALIASES:
+            version = self.get_alias(ref)
+            if version is None:
+                raise VersionNotFoundError(f"alias {ref!r} of model {self.model_name} is not set")
+            return version
+        if not is_version(ref):
+            raise VersionNotFoundError(
+                f"{ref!r} is neither a version (v1, v2, …) nor an alias ({', '.join(ALIASES)})")
+        if not self.storage.exists(self._rel(ref, METADATA)):
+            raise VersionNotFoundError(f"model {self.model_name} has no version {ref!r}")
+        return ref
+
+    def metadata(self, ref: str) -> dict:
+        return self.storage.read_json(self._rel(self.resolve(ref), METADATA))
+
+    def load(self, ref: str) -> Any:
+        """The Pipeline of a version or alias; its sha256 is verified before deserializing."""
+        meta = self.metadata(ref)
+        artifact = self.storage.read_bytes(self._rel(meta["version"], meta["artifact"]["file"]))
+        self._verify(artifact, meta["artifact"]["sha256"], f"{meta['version']}/{meta['artifact']['file']}")
+        return loads_model(artifact, trusted_types(artifact))
+
+    def read_profile_file(self, ref: str, name: str) -> bytes:
+        """A reference profile file stored with a version, verified against its sha256."""
+        meta = self.metadata(ref)
+        expected = meta.get("profile_files", {}).get(_check_name(name, "profile file name"))
+        if expected is None:
+            raise VersionNotFoundError(f"{self.model_name} {meta['version']} has no profile file {name!r}")
+        data = self.storage.read_bytes(self._rel(meta["version"], PROFILE_DIR, name))
+        self._verify(data, expected, f"{meta['version']}/{PROFILE_DIR}/{name}")
+        return data
+
+    def _verify(self, data: bytes, expected: str, what: str) -> None:
+        actual = _sha256(data)
+        if actual != expected:
+            raise IntegrityError(
+                f"{self.model_name} {what}: sha256 {actual[:12]}… does not match the recorded "
+                f"{expected[:12]}…; refusing to load it")
+
+    # -- aliases ------------------------------------------------------------------------
+    def _alias_doc(self, name: str) -> dict | None:
+        rel = self._rel("aliases", f"{_check_alias(name)}.json")
+        return self.storage.read_json(rel) if self.storage.exists(rel) else None
+
+    def _write_alias(self, name: str, version: str, history: list[str], reason: str) -> None:
+        doc = {"alias": name, "version": version, "history": history, "updated": _now(), "reason": reason}
+        self.storage.write_json(self._rel("aliases", f"{name}.json"), doc)
+
+    def get_alias(self, name: str) -> str | None:
+        doc = self._alias_doc(name)
+        return doc["version"] if doc else None
+
+    def aliases(self) -> dict[str, str | None]:
+        return {name: self.get_alias(name) for name in ALIASES}
+
+    def alias_history(self, name: str) -> list[str]:
+        """Versions the alias has pointed to, oldest first, ending with the current one."""
+        doc = self._alias_doc(name)
+        return list(doc["history"]) if doc else []
+
+    def _point(self, name: str, ref: str, reason: str) -> tuple[str, str | None]:
+        """Point alias ``name`` at the version ``ref`` resolves to; returns (version, previous)."""
+        version = self.resolve(ref)
+        doc = self._alias_doc(name)
+        previous = doc["version"] if doc else None
+        history = list(doc["history"]) if doc else []
+        if previous != version:
+            history.append(version)
+        self._write_alias(name, version, history, reason)
+        return version, previous
+
+    def set_alias(self, name: str, version: str, *, reason: str = "") -> None:
+        """Point ``name`` (``production`` or ``candidate``) at ``version``, atomically.
+
+        ``version`` may itself be an alias (``set_alias("production", "candidate")``).
+        """
+        version, previous = self._point(_check_alias(name), version, reason)
+        self.record_event("alias", alias=name, version=version, previous=previous, reason=reason)
+
+    def promote(self, version: str, *, reason: str, scores: dict | None = None) -> None:
+        """Make ``version`` (or the version an alias names) the production model.
+
+        The previous production version is remembered, so :meth:`rollback` can return to it.
+        """
+        version, previous = self._point("production", version, reason)
+        self.record_event("promote", version=version, previous=previous, reason=reason, scores=scores or {})
+
+    def rollback(self, reason: str = "manual") -> str:
+        """Point ``production`` back at the version before it; returns that version."""
+        doc = self._alias_doc("production")
+        history = list(doc["history"]) if doc else []
+        if len(history) < 2:
+            current = history[-1] if history else None
+            raise RegistryError(f"model {self.model_name} has no earlier production version to roll back to"
+                                + (f" (production is {current})" if current else ""))
+        current, target = history[-1], history[-2]
+        self._write_alias("production", target, history[:-1], f"rollback: {reason}")
+        self.record_event("rollback", version=target, previous=current, reason=reason)
+        return target
+
+    # -- events -------------------------------------------------------------------------
+    @classmethod
+    def _tick(cls) -> int:
+        """Strictly increasing nanoseconds within this process (wall clock across them)."""
+        with cls._clock_lock:
+            cls._last_ns = max(time.time_ns(), cls._last_ns + 1)
+            return cls._last_ns
+
+    def record_event(self, kind: str, **fields: Any) -> dict:
+        """Append an event (one small object per event, so it works on object stores)."""
+        if not isinstance(kind, str) or not _KIND_RE.match(kind):
+            raise RegistryError(f"invalid event kind {kind!r}: lowercase letters, digits and '_'")
+        stamp = self._tick()
+        event = {**fields, "kind": kind, "model_name": self.model_name, "time": _now(),
+                 "id": f"{stamp:020d}-{uuid.uuid4().hex[:12]}"}
+        self.storage.write_json(self._rel("events", f"{event['id']}.json"), event)
+        return event
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        """Every recorded event, oldest first; only those of ``kind`` when given."""
+        names = [n for n in self.storage.list(self._rel("events")) if n.endswith(".json")]
+        found = [self.storage.read_json(self._rel("events", n)) for n in names]
+        return [e for e in found if kind is None or e.get("kind") == kind]
+
+
+__all__ = [
+    "ALIASES",
+    "Registry",
+    "is_version",
+    "package_versions",
+    "git_commit",
+    "trusted_types",
+    "dumps_model",
+    "loads_model",
+]
