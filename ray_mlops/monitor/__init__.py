@@ -1,0 +1,21 @@
+"""Drift monitoring: the statistics (:mod:`ray_mlops.monitor.drift`)."""
+
+from ray_mlops.monitor.drift import (
+    DriftDetector,
+    DriftReport,
+    DriftStream,
+    FeatureResult,
+    PerformanceDriftDetector,
+    PredictionDriftDetector,
+    StreamVerdict,
+)
+
+__all__ = [
+    "DriftDetector",
+    "DriftReport",
+    "DriftStream",
+    "FeatureResult",
+    "PerformanceDriftDetector",
+    "PredictionDriftDetector",
+    "StreamVerdict",
+]

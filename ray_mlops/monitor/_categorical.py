@@ -1,0 +1,124 @@
+"""Level counts, pooling and the chi-squared / Fisher tests on ``2 × levels`` tables.
+
+Every table is ``[reference counts, window counts]``.  A chi-squared p-value is computed
+with the same float operations as :func:`scipy.stats.chi2_contingency` (Yates'
+correction when the table has one degree of freedom), so it equals scipy's.  Columns
+whose expected count would fall below ``MIN_EXPECTED`` are pooled first; pooling looks
+only at column totals (the margins), which keeps the test calibrated.  A table that
+ends 2 × 2 with a small expected count is decided by Fisher's exact test instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+__all__ = ["CategoricalReference", "TableTest", "jensen_shannon", "table_test"]
+
+#: The textbook minimum expected count for the chi-squared approximation.
+MIN_EXPECTED = 5.0
+
+
+@dataclass(frozen=True)
+class TableTest:
+    """Result of testing one ``2 × k`` table (after pooling)."""
+
+    test: str
+    statistic: float
+    p_value: float
+    table: np.ndarray
+
+
+def _expected(table: np.ndarray) -> np.ndarray:
+    rows = table.sum(axis=1, keepdims=True)
+    cols = table.sum(axis=0, keepdims=True)
+    return rows * cols / table.sum()
+
+
+def chi2_table(table: np.ndarray) -> tuple[float, float]:
+    """Pearson chi-squared statistic and p-value, identical to ``chi2_contingency``."""
+    observed = table.astype(float)
+    expected = _expected(observed)
+    dof = observed.shape[1] - 1
+    if dof == 1:  # Yates' continuity correction, as scipy applies it
+        diff = expected - observed
+        observed = observed + np.minimum(0.5, np.abs(diff)) * np.sign(diff)
+    stat = float(((observed - expected) ** 2 / expected).sum())
+    return stat, float(special.chdtrc(dof, stat))
+
+
+def _pool(table: np.ndarray) -> np.ndarray:
+    """Pool rare columns, then merge the two smallest while an expected count is too small.
+
+    Columns are ordered by total count; the largest level is never pooled, so a table
+    with two or more levels keeps at least two columns.
+    """
+    n_min = table.sum(axis=1).min()
+    total = table.sum()
+    cols = table[:, np.argsort(-table.sum(axis=0), kind="stable")]
+    rare = n_min * cols.sum(axis=0) / total < MIN_EXPECTED
+    rare[0] = False  # keep at least the largest level on its own
+    if rare.sum() > 1:
+        cols = np.column_stack([cols[:, ~rare], cols[:, rare].sum(axis=1)])
+    while cols.shape[1] > 2 and n_min * cols[:, -1].sum() / total < MIN_EXPECTED:
+        cols = np.column_stack([cols[:, :-2], cols[:, -2:].sum(axis=1)])
+        cols = cols[:, np.argsort(-cols.sum(axis=0), kind="stable")]
+    return cols
+
+
+def table_test(ref_counts: np.ndarray, win_counts: np.ndarray) -> TableTest:
+    """Test whether two count vectors over the same levels come from one distribution.
+
+    Levels are pooled (see module docstring).  With a single level left there is no
+    evidence either way: ``p_value = 1.0``, test ``"chi2 (one level)"``.
+    """
+    table = np.vstack([ref_counts, win_counts]).astype(np.int64)
+    table = _pool(table[:, table.sum(axis=0) > 0])
+    if table.shape[1] < 2:
+        return TableTest("chi2 (one level)", 0.0, 1.0, table)
+    if table.shape[1] == 2 and _expected(table.astype(float)).min() < MIN_EXPECTED:
+        res = stats.fisher_exact(table)
+        return TableTest("fisher", float(res.statistic), float(res.pvalue), table)
+    stat, p = chi2_table(table)
+    return TableTest("chi2", stat, p, table)
+
+
+def jensen_shannon(ref_counts: np.ndarray, win_counts: np.ndarray) -> float:
+    """Jensen–Shannon distance (base 2, in [0, 1]) between two count vectors."""
+    p = ref_counts / ref_counts.sum()
+    q = win_counts / win_counts.sum()
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
+    return float(np.sqrt(max((kl_p + kl_q) / 2, 0.0)))
+
+
+class CategoricalReference:
+    """Level counts of one categorical reference column.
+
+    ``values`` must hold at least one non-missing value.  Window levels never seen in
+    the reference become extra columns of the table (they count as evidence of drift).
+    """
+
+    def __init__(self, values: pd.Series) -> None:
+        present = values[values.notna()]
+        counts = present.value_counts(sort=True)
+        self.levels = pd.Index(counts.index)
+        self.counts = counts.to_numpy(dtype=np.int64)
+        self.string_levels = all(isinstance(v, str) for v in self.levels)
+
+    def window_counts(self, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """``(reference counts, window counts)`` aligned on reference + unseen levels."""
+        present = values[values.notna()]
+        codes = self.levels.get_indexer(present)
+        counts = np.bincount(codes[codes >= 0], minlength=len(self.levels))
+        unseen = present[codes < 0]
+        if unseen.empty:
+            return self.counts, counts
+        extra = unseen.value_counts().to_numpy(dtype=np.int64)
+        return (np.concatenate([self.counts, np.zeros(len(extra), np.int64)]),
+                np.concatenate([counts, extra]))
