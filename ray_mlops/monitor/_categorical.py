@@ -3,8 +3,9 @@
 Every table is ``[reference counts, window counts]``.  A chi-squared p-value is computed
 with the same float operations as :func:`scipy.stats.chi2_contingency` (Yates'
 correction when the table has one degree of freedom), so it equals scipy's.  Columns
-whose expected count would fall below ``MIN_EXPECTED`` are pooled first; pooling looks
-only at column totals (the margins), which keeps the test calibrated.  A table that
+are pooled first until Cochran's rule holds (no expected count below 1, at most 20 %
+below 5); pooling looks only at column totals (the margins), which keeps the test
+calibrated.  A table that
 ends 2 × 2 with a small expected count is decided by Fisher's exact test instead.
 """
 
@@ -50,20 +51,28 @@ def chi2_table(table: np.ndarray) -> tuple[float, float]:
     return stat, float(special.chdtrc(dof, stat))
 
 
-def _pool(table: np.ndarray) -> np.ndarray:
-    """Pool rare columns, then merge the two smallest while an expected count is too small.
+def _too_sparse(table: np.ndarray) -> bool:
+    """Cochran's rule fails: an expected count below 1, or over 20 % of them below 5."""
+    expected = _expected(table.astype(float))
+    return expected.min() < 1.0 or (expected < MIN_EXPECTED).mean() > 0.2
 
-    Columns are ordered by total count; the largest level is never pooled, so a table
-    with two or more levels keeps at least two columns.
+
+def _pool(table: np.ndarray) -> np.ndarray:
+    """Pool hopeless columns, then merge the two smallest while Cochran's rule fails.
+
+    Columns are ordered by total count and only totals (margins) are looked at; the
+    largest level is never pooled, so two or more levels keep at least two columns.
+    A level that is rare but testable (e.g. an unseen level at 4 % of the window)
+    keeps its own column.
     """
     n_min = table.sum(axis=1).min()
     total = table.sum()
     cols = table[:, np.argsort(-table.sum(axis=0), kind="stable")]
-    rare = n_min * cols.sum(axis=0) / total < MIN_EXPECTED
-    rare[0] = False  # keep at least the largest level on its own
-    if rare.sum() > 1:
-        cols = np.column_stack([cols[:, ~rare], cols[:, rare].sum(axis=1)])
-    while cols.shape[1] > 2 and n_min * cols[:, -1].sum() / total < MIN_EXPECTED:
+    hopeless = n_min * cols.sum(axis=0) / total < 1.0
+    hopeless[0] = False
+    if hopeless.sum() > 1:
+        cols = np.column_stack([cols[:, ~hopeless], cols[:, hopeless].sum(axis=1)])
+    while cols.shape[1] > 2 and _too_sparse(cols):
         cols = np.column_stack([cols[:, :-2], cols[:, -2:].sum(axis=1)])
         cols = cols[:, np.argsort(-cols.sum(axis=0), kind="stable")]
     return cols
