@@ -24,6 +24,8 @@ import pyarrow.fs as pafs
 
 from ray_mlops.errors import StorageError
 
+_TORN_READ_ATTEMPTS = 5
+
 
 def _is_uri(location: str) -> bool:
     return "://" in location
@@ -104,6 +106,19 @@ class Storage:
         return self._info(rel).type == pafs.FileType.Directory
 
     def read_bytes(self, rel: str) -> bytes:
+        """The whole file; on object stores, never a mix of two versions of it.
+
+        pyarrow's S3 reader takes the size from a HEAD and then issues ranged GETs, so an
+        object replaced in between comes back truncated or NUL-padded. Such a read is
+        detected by the size changing under it, and retried.
+        """
+        for _ in range(_TORN_READ_ATTEMPTS):
+            data = self._read_once(rel)
+            if self.is_local or len(data) == self._info(rel).size:
+                return data
+        raise StorageError(f"{self.uri(rel)} kept changing while being read")
+
+    def _read_once(self, rel: str) -> bytes:
         try:
             with self.fs.open_input_stream(self.path(rel)) as stream:
                 return stream.read()
