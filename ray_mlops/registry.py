@@ -25,6 +25,7 @@ the artifact is refused. The artifact's sha256 is checked before it is deseriali
 >>> reg.register(model, params={}, metrics={"roc_auc": 0.5}, data_fingerprint="f", config_hash="c")
 'v1'
 >>> reg.promote("v1", reason="first")
+'v1'
 >>> reg.resolve("production"), type(reg.load("production")).__name__
 ('v1', 'Pipeline')
 """
@@ -97,6 +98,19 @@ def _check_alias(name: str) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into JSON-native Python values."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _sha256(data: bytes) -> str:
@@ -230,6 +244,7 @@ class Registry:
         by default the next free number is taken. The version becomes visible only once
         every file is written; on any failure nothing of it remains.
         """
+        params, metrics, extra = plain(dict(params)), plain(dict(metrics)), plain(dict(extra or {}))
         profile_files = dict(profile_files or {})
         for name in profile_files:
             _check_name(name, "profile file name")
@@ -240,7 +255,7 @@ class Registry:
         try:
             metadata = self._write_version(version, artifact, trusted, profile_files, {
                 "params": params, "metrics": metrics, "data_fingerprint": data_fingerprint,
-                "config_hash": config_hash, "parent": parent, "extra": dict(extra or {}),
+                "config_hash": config_hash, "parent": parent, "extra": extra,
                 "estimator": type(model).__name__,
             })
         except BaseException:
@@ -400,21 +415,25 @@ class Registry:
         self._write_alias(name, version, history, reason)
         return version, previous
 
-    def set_alias(self, name: str, version: str, *, reason: str = "") -> None:
+    def set_alias(self, name: str, version: str, *, reason: str = "") -> str:
         """Point ``name`` (``production`` or ``candidate``) at ``version``, atomically.
 
-        ``version`` may itself be an alias (``set_alias("production", "candidate")``).
+        ``version`` may itself be an alias (``set_alias("production", "candidate")``);
+        returns the version the alias now points at.
         """
         version, previous = self._point(_check_alias(name), version, reason)
         self.record_event("alias", alias=name, version=version, previous=previous, reason=reason)
+        return version
 
-    def promote(self, version: str, *, reason: str, scores: dict | None = None) -> None:
+    def promote(self, version: str, *, reason: str, scores: dict | None = None) -> str:
         """Make ``version`` (or the version an alias names) the production model.
 
         The previous production version is remembered, so :meth:`rollback` can return to it.
         """
         version, previous = self._point("production", version, reason)
-        self.record_event("promote", version=version, previous=previous, reason=reason, scores=scores or {})
+        self.record_event("promote", version=version, previous=previous, reason=reason,
+                          scores=plain(dict(scores or {})))
+        return version
 
     def rollback(self, reason: str = "manual") -> str:
         """Point ``production`` back at the version before it; returns that version."""
@@ -459,6 +478,7 @@ __all__ = [
     "Registry",
     "is_version",
     "package_versions",
+    "plain",
     "git_commit",
     "trusted_types",
     "dumps_model",

@@ -1,0 +1,232 @@
+"""The promotion gate: a candidate becomes ``production`` only when it earns it.
+
+:func:`gate_and_promote` points the ``candidate`` alias at a registered version, smoke-tests
+it as loaded from the registry, scores it and the current production model on the *same*
+held-out rows, and promotes it when it is at least as good (within ``gate.tolerance``).
+With no production model yet, the candidate must beat a trivial baseline (the class prior
+or the mean) by ``gate.min_gain_over_baseline``. Every decision, with all scores, goes to
+the registry's event log.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ray_mlops.config import GateConfig
+from ray_mlops.data.schema import FeatureSchema
+from ray_mlops.errors import ConfigError, DataError, RegistryError
+from ray_mlops.registry import Registry
+from ray_mlops.train.metrics import HIGHER_IS_BETTER, classification_metrics, regression_metrics
+
+CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "accuracy", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+SMOKE_ROWS = 256
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    """Did the candidate load from the registry and predict sane outputs on a sample?"""
+
+    passed: bool
+    detail: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The outcome of one pass through the gate (also written to the event log)."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    mode: str
+    candidate_version: str
+    production_version: str | None
+    candidate_score: float | None
+    production_score: float | None
+    baseline_score: float | None
+    smoke_test: SmokeTest
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- metric choice -------------------------------------------------------------------
+def gate_metric(schema: FeatureSchema, gate: GateConfig) -> tuple[str, str]:
+    """The (metric, mode) the gate compares with, checked against the task.
+
+    A regression task whose gate names a classification metric (the default ``roc_auc``)
+    is judged on ``rmse`` (lower is better).
+    """
+    if schema.task == "regression" and gate.metric in CLASSIFICATION_METRICS:
+        return "rmse", "min"
+    known = CLASSIFICATION_METRICS if schema.task == "classification" else REGRESSION_METRICS
+    if gate.metric not in known:
+        raise ConfigError(f"gate.metric {gate.metric!r} is not a {schema.task} metric; use one of {', '.join(known)}")
+    natural = "max" if gate.metric in HIGHER_IS_BETTER else "min"
+    if gate.mode != natural:
+        raise ConfigError(f"gate.mode {gate.mode!r} contradicts gate.metric {gate.metric!r} ({natural} is better)")
+    return gate.metric, gate.mode
+
+
+def at_least_as_good(candidate: float, incumbent: float, mode: str, margin: float) -> bool:
+    """``candidate`` within ``margin`` of ``incumbent`` (a negative margin demands a gain)."""
+    if mode == "max":
+        return candidate >= incumbent - margin
+    return candidate <= incumbent + margin
+
+
+# -- holdout, scoring ----------------------------------------------------------------
+def split_holdout(holdout: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and label of ``holdout``; a :class:`DataError` naming what is missing."""
+    missing = [c for c in [*schema.features, schema.label] if c not in holdout.columns]
+    if missing:
+        raise DataError(f"holdout lacks columns: {', '.join(missing)}")
+    if holdout.empty:
+        raise DataError("holdout is empty")
+    y = holdout[schema.label]
+    if y.isna().any():
+        raise DataError(f"holdout label {schema.label!r} has {int(y.isna().sum())} missing values")
+    if schema.task == "classification" and set(np.unique(y.to_numpy())) - {0, 1}:
+        raise DataError(f"holdout label {schema.label!r} must be 0/1 for classification")
+    return holdout[list(schema.features)], y.to_numpy()
+
+
+def predictions(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
+    """Positive-class probabilities (classification) or predicted values (regression)."""
+    if task == "classification":
+        return np.asarray(model.predict_proba(X))[:, 1]
+    return np.asarray(model.predict(X), dtype=float)
+
+
+def score(values: np.ndarray, y: np.ndarray, task: str, metric: str) -> float:
+    if task == "classification":
+        return classification_metrics(y, values)[metric]
+    return regression_metrics(y, values)[metric]
+
+
+def baseline_values(y: np.ndarray, task: str) -> np.ndarray:
+    """A trivial predictor: the class prior (classification) or the mean (regression).
+
+    It is fitted on the holdout itself, which flatters the baseline: a conservative gate.
+    """
+    return np.full(len(y), float(np.mean(y)))
+
+
+# -- smoke test ----------------------------------------------------------------------
+def _check_outputs(model: Any, X: pd.DataFrame, task: str) -> str | None:
+    """What is wrong with the model's outputs on ``X``, or None."""
+    predicted = np.asarray(model.predict(X))
+    if predicted.shape != (len(X),):
+        return f"predict returned shape {predicted.shape}, expected ({len(X)},)"
+    if task == "regression":
+        return None if np.isfinite(predicted.astype(float)).all() else "predict returned non-finite values"
+    proba = np.asarray(model.predict_proba(X), dtype=float)
+    if proba.shape != (len(X), 2):
+        return f"predict_proba returned shape {proba.shape}, expected ({len(X)}, 2)"
+    if not np.isfinite(proba).all() or proba.min() < 0 or proba.max() > 1:
+        return "predict_proba returned values outside [0, 1]"
+    if not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+        return "predict_proba rows do not sum to 1"
+    return None
+
+
+def smoke_test(registry: Registry, ref: str, X: pd.DataFrame, task: str, *, rows: int = SMOKE_ROWS,
+               seed: int = 0) -> tuple[SmokeTest, Any]:
+    """Load ``ref`` from the registry and predict on a sample; returns (result, model or None)."""
+    sample = X.sample(n=min(rows, len(X)), random_state=seed)
+    try:
+        model = registry.load(ref)
+    except RegistryError as exc:
+        return SmokeTest(False, f"cannot load from the registry: {exc}", 0), None
+    try:
+        problem = _check_outputs(model, sample, task)
+    except Exception as exc:  # any failure to predict fails the test; the gate records it
+        problem = f"prediction raised {type(exc).__name__}: {exc}"
+    if problem:
+        return SmokeTest(False, problem, len(sample)), None
+    return SmokeTest(True, "loaded and predicted", len(sample)), model
+
+
+# -- the gate ------------------------------------------------------------------------
+def _production_score(registry: Registry, production: str, X: pd.DataFrame, y: np.ndarray,
+                      task: str, metric: str) -> tuple[float | None, str]:
+    """Score the production model on the holdout; (None, why) when it cannot be scored."""
+    try:
+        value = score(predictions(registry.load(production), X, task), y, task, metric)
+    except RegistryError as exc:
+        return None, f"production {production} cannot be loaded ({exc})"
+    except Exception as exc:  # e.g. a production model built for another schema
+        return None, f"production {production} cannot score this holdout ({type(exc).__name__}: {exc})"
+    if math.isnan(value):
+        return None, f"production {production} scores NaN on {metric}"
+    return value, ""
+
+
+def _judge(candidate: float, production: float | None, baseline: float, *, metric: str, mode: str,
+           gate: GateConfig, production_version: str | None, note: str) -> tuple[bool, str]:
+    prefix = f"{note}; " if note else ""
+    if production is not None:
+        ok = at_least_as_good(candidate, production, mode, gate.tolerance)
+        verdict = "at least as good as" if ok else "worse than"
+        return ok, (f"{prefix}candidate {metric}={candidate:.4f} is {verdict} production {production_version} "
+                    f"{metric}={production:.4f} (tolerance {gate.tolerance})")
+    ok = at_least_as_good(candidate, baseline, mode, -gate.min_gain_over_baseline)
+    verdict = "beats" if ok else "does not beat"
+    return ok, (f"{prefix}candidate {metric}={candidate:.4f} {verdict} the baseline {metric}={baseline:.4f} "
+                f"by the required {gate.min_gain_over_baseline}")
+
+
+def _decide(registry: Registry, candidate: str, X: pd.DataFrame, y: np.ndarray, model: Any,
+            schema: FeatureSchema, gate: GateConfig, smoke: SmokeTest) -> GateDecision:
+    metric, mode = gate_metric(schema, gate)
+    production = registry.get_alias("production")
+    baseline = score(baseline_values(y, schema.task), y, schema.task, metric)
+    decision = dict(metric=metric, mode=mode, candidate_version=candidate, production_version=production,
+                    baseline_score=baseline, smoke_test=smoke, production_score=None)
+    if not smoke.passed:
+        return GateDecision(promoted=False, reason=f"smoke test failed: {smoke.detail}", candidate_score=None,
+                            **decision)
+    cand = score(predictions(model, X, schema.task), y, schema.task, metric)
+    if math.isnan(cand):
+        return GateDecision(promoted=False, reason=f"candidate {metric} is NaN on the holdout",
+                            candidate_score=None, **decision)
+    if production == candidate:
+        return GateDecision(promoted=False, reason=f"{candidate} is already production",
+                            candidate_score=cand, **decision)
+    prod, note = (None, "") if production is None else _production_score(
+        registry, production, X, y, schema.task, metric)
+    promoted, reason = _judge(cand, prod, baseline, metric=metric, mode=mode, gate=gate,
+                              production_version=production, note=note)
+    decision["production_score"] = prod
+    return GateDecision(promoted=promoted, reason=reason, candidate_score=cand, **decision)
+
+
+def gate_and_promote(registry: Registry, candidate_version: str, holdout: pd.DataFrame,
+                     schema: FeatureSchema, gate: GateConfig, *, smoke_rows: int = SMOKE_ROWS,
+                     seed: int = 0) -> GateDecision:
+    """Mark ``candidate_version`` as candidate, test it, and promote it if it passes.
+
+    ``holdout`` holds ``schema.features`` and ``schema.label`` columns (0/1 labels for
+    classification). The decision is recorded as a ``gate`` event; a pass also records
+    the ``promote`` event.
+    """
+    X, y = split_holdout(holdout, schema)
+    gate_metric(schema, gate)  # a bad gate config fails before anything is recorded
+    candidate = registry.set_alias("candidate", candidate_version, reason="gate")
+    smoke, model = smoke_test(registry, candidate, X, schema.task, rows=smoke_rows, seed=seed)
+    decision = _decide(registry, candidate, X, y, model, schema, gate, smoke)
+    registry.record_event("gate", **decision.to_dict())
+    if decision.promoted:
+        registry.promote(candidate, reason=decision.reason, scores={
+            "metric": decision.metric, "candidate": decision.candidate_score,
+            "production": decision.production_score, "baseline": decision.baseline_score})
+    return decision
+
+
+__all__ = ["GateDecision", "SmokeTest", "gate_and_promote", "gate_metric", "smoke_test", "at_least_as_good"]

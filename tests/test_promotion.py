@@ -1,0 +1,190 @@
+"""The promotion gate: both outcomes, the baseline rule, smoke tests, regression, bad input.
+
+Runs on a local folder and on the loopback S3 server (the ``storage`` fixture).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from registry_fixtures import (  # noqa: F401
+    CATEGORICAL,
+    NUMERIC,
+    REGISTER_ARGS,
+    REGRESSION_SCHEMA,
+    SCHEMA,
+    fit_pipeline,
+    fit_regressor,
+    fit_weak,
+    make_table,
+    preprocessor,
+    storage,
+)
+from ray_mlops.config import GateConfig
+from ray_mlops.errors import ConfigError, DataError, VersionNotFoundError
+from ray_mlops.promotion import GateDecision, gate_and_promote, gate_metric
+from ray_mlops.registry import Registry
+
+TRAIN = make_table(600, seed=1)
+HOLDOUT = make_table(300, seed=2)
+GATE = GateConfig()
+
+
+@pytest.fixture(scope="module")
+def models():
+    three_class = TRAIN.assign(failed=np.arange(len(TRAIN)) % 3)
+    return {
+        "weak": fit_weak(TRAIN),
+        "good": fit_pipeline(TRAIN, "logreg"),
+        "hgb": fit_pipeline(TRAIN, "hgb"),
+        "shuffled": fit_pipeline(TRAIN, "forest", shuffle_labels=True),
+        "three_class": fit_pipeline(three_class, "logreg"),
+        "regressor": fit_regressor(TRAIN),
+        "shuffled_regressor": fit_regressor(TRAIN, shuffle_labels=True),
+    }
+
+
+def register(registry: Registry, model) -> str:
+    return registry.register(model, **REGISTER_ARGS)
+
+
+def test_first_model_promotes_when_it_beats_the_baseline(storage, models):
+    registry = Registry(storage, "failures")
+    version = register(registry, models["good"])
+    decision = gate_and_promote(registry, version, HOLDOUT, SCHEMA, GATE)
+    assert isinstance(decision, GateDecision)
+    assert decision.promoted and decision.smoke_test.passed
+    assert decision.metric == "roc_auc" and decision.baseline_score == pytest.approx(0.5)
+    assert decision.candidate_score > 0.8 and decision.production_score is None
+    assert "beats the baseline" in decision.reason
+    assert registry.aliases() == {"production": "v1", "candidate": "v1"}
+    gate_events = registry.events(kind="gate")
+    assert len(gate_events) == 1 and gate_events[0]["promoted"] is True
+    assert gate_events[0]["candidate_score"] == pytest.approx(decision.candidate_score)
+    assert gate_events[0]["baseline_score"] == pytest.approx(0.5)
+    assert [e["kind"] for e in registry.events()] == ["register", "alias", "gate", "promote"]
+    assert registry.events(kind="promote")[0]["scores"]["candidate"] == pytest.approx(decision.candidate_score)
+
+
+def test_first_model_that_does_not_beat_the_baseline_stays_out(storage, models):
+    registry = Registry(storage, "failures")
+    version = register(registry, models["shuffled"])
+    decision = gate_and_promote(registry, version, HOLDOUT, SCHEMA, GATE)
+    assert not decision.promoted and decision.smoke_test.passed
+    assert "does not beat the baseline" in decision.reason
+    assert registry.get_alias("production") is None and registry.get_alias("candidate") == version
+    assert registry.events(kind="promote") == []
+
+
+def test_good_candidate_replaces_production_and_worse_one_does_not(storage, models):
+    registry = Registry(storage, "failures")
+    assert gate_and_promote(registry, register(registry, models["weak"]), HOLDOUT, SCHEMA, GATE).promoted
+    better = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
+    assert better.promoted, better.reason
+    assert "at least as good as production v1" in better.reason
+    assert better.production_version == "v1" and better.production_score is not None
+    assert better.candidate_score >= better.production_score - GATE.tolerance
+    assert registry.get_alias("production") == "v2"
+
+    worse = gate_and_promote(registry, register(registry, models["shuffled"]), HOLDOUT, SCHEMA, GATE)
+    assert not worse.promoted and "worse than production v2" in worse.reason
+    assert worse.candidate_score < worse.production_score - GATE.tolerance
+    assert registry.get_alias("production") == "v2" and registry.get_alias("candidate") == "v3"
+    last_gate = registry.events(kind="gate")[-1]
+    assert (last_gate["candidate_version"], last_gate["production_version"], last_gate["promoted"]) == ("v3", "v2", False)
+    assert last_gate["production_score"] == pytest.approx(worse.production_score)
+    assert registry.alias_history("production") == ["v1", "v2"]
+    assert registry.rollback() == "v1"
+
+
+def test_tolerance_lets_an_equal_model_through(tmp_path, models):
+    registry = Registry(str(tmp_path), "failures")
+    gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
+    again = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
+    assert again.promoted and again.candidate_score == pytest.approx(again.production_score)
+    already = gate_and_promote(registry, "v2", HOLDOUT, SCHEMA, GATE)
+    assert not already.promoted and "already production" in already.reason
+
+
+@pytest.mark.parametrize("broken", ["three_class", "regressor", "other_schema"])
+def test_smoke_test_failure_blocks_promotion(tmp_path, models, broken):
+    registry = Registry(str(tmp_path), "failures")
+    gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
+    # a 3-class model, a regressor (no predict_proba), a model fitted on a column the holdout lacks
+    model = _fit_on_renamed(TRAIN) if broken == "other_schema" else models[broken]
+    decision = gate_and_promote(registry, register(registry, model), HOLDOUT, SCHEMA, GATE)
+    assert not decision.promoted and not decision.smoke_test.passed
+    assert decision.reason.startswith("smoke test failed")
+    assert decision.candidate_score is None
+    assert registry.get_alias("production") == "v1"
+    assert registry.events(kind="gate")[-1]["smoke_test"]["passed"] is False
+
+
+def _fit_on_renamed(frame):
+    renamed = frame.rename(columns={"temp": "temperature"})
+    numeric = ["temperature", "vibration", "age"]
+    pipeline = Pipeline([("pre", preprocessor(numeric=numeric)), ("est", LogisticRegression())])
+    return pipeline.fit(renamed[numeric + CATEGORICAL], renamed["failed"])
+
+
+def test_tampered_candidate_fails_the_smoke_test(storage, models):
+    registry = Registry(storage, "failures")
+    version = register(registry, models["good"])
+    rel = f"registry/failures/{version}/model.skops"
+    data = bytearray(storage.read_bytes(rel))
+    data[100] ^= 0xFF
+    storage.write_bytes(rel, bytes(data))
+    decision = gate_and_promote(registry, version, HOLDOUT, SCHEMA, GATE)
+    assert not decision.promoted and "sha256" in decision.smoke_test.detail
+    assert registry.get_alias("production") is None
+
+
+def test_unloadable_production_falls_back_to_the_baseline(tmp_path, models):
+    registry = Registry(str(tmp_path), "failures")
+    gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
+    path = tmp_path / "registry/failures/v1/model.skops"
+    path.write_bytes(path.read_bytes()[:-10])
+    decision = gate_and_promote(registry, register(registry, models["hgb"]), HOLDOUT, SCHEMA, GATE)
+    assert decision.promoted and "production v1 cannot be loaded" in decision.reason
+    assert decision.production_score is None and "beats the baseline" in decision.reason
+
+
+def test_regression_is_judged_on_rmse(storage, models):
+    registry = Registry(storage, "hours")
+    assert gate_metric(REGRESSION_SCHEMA, GATE) == ("rmse", "min")
+    good = gate_and_promote(registry, register(registry, models["regressor"]), HOLDOUT, REGRESSION_SCHEMA, GATE)
+    assert good.promoted and good.metric == "rmse" and good.candidate_score < good.baseline_score
+    bad = gate_and_promote(registry, register(registry, models["shuffled_regressor"]), HOLDOUT,
+                           REGRESSION_SCHEMA, GATE)
+    assert not bad.promoted and bad.candidate_score > bad.production_score
+    assert registry.get_alias("production") == "v1"
+
+
+def test_bad_gate_config_and_holdout_are_refused_before_anything_is_recorded(tmp_path, models):
+    registry = Registry(str(tmp_path), "failures")
+    version = register(registry, models["good"])
+    with pytest.raises(ConfigError, match="gate.metric 'rmse'"):
+        gate_and_promote(registry, version, HOLDOUT, SCHEMA, GateConfig(metric="rmse", mode="min"))
+    with pytest.raises(ConfigError, match="gate.mode 'max'"):
+        gate_and_promote(registry, version, HOLDOUT, SCHEMA, GateConfig(metric="log_loss"))
+    with pytest.raises(DataError, match="failed"):
+        gate_and_promote(registry, version, HOLDOUT.drop(columns="failed"), SCHEMA, GATE)
+    with pytest.raises(DataError, match="missing values"):
+        gate_and_promote(registry, version, HOLDOUT.assign(failed=np.nan), SCHEMA, GATE)
+    with pytest.raises(DataError, match="empty"):
+        gate_and_promote(registry, version, HOLDOUT.head(0), SCHEMA, GATE)
+    with pytest.raises(VersionNotFoundError, match="v9"):
+        gate_and_promote(registry, "v9", HOLDOUT, SCHEMA, GATE)
+    assert [e["kind"] for e in registry.events()] == ["register"]
+
+
+def test_log_loss_gate_minimizes(tmp_path, models):
+    registry = Registry(str(tmp_path), "failures")
+    gate = GateConfig(metric="log_loss", mode="min", tolerance=0.0)
+    first = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, gate)
+    assert first.promoted and first.candidate_score < first.baseline_score - gate.min_gain_over_baseline
+    worse = gate_and_promote(registry, register(registry, models["shuffled"]), HOLDOUT, SCHEMA, gate)
+    assert not worse.promoted and worse.candidate_score > worse.production_score
