@@ -12,7 +12,6 @@ from sklearn.pipeline import Pipeline
 
 from registry_fixtures import (  # noqa: F401
     CATEGORICAL,
-    NUMERIC,
     REGISTER_ARGS,
     REGRESSION_SCHEMA,
     SCHEMA,
