@@ -59,7 +59,7 @@ def _d_statistics(right: np.ndarray, left: np.ndarray, window_sorted: np.ndarray
     k = np.arange(width)
     valid = k[None, :] < n_win[:, None]
     n1 = n_ref[:, None].astype(float)
-    n2 = n_win[:, None].astype(float)
+    n2 = np.maximum(n_win, 1)[:, None].astype(float)  # empty rows are masked out
     diff = right / n1 - _window_right_counts(window_sorted) / n2
     gap = left / n1 - k[None, :] / n2  # just below each window value
     max_s = np.maximum(np.where(valid, diff, -np.inf).max(axis=1),

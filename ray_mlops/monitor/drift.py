@@ -181,12 +181,10 @@ def _numeric_matrix(frame: pd.DataFrame, names: list[str], where: str) -> np.nda
 
 def _holds_strings(series: pd.Series) -> bool | None:
     """Whether the non-missing values are strings (None when there are none)."""
-    present = series.dropna()
-    if present.empty:
-        return None
     if _is_numeric(series) or pd.api.types.is_bool_dtype(series.dtype):
-        return False
-    return isinstance(present.iloc[0], str)
+        return None if series.isna().all() else False
+    first = series.first_valid_index()
+    return None if first is None else isinstance(series.loc[first], str)
 
 
 def _check_window_frame(window: Any, columns: list[str]) -> None:
