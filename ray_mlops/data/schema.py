@@ -19,8 +19,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
+from ray_mlops.config import Config, EventsSource, TableSource, TextSource, TimeseriesSource
+from ray_mlops.data import featurize
 from ray_mlops.errors import DataError
 from ray_mlops.storage import Storage
 
@@ -90,6 +93,55 @@ class IngestResult:
         return cls(raw["fingerprint"], FeatureSchema.from_dict(raw["schema"]), raw["rows"], raw.get("counts", {}))
 
 
+def source_features(source: Any, label: str) -> dict[str, FeatureKind]:
+    """The feature columns one source contributes, with their kinds."""
+    if isinstance(source, TableSource):
+        return {
+            name: "numeric" if spec.type in ("float", "int") else "categorical"
+            for name, spec in source.columns.items()
+            if name != label
+        }
+    names = {
+        EventsSource: featurize.event_feature_names,
+        TextSource: featurize.text_feature_names,
+        TimeseriesSource: featurize.telemetry_feature_names,
+    }.get(type(source))
+    columns = names(source) if names else featurize.image_feature_names()
+    return {featurize.feature_name(source.name, c): "numeric" for c in columns}
+
+
+def feature_schema(config: Config) -> FeatureSchema:
+    """The feature table's schema, known from the configuration alone."""
+    features: dict[str, FeatureKind] = {}
+    for source in config.data.sources:
+        for name, kind in source_features(source, config.data.label).items():
+            if name in features or name == config.data.entity_key:
+                raise DataError(f"source {source.name!r}: column {name!r} is also produced by another source")
+            features[name] = kind
+    return FeatureSchema(config.data.entity_key, config.data.label, config.data.task, features)
+
+
+def cast_features(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """Exactly the schema's columns, in order: numeric as float64, categorical as str/None."""
+    out = pd.DataFrame(index=frame.index)
+    if schema.entity_key in frame:
+        out[schema.entity_key] = frame[schema.entity_key].astype(object)
+    if schema.label in frame:
+        out[schema.label] = _label_values(frame[schema.label], schema.task)
+    for name, kind in schema.features.items():
+        column = frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
+        if kind == "numeric":
+            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        else:
+            out[name] = column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v))
+    return out.reset_index(drop=True)
+
+
+def _label_values(column: pd.Series, task: str) -> pd.Series:
+    numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+    return numeric.astype("int64") if task == "classification" else numeric
+
+
 def latest_ingest(storage: Storage) -> IngestResult:
     """The last complete ingest under ``storage``; a :class:`DataError` if there is none."""
     if not storage.exists(LATEST):
@@ -116,6 +168,9 @@ def read_reference(storage: Storage, result: IngestResult | None = None) -> pd.D
 
 
 __all__ = [
+    "source_features",
+    "feature_schema",
+    "cast_features",
     "FeatureKind",
     "FeatureSchema",
     "IngestResult",

@@ -1,0 +1,215 @@
+"""The ``ray-mlops`` command: the composition root that wires the stages together.
+
+Every command takes ``--config`` and ``--address`` (no address: an embedded local Ray;
+``auto``: join the running cluster). Errors from the package's exception tree are printed
+as one line on stderr with a non-zero exit code; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ray_mlops.config import Config, load_config
+from ray_mlops.errors import RayMlopsError
+from ray_mlops.storage import Storage
+
+
+class Context:
+    """What every command needs: the loaded config, the Ray address, the storage."""
+
+    def __init__(self, config_path: str | None, address: str | None, storage: str | None):
+        overrides: dict[str, Any] = {}
+        if address:
+            overrides["ray.address"] = address
+        if storage:
+            overrides["storage"] = storage
+        self.config: Config = load_config(config_path, overrides)
+        self.address = self.config.ray.address
+
+    @functools.cached_property
+    def storage(self) -> Storage:
+        return Storage(self.config.storage)
+
+    def connect(self) -> None:
+        from ray_mlops.runtime import connect
+
+        connect(self.config, self.address)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"ray-mlops: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _handles_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RayMlopsError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+
+    return wrapper
+
+
+def _context(ctx: click.Context) -> Context:
+    if ctx.obj is None:
+        params = ctx.find_root().params
+        ctx.obj = Context(params.get("config"), params.get("address"), params.get("storage"))
+    return ctx.obj
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config (default: built-in, = configs/default.yaml).")
+@click.option("--address", help="Ray address: omit for an embedded local Ray, 'auto' to join a running cluster.")
+@click.option("--storage", help="Override the storage URI (a folder, s3://bucket/prefix, ...).")
+@click.version_option(package_name="ray-mlops")
+def cli(config: str | None, address: str | None, storage: str | None) -> None:
+    """ray-mlops: a closed MLOps loop on Ray (ingest → train → registry → serve → monitor)."""
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable:
+    """Register a CLI command whose package errors become one line on stderr."""
+
+    def decorate(fn: Callable) -> Callable:
+        return cli.command(name, **kwargs)(_handles_errors(fn))
+
+    return decorate
+
+
+def echo_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+# -- data ---------------------------------------------------------------------------
+@command()
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: data.root of the config).")
+@click.option("--entities", type=click.IntRange(min=1), default=2000, show_default=True, help="How many machines.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--drift", type=click.Choice(["none", "covariate", "prior", "concept"]), default="none", show_default=True)
+@click.option("--intensity", type=click.FloatRange(0, 5), default=1.0, show_default=True, help="Strength of the drift.")
+@click.option("--start-id", type=click.IntRange(min=0), default=0, show_default=True, help="First machine number (fresh ids for new batches).")
+@click.pass_context
+def generate(ctx: click.Context, out: str | None, entities: int, seed: int, drift: str, intensity: float, start_id: int) -> None:
+    """Write the sample multi-format predictive-maintenance dataset."""
+    from ray_mlops.data.generate import GenerateSpec, generate as write_dataset
+
+    target = out or _context(ctx).config.data.root
+    spec = GenerateSpec(entities=entities, seed=seed, drift=drift, intensity=intensity, start_id=start_id)  # type: ignore[arg-type]
+    counts = write_dataset(target, spec)
+    click.echo(f"wrote sample dataset to {Path(target).resolve()}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@command()
+@click.pass_context
+def ingest(ctx: click.Context) -> None:
+    """Build the feature table, reference profile and fingerprint from the configured sources."""
+    from ray_mlops.data.ingest import ingest as run_ingest
+
+    context = _context(ctx)
+    context.connect()
+    result = run_ingest(context.config, context.storage)
+    click.echo(f"feature table: {result.rows} rows, {len(result.schema.features)} features")
+    click.echo(f"fingerprint:   {result.fingerprint}")
+    click.echo(f"location:      {context.storage.uri(result.folder)}")
+    for name, counts in result.counts.items():
+        reasons = "; ".join(f"{reason}: {n}" for reason, n in counts["reasons"].items())
+        click.echo(
+            f"  {name:<12} read {counts['read']:>9}  accepted {counts['accepted']:>9}  "
+            f"quarantined {counts['quarantined']:>6}" + (f"  ({reasons})" if reasons else "")
+        )
+
+
+# -- registry -----------------------------------------------------------------------
+def _registry(ctx: click.Context):
+    from ray_mlops.registry import Registry
+
+    context = _context(ctx)
+    return Registry(context.storage, context.config.model_name)
+
+
+@cli.group()
+def registry() -> None:
+    """Model versions, aliases, promotion and rollback."""
+
+
+def registry_command(name: str | None = None, **kwargs: Any) -> Callable:
+    def decorate(fn: Callable) -> Callable:
+        return registry.command(name, **kwargs)(_handles_errors(fn))
+
+    return decorate
+
+
+@registry_command("list")
+@click.pass_context
+def registry_list(ctx: click.Context) -> None:
+    """List versions with their metrics and aliases."""
+    reg = _registry(ctx)
+    aliases = reg.aliases()
+    versions = reg.versions()
+    if not versions:
+        click.echo("no model versions registered yet: run `ray-mlops train`")
+        return
+    click.echo(f"{'version':<8} {'created':<20} {'family':<24} {'metric':>10}  aliases")
+    for meta in versions:
+        version = meta["version"]
+        tags = ",".join(name for name, target in aliases.items() if target == version)
+        metric = meta.get("metrics", {}).get(_context(ctx).config.gate.metric)
+        family = meta.get("params", {}).get("family", "")
+        shown = f"{metric:.4f}" if isinstance(metric, (int, float)) else "-"
+        click.echo(f"{version:<8} {str(meta.get('created', ''))[:19]:<20} {family:<24} {shown:>10}  {tags}")
+
+
+@registry_command("show")
+@click.argument("version")
+@click.pass_context
+def registry_show(ctx: click.Context, version: str) -> None:
+    """Show a version's (or alias's) metadata and lineage."""
+    echo_json(_registry(ctx).metadata(version))
+
+
+@registry_command("promote")
+@click.argument("version")
+@click.option("--reason", default="manual promotion", show_default=True)
+@click.pass_context
+def registry_promote(ctx: click.Context, version: str, reason: str) -> None:
+    """Make VERSION the production model (no gate: an operator's decision)."""
+    promoted = _registry(ctx).promote(version, reason=reason)
+    click.echo(f"production -> {promoted}")
+
+
+@registry_command("rollback")
+@click.option("--reason", default="manual rollback", show_default=True)
+@click.pass_context
+def registry_rollback(ctx: click.Context, reason: str) -> None:
+    """Return production to the previous production version."""
+    click.echo(f"production -> {_registry(ctx).rollback(reason=reason)}")
+
+
+@registry_command("events")
+@click.option("--kind", help="Only events of this kind.")
+@click.pass_context
+def registry_events(ctx: click.Context, kind: str | None) -> None:
+    """Print the append-only event log (registrations, gate decisions, promotions...)."""
+    for event in _registry(ctx).events(kind):
+        click.echo(json.dumps(event, sort_keys=True, default=str))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli(standalone_mode=True)
+    except RayMlopsError as exc:  # raised while building the context (bad --config)
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""Ingestion on Ray Data: every source → one validated feature table.
+
+Per source, streaming and in parallel blocks:
+
+    read ─► record step (validate, featurize one record; rejects → quarantine)
+         ─► hash-partition by entity key ─► entity step (one row per entity)
+
+then a full outer join of all sources on the entity key, a last check (every row has a
+label), and the table, reference sample, profile and report are written under
+``features/<fingerprint>/``. ``features/latest.json`` is replaced only after everything
+else succeeded. Nothing is collected on the driver but counts and a bounded sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import ray
+import ray.data
+import ray.exceptions
+
+from ray_mlops.config import (
+    Config,
+    EventsSource,
+    ImageSource,
+    TableSource,
+    TextSource,
+    TimeseriesSource,
+)
+from ray_mlops.data import featurize, records
+from ray_mlops.data.fingerprint import fingerprint_sources, list_source_files
+from ray_mlops.data.quarantine import Quarantine, reject_frame
+from ray_mlops.data.schema import FEATURES_DIR, LATEST, FeatureSchema, IngestResult, cast_features, feature_schema
+from ray_mlops.errors import DataError, RejectRateError
+from ray_mlops.storage import Storage
+
+log = logging.getLogger(__name__)
+
+ENTITY_SOURCE = "entities"
+BUCKET = "_bucket"
+COUNTS = "_counts"
+BUCKET_BYTES = 32 << 20
+
+
+# -- reading ------------------------------------------------------------------------
+def _check_columns(found: list[str], needed: list[str], source: str, location: str) -> None:
+    missing = [c for c in needed if c not in found]
+    if missing:
+        raise DataError(f"source {source!r}: {location} has no column {missing[0]!r} (columns: {found})")
+
+
+def _csv_header(fs, path: str) -> list[str]:
+    with fs.open_input_stream(path) as stream:
+        first = stream.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    return [c.strip().strip('"') for c in first.strip().split(",")]
+
+
+def _read_table(source: TableSource, location: str, key: str) -> ray.data.Dataset:
+    fs, _, files = list_source_files(location, source.name)
+    needed = [key, *source.columns]
+    if source.format == "csv":
+        for path in files:
+            _check_columns(_csv_header(fs, path), needed, source.name, path)
+        options = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in needed}, include_columns=needed, strings_can_be_null=True
+        )
+        return ray.data.read_csv(files, filesystem=fs, convert_options=options)
+    for path in files:
+        _check_columns(pq.read_schema(path, filesystem=fs).names, needed, source.name, path)
+    return ray.data.read_parquet(files, filesystem=fs, columns=needed)
+
+
+def _read_source(source: Any, location: str, key: str) -> ray.data.Dataset:
+    if isinstance(source, TableSource):
+        return _read_table(source, location, key)
+    fs, _, files = list_source_files(location, source.name)
+    if isinstance(source, TimeseriesSource):
+        needed = [key, source.time_column, *source.signals]
+        _check_columns(pq.read_schema(files[0], filesystem=fs).names, needed, source.name, files[0])
+        return ray.data.read_parquet(files, filesystem=fs, columns=needed)
+    return ray.data.read_binary_files(files, filesystem=fs, include_paths=True)
+
+
+# -- the record and entity steps ----------------------------------------------------
+def _jsonl_batch(batch: pd.DataFrame, source: EventsSource, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Binary JSON Lines files → lines (non-UTF-8 lines rejected) → event records."""
+    lines, bad = [], []
+    for data in batch["bytes"]:
+        for raw in bytes(data).split(b"\n"):
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.append(raw.decode("utf-8", errors="replace"))
+    good, rejects = records.event_records(pd.DataFrame({"text": lines}), source, key)
+    return good, pd.concat([rejects, reject_frame(source.name, ["not UTF-8 text"] * len(bad), bad)])
+
+
+def record_step(source: Any) -> Callable[[pd.DataFrame, Any, str], tuple[pd.DataFrame, pd.DataFrame]]:
+    """The record-level function of a source's format."""
+    return {
+        TableSource: records.table_records,
+        EventsSource: _jsonl_batch,
+        TextSource: records.text_records,
+        ImageSource: records.image_records,
+        TimeseriesSource: records.telemetry_records,
+    }[type(source)]
+
+
+def _table_entities(frame: pd.DataFrame, source: TableSource, key: str, quarantine: Quarantine) -> pd.DataFrame:
+    good, rejects = records.duplicate_keys(frame, source.name, key)
+    quarantine.write(rejects)
+    return good
+
+
+def entity_step(source: Any, key: str, quarantine: Quarantine) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The entity-level function of a source: all records of an entity → one row."""
+    if isinstance(source, TableSource):
+        return lambda frame: _table_entities(frame, source, key, quarantine)
+    aggregate = {
+        EventsSource: featurize.event_entity_features,
+        TextSource: featurize.text_entity_features,
+        ImageSource: featurize.image_entity_features,
+        TimeseriesSource: featurize.telemetry_entity_features,
+    }[type(source)]
+    return lambda frame: aggregate(frame, source, key)
+
+
+def bucket_of(keys: pd.Series, buckets: int) -> np.ndarray:
+    """A stable bucket per key (the same in every process and on every machine)."""
+    hashed = pd.util.hash_pandas_object(keys.astype(str), index=False).to_numpy()
+    return (hashed % np.uint64(buckets)).astype("int64")
+
+
+class _RecordStep:
+    """A picklable map_batches callable: validate + featurize records, quarantine rejects."""
+
+    def __init__(self, source: Any, key: str, quarantine: Quarantine, buckets: int):
+        self.source, self.key, self.quarantine, self.buckets = source, key, quarantine, buckets
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        good, rejects = record_step(self.source)(batch, self.source, self.key)
+        self.quarantine.write(rejects)
+        good[BUCKET] = bucket_of(good[self.key], self.buckets)
+        return good
+
+
+def stage_records(source: Any, location: str, key: str, quarantine: Quarantine, staging: Storage, buckets: int) -> None:
+    """Read one source with Ray Data; write its good records to staging, bucketed by key."""
+    raw = _read_source(source, location, key)
+    batch_size = 256 if isinstance(source, (TextSource, ImageSource)) else 16384
+    good = raw.map_batches(_RecordStep(source, key, quarantine, buckets), batch_format="pandas", batch_size=batch_size)
+    good.write_parquet(staging.path(source.name), filesystem=staging.fs, partition_cols=[BUCKET])
+
+
+def _read_bucket(staging: Storage, source: str, bucket: int) -> pd.DataFrame | None:
+    folder = f"{source}/{BUCKET}={bucket}"
+    if not staging.exists(folder):
+        return None
+    dataset = pads.dataset(staging.path(folder), filesystem=staging.fs, format="parquet")
+    return dataset.to_table().to_pandas()
+
+
+class _BucketStep:
+    """One bucket of every source → entity rows per source → merged, checked feature rows."""
+
+    def __init__(self, sources: list[Any], schema: FeatureSchema, staging: Storage, quarantine: Quarantine):
+        self.sources, self.schema, self.staging, self.quarantine = sources, schema, staging, quarantine
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
+        parts = [self._bucket(int(b)) for b in batch["id"]]
+        return pd.concat(parts, ignore_index=True)
+
+    def _bucket(self, bucket: int) -> pd.DataFrame:
+        key = self.schema.entity_key
+        accepted, merged = {}, pd.DataFrame({key: pd.Series(dtype=object)})
+        for source in self.sources:
+            entities = self._entities(source, bucket)
+            accepted[source.name] = _accepted_records(source, entities)
+            merged = merged.merge(entities, on=key, how="outer")
+        self.staging.write_json(f"{COUNTS}/{bucket}.json", accepted)
+        return self._finish(merged)
+
+    def _entities(self, source: Any, bucket: int) -> pd.DataFrame:
+        key = self.schema.entity_key
+        staged = _read_bucket(self.staging, source.name, bucket)
+        if staged is None:
+            return pd.DataFrame({key: pd.Series(dtype=object)})
+        return entity_step(source, key, self.quarantine)(staged.drop(columns=[BUCKET], errors="ignore"))
+
+    def _finish(self, frame: pd.DataFrame) -> pd.DataFrame:
+        label = self.schema.label
+        if label not in frame:
+            frame[label] = np.nan
+        unlabeled = frame[label].isna()
+        reasons = [f"{label}: missing (entity has no label)"] * int(unlabeled.sum())
+        self.quarantine.write(reject_frame(ENTITY_SOURCE, reasons, frame[unlabeled].to_dict("records")))
+        ordered = frame[~unlabeled].sort_values(self.schema.entity_key, kind="stable")
+        return cast_features(ordered, self.schema)
+
+
+def _accepted_records(source: Any, entities: pd.DataFrame) -> int:
+    """How many records of a source made it into its entity rows."""
+    count_column = {
+        EventsSource: "n_events",
+        TextSource: "n_notes",
+        ImageSource: "n_images",
+        TimeseriesSource: "n_readings",
+    }.get(type(source))
+    if count_column is None:
+        return len(entities)
+    column = featurize.feature_name(source.name, count_column)
+    return int(entities[column].sum()) if column in entities else 0
+
+
+def build_table(sources: list[Any], schema: FeatureSchema, staging: Storage, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
+    """Every bucket in parallel with Ray Data → the feature table (not yet executed)."""
+    step = _BucketStep(sources, schema, staging, quarantine)
+    return ray.data.range(buckets, override_num_blocks=buckets).map_batches(step, batch_size=1, batch_format="numpy")
+
+
+def _bucket_count(config: Config) -> int:
+    """Enough buckets to keep every core busy and each bucket's records small."""
+    total = 0
+    for source in config.data.sources:
+        fs, _, files = list_source_files(config.resolve_source_path(source), source.name)
+        total += sum(info.size or 0 for info in fs.get_file_info(files))
+    cpus = int(ray.cluster_resources().get("CPU", 2))
+    return max(cpus, min(512, total // BUCKET_BYTES + 1))
+
+
+def _reject_rate_problems(counts: dict[str, dict[str, int]], limit: float) -> list[str]:
+    problems = []
+    for name, c in counts.items():
+        total = c["read"]
+        if total and c["quarantined"] / total > limit:
+            problems.append(f"{name}: {c['quarantined']} of {total} quarantined ({c['quarantined'] / total:.1%})")
+    return problems
+
+
+def profile_of(reference: pd.DataFrame, schema: FeatureSchema) -> dict[str, Any]:
+    """Per-feature summaries of the reference sample (kinds, location, spread, levels, missing)."""
+    features: dict[str, Any] = {}
+    for name, kind in schema.features.items():
+        column = reference[name]
+        summary: dict[str, Any] = {"kind": kind, "missing": float(column.isna().mean())}
+        if kind == "numeric":
+            summary.update(mean=_finite(column.mean()), std=_finite(column.std()), min=_finite(column.min()), max=_finite(column.max()))
+        else:
+            summary["levels"] = {str(k): float(v) for k, v in column.value_counts(normalize=True).items()}
+        features[name] = summary
+    return features
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _write_reference(storage: Storage, folder: str, schema: FeatureSchema, size: int, rows: int) -> pd.DataFrame:
+    """A seeded random sample of at most ``size`` rows of the written table."""
+    table = ray.data.read_parquet(storage.path(folder, "table"), filesystem=storage.fs)
+    fraction = min(1.0, 1.5 * size / max(rows, 1))
+    sample = table.random_sample(fraction, seed=0) if fraction < 1.0 else table
+    reference = cast_features(sample.limit(size).to_pandas(), schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(reference, preserve_index=False), sink)
+    storage.write_bytes(f"{folder}/reference.parquet", sink.getvalue().to_pybytes())
+    return reference
+
+
+# -- the stage ----------------------------------------------------------------------
+def ingest(config: Config, storage: Storage) -> IngestResult:
+    """Build the feature table, reference sample, profile and report for ``config``'s sources.
+
+    Raises :class:`DataError` for missing or malformed sources and :class:`RejectRateError`
+    when a source's quarantined share passes ``data.max_reject_rate``; in both cases the
+    previous ``features/latest.json`` stays in place.
+    """
+    started = time.monotonic()
+    schema = feature_schema(config)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    fingerprint = fingerprint_sources(config)
+    folder = f"{FEATURES_DIR}/{fingerprint}"
+    storage.delete(folder)
+    quarantine = Quarantine(storage, f"{folder}/quarantine")
+    staging = storage.child(folder, "staging")
+    spine = config.data.label_source
+    ordered = [spine, *[s for s in config.data.sources if s is not spine]]
+    buckets = _bucket_count(config)
+    try:
+        for source in ordered:
+            stage_records(source, config.resolve_source_path(source), schema.entity_key, quarantine, staging, buckets)
+        table = build_table(ordered, schema, staging, quarantine, buckets)
+        table.write_parquet(storage.path(folder, "table"), filesystem=storage.fs)
+        accepted = _sum_counts(staging, buckets)
+    except ray.exceptions.RayError as exc:
+        raise DataError(f"ingest failed: {_root_cause(exc)}") from exc
+    finally:
+        staging.delete("")
+    rows = _table_rows(storage, folder)
+    counts = _count_summary(ordered, accepted, quarantine.counts(), rows)
+    report = {"fingerprint": fingerprint, "rows": rows, "sources": counts, "seconds": round(time.monotonic() - started, 2)}
+    _check_reject_rates(storage, folder, report, config.data.max_reject_rate)
+    reference = _write_reference(storage, folder, schema, config.data.reference_sample, rows)
+    storage.write_json(
+        f"{folder}/profile.json",
+        {"schema": schema.to_dict(), "fingerprint": fingerprint, "rows": rows, "features": profile_of(reference, schema)},
+    )
+    storage.write_json(f"{folder}/report.json", {**report, "status": "ok"})
+    result = IngestResult(fingerprint, schema, rows, counts)
+    storage.write_json(LATEST, result.to_dict())
+    return result
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+def _sum_counts(staging: Storage, buckets: int) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for bucket in range(buckets):
+        for name, count in staging.read_json(f"{COUNTS}/{bucket}.json").items():
+            total[name] = total.get(name, 0) + int(count)
+    return total
+
+
+def _table_rows(storage: Storage, folder: str) -> int:
+    if not storage.exists(f"{folder}/table"):
+        return 0
+    dataset = pads.dataset(storage.path(folder, "table"), filesystem=storage.fs, format="parquet")
+    return dataset.count_rows()
+
+
+def _check_reject_rates(storage: Storage, folder: str, report: dict[str, Any], limit: float) -> None:
+    problems = _reject_rate_problems(report["sources"], limit)
+    if problems:
+        storage.write_json(f"{folder}/report.json", {**report, "status": "failed", "problems": problems})
+        raise RejectRateError(
+            f"reject rate above {limit:.1%}: {'; '.join(problems)} (see {storage.uri(folder, 'quarantine')})"
+        )
+    if report["rows"] == 0:
+        storage.write_json(f"{folder}/report.json", {**report, "status": "failed"})
+        raise DataError("the feature table is empty: no entity has both a label and valid data")
+
+
+def _count_summary(ordered: list[Any], accepted: dict[str, int], rejected: dict[str, dict[str, int]], rows: int) -> dict[str, dict[str, Any]]:
+    counts: dict[str, dict[str, Any]] = {}
+    for source in ordered:
+        reasons = rejected.get(source.name, {})
+        quarantined = sum(reasons.values())
+        counts[source.name] = {
+            "read": accepted[source.name] + quarantined,
+            "accepted": accepted[source.name],
+            "quarantined": quarantined,
+            "reasons": reasons,
+        }
+    entity_reasons = rejected.get(ENTITY_SOURCE, {})
+    counts[ENTITY_SOURCE] = {
+        "read": rows + sum(entity_reasons.values()),
+        "accepted": rows,
+        "quarantined": sum(entity_reasons.values()),
+        "reasons": entity_reasons,
+    }
+    return counts
+
+
+__all__ = ["ingest", "profile_of", "record_step", "entity_step", "stage_records", "build_table"]
