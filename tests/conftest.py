@@ -111,3 +111,36 @@ def s3_bucket(s3_server, monkeypatch):
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# -- sample data, generated and ingested once per session ----------------------------
+SAMPLE_ENTITIES = 1500
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory) -> Path:
+    """The sample multi-format dataset (seed 0) in a session folder."""
+    from ray_mlops.data.generate import GenerateSpec, generate
+
+    root = tmp_path_factory.mktemp("sample") / "data"
+    generate(root, GenerateSpec(entities=SAMPLE_ENTITIES, seed=0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_config(sample_data, tmp_path_factory):
+    """The default config pointed at the session's sample data and a session storage."""
+    from ray_mlops.config import load_config
+
+    storage = tmp_path_factory.mktemp("store")
+    return load_config(overrides={"data.root": str(sample_data), "storage": str(storage)})
+
+
+@pytest.fixture(scope="session")
+def sample_ingest(ray_session, sample_config):
+    """The sample data ingested once: ``(config, storage, IngestResult)``."""
+    from ray_mlops.data.ingest import ingest
+    from ray_mlops.storage import Storage
+
+    storage = Storage(sample_config.storage)
+    return sample_config, storage, ingest(sample_config, storage)
