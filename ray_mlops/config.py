@@ -182,6 +182,39 @@ class GateConfig(_Strict):
     min_gain_over_baseline: float = Field(default=0.02, ge=0.0)
 
 
+class ServeConfig(_Strict):
+    """The inference service: HTTP, replicas, autoscaling, batching, limits, prediction log."""
+
+    app_name: str = "ray_mlops"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    num_cpus: float = Field(default=0.5, gt=0)
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=16, gt=0)
+    upscale_delay_s: float = Field(default=10.0, ge=0)
+    downscale_delay_s: float = Field(default=60.0, ge=0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    max_batch_size: int = Field(default=64, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    max_instances: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=8_000_000, ge=1024)
+    token: str | None = None
+    prediction_log: bool = True
+    log_buffer_rows: int = Field(default=100_000, ge=1)
+    log_flush_rows: int = Field(default=5_000, ge=1)
+    log_flush_interval_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> "ServeConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        if not self.route_prefix.startswith("/"):
+            raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
+        return self
+
+
 class Config(_Strict):
     """The whole configuration of a ray_mlops project."""
 
@@ -192,6 +225,7 @@ class Config(_Strict):
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     def digest(self) -> str:
         """A stable sha256 of the configuration (recorded as lineage with every model)."""
