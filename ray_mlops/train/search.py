@@ -1,0 +1,489 @@
+"""The Ray Tune search over model families.
+
+:func:`run_search` checks its inputs, splits the feature table by entity-key hash, puts
+both parts in the object store once (``tune.with_parameters``) and runs a seeded
+``Tuner`` whose trials build and fit :mod:`ray_mlops.train.pipelines` Pipelines. The
+winning trial is refit on the driver with the same seed, so the returned model is exactly
+the one whose validation metrics are reported.
+
+The search space is data: ``{"family": choice(enabled families), "<family>": {param:
+domain}}``. A trial reads the parameters of its own family only, and the first trials
+cover every enabled family once before random sampling takes over.
+
+Iterative families (:data:`~ray_mlops.train.pipelines.ITERATIVE_FAMILIES`) report after
+each of their stages and are early-stopped by ASHA; the others report once and are never
+stopped. Trial results live under ``<storage>/tune/<name>``: a search with the same name
+(by default derived from the data, the schema and the train config) resumes where an
+interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
+
+from ray_mlops.config import SearchParam, TrainConfig
+from ray_mlops.data.schema import FeatureSchema
+from ray_mlops.errors import TrainError
+from ray_mlops.storage import Storage
+from ray_mlops.train.metrics import classification_metrics, regression_metrics
+from ray_mlops.train.pipelines import (
+    ITERATIVE_FAMILIES,
+    STAGES,
+    build_estimator,
+    build_pipeline,
+    families,
+    features_and_label,
+    fit_pipeline,
+    fit_stages,
+    split_by_key,
+)
+
+log = logging.getLogger(__name__)
+
+TUNE_DIR = "tune"
+FAMILY_KEY = "family"
+METRICS = {
+    "classification": ("roc_auc", "log_loss", "accuracy", "f1"),
+    "regression": ("rmse", "mae", "r2"),
+}
+
+
+# -- the search space --------------------------------------------------------------------
+def _domain(name: str, spec: SearchParam) -> Any:
+    try:
+        if spec.type == "uniform":
+            return tune.uniform(float(spec.low), float(spec.high))
+        if spec.type == "loguniform":
+            return tune.loguniform(float(spec.low), float(spec.high))
+        if spec.type == "randint":
+            if not (float(spec.low).is_integer() and float(spec.high).is_integer()):
+                raise ValueError(f"randint bounds must be integers, got {spec.low}..{spec.high}")
+            return tune.randint(int(spec.low), int(spec.high))
+        if spec.type == "choice":
+            if not spec.values:
+                raise ValueError("choice needs a non-empty 'values' list")
+            return tune.choice(list(spec.values))
+        if spec.type == "fixed":
+            return spec.value
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise TrainError(f"search space parameter {name!r} cannot be sampled: {exc}") from exc
+    raise TrainError(f"search space parameter {name!r} has unknown type {spec.type!r}")
+
+
+def enabled_families(train_config: TrainConfig) -> list[str]:
+    """Names of the enabled families, in config order."""
+    return [name for name, family in train_config.families.items() if family.enabled]
+
+
+def search_space(train_config: TrainConfig) -> dict[str, Any]:
+    """Tune's ``param_space`` for ``train_config``.
+
+    ``randint`` follows Tune: ``high`` is exclusive. ``fixed`` values are constants.
+
+    >>> from ray_mlops.config import load_config
+    >>> space = search_space(load_config().train)
+    >>> space["family"].categories
+    ['logistic_regression', 'hist_gradient_boosting', 'random_forest']
+    >>> space["hist_gradient_boosting"]["max_iter"]
+    200
+    """
+    names = enabled_families(train_config)
+    if not names:
+        raise TrainError("train.families: no model family is enabled")
+    if FAMILY_KEY in names:
+        raise TrainError(f"train.families: {FAMILY_KEY!r} is reserved and cannot name a family")
+    space: dict[str, Any] = {FAMILY_KEY: tune.choice(names)}
+    for name in names:
+        params = train_config.families[name].search_space
+        space[name] = {p: _domain(f"{name}.{p}", spec) for p, spec in params.items()}
+    return space
+
+
+def _candidate_values(spec: SearchParam) -> list[Any]:
+    """Values at the edges of a dimension: enough to catch a range the estimator rejects."""
+    if spec.type == "fixed":
+        return [spec.value]
+    if spec.type == "choice":
+        return list(spec.values or [])
+    if spec.type == "randint":
+        return [int(spec.low), int(spec.high) - 1]
+    return [float(spec.low), float(spec.high)]
+
+
+def _check_family_space(task: str, family: str, space: dict[str, SearchParam], seed: int) -> None:
+    """Build the estimator at every edge value of every dimension; sklearn validates them."""
+    if family not in families(task):
+        hint = " (logistic_regression is for classification; use ridge)" if task == "regression" else ""
+        raise TrainError(
+            f"train.families: unknown model family {family!r} for {task}; "
+            f"expected one of {families(task)}{hint}"
+        )
+    base = {p: _candidate_values(spec)[0] for p, spec in space.items()}
+    for param, spec in space.items():
+        for value in _candidate_values(spec):
+            estimator = build_estimator(task, family, {**base, param: value}, seed)
+            try:
+                estimator._validate_params()
+            except (TypeError, ValueError) as exc:
+                raise TrainError(
+                    f"train.families.{family}.search_space.{param}: value {value!r} is not "
+                    f"accepted by the estimator: {exc}"
+                ) from exc
+
+
+def check_train_config(train_config: TrainConfig, task: str) -> None:
+    """A :class:`TrainError` naming the first problem of the config for ``task``."""
+    search_space(train_config)
+    for name in enabled_families(train_config):
+        _check_family_space(task, name, train_config.families[name].search_space, train_config.seed)
+    if train_config.metric not in METRICS[task]:
+        raise TrainError(
+            f"train.metric {train_config.metric!r} is not reported for {task}; "
+            f"expected one of {list(METRICS[task])}"
+        )
+
+
+# -- input checks ------------------------------------------------------------------------
+def _check_columns(frame: pd.DataFrame, schema: FeatureSchema) -> None:
+    missing = [c for c in (schema.entity_key, schema.label, *schema.features) if c not in frame.columns]
+    if missing:
+        raise TrainError(f"feature table lacks columns {missing}")
+
+
+def _check_label(frame: pd.DataFrame, schema: FeatureSchema, where: str = "training table") -> None:
+    label = frame[schema.label]
+    nans = int(label.isna().sum())
+    if nans:
+        raise TrainError(f"label {schema.label!r} has {nans} missing values (NaN) in the {where}")
+    if schema.task == "regression":
+        if not pd.api.types.is_numeric_dtype(label):
+            raise TrainError(f"label {schema.label!r} must be numeric for regression, got {label.dtype}")
+        return
+    levels = sorted(pd.unique(label).tolist())
+    if len(levels) < 2:
+        raise TrainError(f"label {schema.label!r} has a single class {levels} in the {where}; need 0 and 1")
+    if not set(levels) <= {0, 1}:
+        raise TrainError(f"label {schema.label!r} must be 0/1 for classification, got levels {levels[:10]}")
+
+
+def check_table(frame: pd.DataFrame, schema: FeatureSchema) -> None:
+    """A :class:`TrainError` if the table cannot be trained on (empty, one class, NaN label)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TrainError(f"the feature table must be a pandas DataFrame, got {type(frame).__name__}")
+    if frame.empty:
+        raise TrainError("the training table is empty")
+    _check_columns(frame, schema)
+    _check_label(frame, schema)
+
+
+def _split(frame: pd.DataFrame, schema: FeatureSchema, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ordered = frame.sort_values(schema.entity_key, kind="stable").reset_index(drop=True)
+    train, valid = split_by_key(ordered, schema.entity_key, fraction)
+    if train.empty or valid.empty:
+        raise TrainError(
+            f"the {len(frame)}-row table leaves an empty {'training' if train.empty else 'validation'} "
+            f"split at validation_fraction={fraction}; more rows are needed"
+        )
+    _check_label(train, schema, "training split")
+    _check_label(valid, schema, "validation split")
+    return train, valid
+
+
+# -- the trial ---------------------------------------------------------------------------
+def evaluate(model: Pipeline, frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, float]:
+    """Validation metrics of a fitted ``model`` on ``frame`` (classification or regression)."""
+    X, y = features_and_label(frame, schema)
+    if schema.task == "classification":
+        return classification_metrics(y, model.predict_proba(X)[:, 1])
+    return regression_metrics(y, model.predict(X))
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial receives through the object store: both splits, schema, seed."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    schema: FeatureSchema
+    seed: int
+
+
+def family_params(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The family of a trial config and the parameters that belong to it."""
+    family = config[FAMILY_KEY]
+    return family, dict(config.get(family) or {})
+
+
+def train_trial(config: dict[str, Any], data: TrialData) -> None:
+    """The Tune trainable: fit one family with its params, report validation metrics.
+
+    Iterative families report after every stage (``n_iter`` = iterations so far) so ASHA
+    can stop them; the others report once with ``n_iter`` 0.
+    """
+    family, params = family_params(config)
+    pipeline = build_pipeline(data.schema, family, params, data.seed)
+    X, y = features_and_label(data.train, data.schema)
+    node_id = ray.get_runtime_context().get_node_id()
+    started = time.perf_counter()
+    for n_iter in fit_stages(pipeline, X, y, family):
+        metrics = evaluate(pipeline, data.valid, data.schema)
+        tune.report({**metrics, "n_iter": n_iter, "node_id": node_id,
+                     "fit_seconds": time.perf_counter() - started})
+
+
+class IterativeASHA(AsyncHyperBandScheduler):
+    """ASHA that only judges trials of iterative families; the others always continue."""
+
+    def _judged(self, trial: Any) -> bool:
+        return trial.config.get(FAMILY_KEY) in ITERATIVE_FAMILIES
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if not self._judged(trial):
+            return self.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        if not self._judged(trial):
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
+
+
+def _scheduler(names: list[str]) -> IterativeASHA | None:
+    if not ITERATIVE_FAMILIES.intersection(names):
+        return None
+    return IterativeASHA(time_attr="training_iteration", max_t=STAGES, grace_period=1, reduction_factor=2)
+
+
+# -- the result --------------------------------------------------------------------------
+@dataclass
+class SearchResult:
+    """The outcome of a search: the winner, refit on the training split, and every trial.
+
+    ``metrics`` are the refit model's metrics on ``validation`` (the held-out split the
+    promotion gate should compare on); ``params`` rebuild it exactly with
+    ``build_pipeline(schema, family, params, seed)`` fit on the training split.
+    """
+
+    family: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    model: Pipeline
+    trials: pd.DataFrame
+    validation: pd.DataFrame
+    metric: str
+    mode: str
+    seed: int
+    name: str
+    experiment_path: str
+    train_rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """The value of the optimized metric for the returned model."""
+        return self.metrics[self.metric]
+
+
+def _trials_frame(grid: Any, task: str) -> pd.DataFrame:
+    rows = []
+    for result in grid:
+        family, params = family_params(result.config)
+        metrics = result.metrics or {}
+        row = {
+            "trial_id": metrics.get("trial_id") or result.path.rsplit("/", 1)[-1],
+            "family": family,
+            "params": params,
+            "status": "error" if result.error else "ok",
+            "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+            "training_iteration": metrics.get("training_iteration"),
+            "n_iter": metrics.get("n_iter"),
+            "node_id": metrics.get("node_id"),
+            "fit_seconds": metrics.get("fit_seconds"),
+        }
+        row.update({m: metrics.get(m, np.nan) for m in METRICS[task]})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("trial_id", kind="stable").reset_index(drop=True)
+
+
+def _best_row(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series:
+    ok = trials[(trials["status"] == "ok") & trials[metric].notna()]
+    if ok.empty:
+        errors = trials["error"].dropna().unique().tolist()
+        raise TrainError(f"all {len(trials)} trials failed; first error: {errors[0] if errors else 'no metrics'}")
+    order = ok[metric].rank(method="first", ascending=(mode == "min"))
+    return ok.loc[order.idxmin()]
+
+
+def refit_params(family: str, params: dict[str, Any], n_iter: Any) -> dict[str, Any]:
+    """The params that reproduce a trial's model, including where ASHA stopped it."""
+    if family in ITERATIVE_FAMILIES and n_iter and not math.isnan(float(n_iter)):
+        return {**params, "max_iter": int(n_iter)}
+    return dict(params)
+
+
+def _refit(schema: FeatureSchema, row: pd.Series, seed: int, train: pd.DataFrame) -> tuple[Pipeline, dict]:
+    params = refit_params(row["family"], row["params"], row["n_iter"])
+    with threadpool_limits(limits=1):  # what a 1-CPU trial used: same arithmetic
+        model = fit_pipeline(schema, row["family"], params, seed, train)
+    return model, params
+
+
+# -- running it --------------------------------------------------------------------------
+def data_digest(frame: pd.DataFrame, schema: FeatureSchema, train_config: TrainConfig) -> str:
+    """sha256 over the table's content, the schema and the train config."""
+    hasher = hashlib.sha256()
+    hasher.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    hasher.update(json.dumps(schema.to_dict(), sort_keys=True).encode())
+    hasher.update(json.dumps(train_config.model_dump(mode="json"), sort_keys=True).encode())
+    return hasher.hexdigest()
+
+
+def _experiment(storage: Storage, name: str) -> tuple[str, str, Any]:
+    """(storage_path, experiment path, filesystem or None) for Tune."""
+    fs = None if storage.is_local else storage.fs
+    base = storage.path(TUNE_DIR)
+    return base, f"{base}/{name}", fs
+
+
+def _can_restore(path: str, fs: Any) -> bool:
+    try:
+        return tune.Tuner.can_restore(path, storage_filesystem=fs)
+    except Exception:  # an unreadable folder is simply not restorable
+        return False
+
+
+def _tuner(
+    trainable: Any, train_config: TrainConfig, names: list[str], storage_path: str, fs: Any, name: str
+) -> tune.Tuner:
+    points = [{FAMILY_KEY: family} for family in names][: train_config.num_samples]
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(train_config),
+        tune_config=tune.TuneConfig(
+            metric=train_config.metric,
+            mode=train_config.mode,
+            num_samples=train_config.num_samples,
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=points,
+                max_concurrent=train_config.max_concurrent_trials,
+                random_state=train_config.seed,
+            ),
+            scheduler=_scheduler(names),
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            failure_config=tune.FailureConfig(max_failures=train_config.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def run_search(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    train_config: TrainConfig,
+    storage: Storage,
+    *,
+    name: str | None = None,
+    resume: bool = True,
+    trial_fn: Callable[[dict[str, Any], TrialData], None] = train_trial,
+) -> SearchResult:
+    """Run (or resume) the Tune search and return the refit best model.
+
+    ``name`` defaults to ``search-<digest>`` of the data, schema and config, so running
+    the same search again resumes it (or, when finished, just reads its results). With
+    ``resume=False`` an existing experiment of that name is left alone and a new one with
+    a time suffix is started. ``trial_fn`` is the per-trial function (default
+    :func:`train_trial`); wrappers of it can inject faults or record timings.
+
+    Raises :class:`TrainError` before any trial for an unusable table or config, and
+    after the search when no trial produced metrics.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    check_table(frame, schema)
+    check_train_config(train_config, schema.task)
+    train, valid = _split(frame, schema, train_config.validation_fraction)
+    name = name or f"search-{data_digest(frame, schema, train_config)[:16]}"
+    storage_path, path, fs = _experiment(storage, name)
+    restorable = _can_restore(path, fs)
+    if restorable and not resume:
+        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        storage_path, path, fs = _experiment(storage, name)
+        restorable = False
+    data = TrialData(train=train, valid=valid, schema=schema, seed=train_config.seed)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, data=data), {"cpu": train_config.cpus_per_trial}
+    )
+    names = enabled_families(train_config)
+    try:
+        if restorable:
+            log.info("resuming Tune search %s", path)
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
+        else:
+            tuner = _tuner(trainable, train_config, names, storage_path, fs, name)
+        started = time.perf_counter()
+        grid = tuner.fit()
+        tune_seconds = time.perf_counter() - started
+    except (tune.TuneError, OSError, ValueError, RuntimeError) as exc:
+        raise TrainError(f"Tune search {name!r} failed: {exc}") from exc
+    result = _result(grid, schema, train_config, train, valid, name, path)
+    result.extra["tune_seconds"] = tune_seconds
+    return result
+
+
+def _result(
+    grid: Any, schema: FeatureSchema, train_config: TrainConfig, train: pd.DataFrame,
+    valid: pd.DataFrame, name: str, path: str,
+) -> SearchResult:
+    trials = _trials_frame(grid, schema.task)
+    best = _best_row(trials, train_config.metric, train_config.mode)
+    model, params = _refit(schema, best, train_config.seed, train)
+    metrics = evaluate(model, valid, schema)
+    reported = best[train_config.metric]
+    if not np.isclose(metrics[train_config.metric], reported, rtol=0, atol=1e-9):
+        log.warning("refit %s=%s differs from trial's %s", train_config.metric, metrics[train_config.metric], reported)
+    return SearchResult(
+        family=best["family"], params=params, metrics=metrics, model=model, trials=trials,
+        validation=valid, metric=train_config.metric, mode=train_config.mode,
+        seed=train_config.seed, name=name, experiment_path=path, train_rows=len(train),
+        extra={"best_trial_id": best["trial_id"]},
+    )
+
+
+__all__ = [
+    "METRICS",
+    "SearchResult",
+    "TrialData",
+    "check_table",
+    "check_train_config",
+    "data_digest",
+    "enabled_families",
+    "evaluate",
+    "family_params",
+    "refit_params",
+    "run_search",
+    "search_space",
+    "train_trial",
+]
