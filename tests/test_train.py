@@ -293,7 +293,14 @@ def test_trials_run_on_both_nodes_of_a_two_node_cluster(no_ray, tmp_path, monkey
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         ray.init(address=cluster.address, log_to_driver=False)
         frame, schema = make_table()
-        result = run_search(frame, schema, tiny_config(num_samples=4), Storage(str(tmp_path)))
+
+        def slow_trial(config, data):  # long enough that two trials overlap in time
+            import time
+
+            time.sleep(1.5)
+            train_trial(config, data)
+
+        result = run_search(frame, schema, tiny_config(num_samples=4), Storage(str(tmp_path)), trial_fn=slow_trial)
         assert (result.trials["status"] == "ok").all()
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         assert len(alive) == 2
