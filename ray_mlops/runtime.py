@@ -27,6 +27,7 @@ def _init_kwargs(config: Config, address: str | None) -> dict[str, Any]:
         if config.ray.num_cpus is not None:
             kwargs["num_cpus"] = config.ray.num_cpus
         kwargs["include_dashboard"] = False
+        kwargs["_node_ip_address"] = "127.0.0.1"  # an embedded Ray talks only over loopback
     return kwargs
 
 

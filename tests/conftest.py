@@ -144,3 +144,34 @@ def sample_ingest(ray_session, sample_config):
 
     storage = Storage(sample_config.storage)
     return sample_config, storage, ingest(sample_config, storage)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run multi-node tests last: they stop the shared local Ray to build their own cluster."""
+    items.sort(key=lambda item: item.get_closest_marker("multinode") is not None)
+
+
+@pytest.fixture
+def two_node_cluster(no_ray, monkeypatch):
+    """Two raylets on this machine (1 CPU each), loopback only, with the driver connected.
+
+    ``ray.init(address=...)`` rewrites a loopback address to the machine's own IP unless
+    Ray believes it is single-host, so that check is switched off for the test.
+    """
+    import ray
+    import ray._private.ray_constants as ray_constants
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

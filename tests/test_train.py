@@ -278,33 +278,21 @@ def test_an_interrupted_search_resumes_where_it_stopped(ray_session, tmp_path):
     assert {t for t in after if after[t] != before[t]} == failed  # finished trials did not run again
 
 
+@pytest.mark.multinode
 @pytest.mark.timeout(180)
-def test_trials_run_on_both_nodes_of_a_two_node_cluster(no_ray, tmp_path, monkeypatch):
+def test_trials_run_on_both_nodes_of_a_two_node_cluster(two_node_cluster, tmp_path):
     import ray
-    import ray._private.ray_constants as ray_constants
-    from ray.cluster_utils import Cluster
 
-    # ray.init(address=...) rewrites a loopback address to the machine's own IP unless
-    # Ray believes it is single-host; the nodes here listen on 127.0.0.1 only.
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        ray.init(address=cluster.address, log_to_driver=False)
-        frame, schema = make_table()
+    frame, schema = make_table()
 
-        def slow_trial(config, data):  # long enough that two trials overlap in time
-            import time
+    def slow_trial(config, data):  # long enough that two trials overlap in time
+        import time
 
-            time.sleep(1.5)
-            train_trial(config, data)
+        time.sleep(1.5)
+        train_trial(config, data)
 
-        result = run_search(frame, schema, tiny_config(num_samples=4), Storage(str(tmp_path)), trial_fn=slow_trial)
-        assert (result.trials["status"] == "ok").all()
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert len(alive) == 2
-        assert set(result.trials["node_id"]) == alive
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    result = run_search(frame, schema, tiny_config(num_samples=4), Storage(str(tmp_path)), trial_fn=slow_trial)
+    assert (result.trials["status"] == "ok").all()
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(alive) == 2
+    assert set(result.trials["node_id"]) == alive
