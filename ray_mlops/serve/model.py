@@ -1,0 +1,106 @@
+"""A model version ready to serve: loaded (sha256-verified), checked and warmed up.
+
+:func:`load_version` either returns a :class:`ServedModel` that has already predicted on
+a sample of reference rows, or raises :class:`ServingError`; a replica switches to a new
+version only when it returns, so a bad version never serves a request.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ray_mlops.data.schema import FeatureSchema, cast_features, read_reference
+from ray_mlops.errors import DataError, RayMlopsError, ServingError
+from ray_mlops.registry import Registry
+
+REFERENCE_PROFILE_FILE = "reference.parquet"
+WARMUP_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Outputs for a batch of feature rows, in row order."""
+
+    predictions: list
+    probabilities: list[list[float]] | None
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One registry version, immutable once built (replicas swap the whole object)."""
+
+    version: str
+    model: Any
+    metadata: dict
+    task: str
+    classes: list = field(default_factory=list)
+
+    def predict(self, features: pd.DataFrame) -> Prediction:
+        if self.task != "classification":
+            values = np.asarray(self.model.predict(features), dtype=float)
+            return Prediction(values.tolist(), None)
+        proba = np.asarray(self.model.predict_proba(features), dtype=float)
+        labels = np.asarray(self.classes)[proba.argmax(axis=1)]
+        return Prediction(labels.tolist(), proba.round(6).tolist())
+
+
+def _warmup_sample(registry: Registry, version: str, metadata: dict, schema: FeatureSchema) -> pd.DataFrame:
+    """Reference rows stored with the version, else those of the latest ingest."""
+    if REFERENCE_PROFILE_FILE in metadata.get("profile_files", {}):
+        frame = pd.read_parquet(io.BytesIO(registry.read_profile_file(version, REFERENCE_PROFILE_FILE)))
+    else:
+        try:
+            frame = read_reference(registry.storage)
+        except (DataError, OSError) as exc:
+            raise ServingError(f"{version}: no reference rows to warm up on: {exc}") from exc
+    missing = [name for name in schema.features if name not in frame.columns]
+    if missing:
+        raise ServingError(f"{version}: warm-up rows lack features {missing[:5]}")
+    return cast_features(frame.head(WARMUP_ROWS), schema)[list(schema.features)]
+
+
+def _check_features(version: str, model: Any, schema: FeatureSchema) -> None:
+    expected = getattr(model, "feature_names_in_", None)
+    if expected is None:
+        return
+    unknown = sorted(set(expected) - set(schema.features))
+    if unknown:
+        raise ServingError(f"{version} expects features this config does not produce: {unknown[:5]}")
+
+
+def _check_outputs(version: str, out: Prediction, rows: int) -> None:
+    if len(out.predictions) != rows:
+        raise ServingError(f"{version}: {len(out.predictions)} predictions for {rows} warm-up rows")
+    values = np.asarray(out.probabilities if out.probabilities is not None else out.predictions, dtype=float)
+    if not np.isfinite(values).all():
+        raise ServingError(f"{version}: non-finite outputs on the warm-up rows")
+
+
+def load_version(registry: Registry, ref: str, schema: FeatureSchema) -> ServedModel:
+    """Load ``ref`` (a version or alias), verify and warm it up; :class:`ServingError` if not servable."""
+    try:
+        metadata = registry.metadata(ref)
+        version = metadata["version"]
+        model = registry.load(version)  # verifies the artifact's sha256 first
+        _check_features(version, model, schema)
+        classes = list(np.asarray(getattr(model, "classes_", [])).tolist())
+        if schema.task == "classification" and not classes:
+            raise ServingError(f"{version} is not a classifier (no classes_)")
+        served = ServedModel(version, model, metadata, schema.task, classes)
+        sample = _warmup_sample(registry, version, metadata, schema)
+        _check_outputs(version, served.predict(sample), len(sample))
+    except ServingError:
+        raise
+    except RayMlopsError as exc:
+        raise ServingError(f"cannot serve {ref}: {exc}") from exc
+    except Exception as exc:  # the model itself failed on real rows
+        raise ServingError(f"cannot serve {ref}: {type(exc).__name__}: {exc}") from exc
+    return served
+
+
+__all__ = ["ServedModel", "Prediction", "load_version", "REFERENCE_PROFILE_FILE"]

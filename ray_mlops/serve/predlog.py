@@ -1,0 +1,231 @@
+"""The prediction log and the feedback log: durable, partitioned by time, never blocking.
+
+Every prediction a replica makes becomes one row: the featurized inputs (the feature
+table's columns) plus ``request_id``, ``row`` (the instance's index in its request),
+``entity`` (the entity key the client sent, or null), ``model_version``, ``prediction``,
+``probabilities`` (per class; null for regression) and ``time`` (UTC). Rows are
+buffered in the replica (bounded: overflow is dropped and counted) and flushed in
+batches by a background task:
+
+- fire-and-forget to the drift monitor actor (``actor.receive.remote(frame)``) when
+  one is registered under its name; its absence is normal;
+- durably to storage as Parquet, one file per flush and hour::
+
+      <storage>/predictions/date=YYYY-MM-DD/hour=HH/<writer>-<seq>.parquet
+
+Feedback (labels arriving later) is written synchronously, one file per request, to
+``<storage>/feedback/date=…/hour=…/<writer>-<seq>.parquet`` with ``request_id``, ``row``,
+``label`` and ``time``, so labels join predictions on ``(request_id, row)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ray_mlops.errors import StorageError
+from ray_mlops.storage import Storage
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_DIR = "predictions"
+FEEDBACK_DIR = "feedback"
+MONITOR_ACTOR = "ray_mlops_monitor"
+META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "probabilities", "time")
+
+
+def partition_of(stamp: pd.Timestamp) -> str:
+    """``date=YYYY-MM-DD/hour=HH`` of a UTC timestamp."""
+    return f"date={stamp:%Y-%m-%d}/hour={stamp:%H}"
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+    return sink.getvalue()
+
+
+class PartitionedWriter:
+    """Writes frames under ``<folder>/date=…/hour=…/<writer>-<seq>.parquet``, atomically."""
+
+    def __init__(self, storage: Storage, folder: str, writer: str):
+        self.storage, self.folder, self.writer = storage, folder, writer
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def write(self, frame: pd.DataFrame) -> list[str]:
+        """One file per hour present in ``frame["time"]``; returns the files written."""
+        written = []
+        hours = frame["time"].dt.floor("h")
+        for hour, part in frame.groupby(hours, sort=True):
+            with self._lock:
+                self._seq += 1
+                seq = self._seq
+            rel = f"{self.folder}/{partition_of(hour)}/{self.writer}-{seq:08d}.parquet"
+            self.storage.write_bytes(rel, _parquet_bytes(part.reset_index(drop=True)))
+            written.append(rel)
+        return written
+
+
+class MonitorLink:
+    """A cheap, cached lookup of the monitor actor; sends are fire-and-forget."""
+
+    def __init__(self, namespace: str, name: str = MONITOR_ACTOR, ttl_s: float = 10.0):
+        self.namespace, self.name, self.ttl_s = namespace, name, ttl_s
+        self._actor: Any = None
+        self._checked = float("-inf")
+
+    def _lookup(self) -> Any:
+        if time.monotonic() - self._checked < self.ttl_s:
+            return self._actor
+        import ray
+
+        try:
+            self._actor = ray.get_actor(self.name, namespace=self.namespace)
+        except ValueError:  # not registered: no monitor is running
+            self._actor = None
+        self._checked = time.monotonic()
+        return self._actor
+
+    def send(self, frame: pd.DataFrame) -> bool:
+        """Hand ``frame`` to the monitor without waiting; False when there is none."""
+        actor = self._lookup()
+        if actor is None:
+            return False
+        try:
+            actor.receive.remote(frame)
+            return True
+        except Exception as exc:  # a dead or restarting actor: look it up again next time
+            log.warning("prediction log: monitor send failed: %s", exc)
+            self._checked = float("-inf")
+            return False
+
+
+class PredictionLog:
+    """A bounded in-replica buffer of prediction rows, flushed in the background.
+
+    ``append`` never blocks and never raises: rows that do not fit are dropped and
+    counted. ``run()`` is the flush loop (start it as a task); ``close()`` flushes what
+    is left. ``on_event(kind, n)`` is told about ``"flushed"`` / ``"dropped"`` rows (for
+    metrics).
+    """
+
+    def __init__(self, writer: PartitionedWriter | None, monitor: MonitorLink | None, *,
+                 capacity: int, flush_rows: int, interval_s: float,
+                 on_event: Callable[[str, int], None] = lambda kind, n: None):
+        self.writer, self.monitor = writer, monitor
+        self.capacity, self.flush_rows, self.interval_s = capacity, flush_rows, interval_s
+        self.on_event = on_event
+        self._chunks: deque[pd.DataFrame] = deque()
+        self.buffered = 0
+        self.counts = {"flushed": 0, "dropped": 0, "sent_to_monitor": 0, "write_errors": 0}
+        self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self._closed = False
+
+    def _count(self, kind: str, n: int) -> None:
+        self.counts[kind] += n
+        self.on_event(kind, n)
+
+    def append(self, frame: pd.DataFrame) -> bool:
+        if self._closed or self.buffered + len(frame) > self.capacity:
+            self._count("dropped", len(frame))
+            return False
+        self._chunks.append(frame)
+        self.buffered += len(frame)
+        if self.buffered >= self.flush_rows:
+            self._wake.set()
+        return True
+
+    def stats(self) -> dict[str, int]:
+        return {"buffered": self.buffered, **self.counts}
+
+    def _take(self) -> pd.DataFrame | None:
+        if not self._chunks:
+            return None
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self.buffered = 0
+        return pd.concat(chunks, ignore_index=True)
+
+    def _deliver(self, frame: pd.DataFrame) -> None:
+        """Blocking part of a flush (runs in a thread): monitor send, then the durable write."""
+        if self.monitor is not None and self.monitor.send(frame):
+            self.counts["sent_to_monitor"] += len(frame)
+        if self.writer is not None:
+            self.writer.write(frame)
+
+    async def flush(self) -> int:
+        """Write out everything buffered now; returns the rows flushed."""
+        async with self._flushing:
+            frame = self._take()
+            if frame is None:
+                return 0
+            try:
+                await asyncio.to_thread(self._deliver, frame)
+            except (StorageError, OSError, pa.ArrowException) as exc:
+                log.error("prediction log: write failed, will retry: %s", exc)
+                self.counts["write_errors"] += 1
+                self._requeue(frame)
+                return 0
+            self._count("flushed", len(frame))
+            return len(frame)
+
+    def _requeue(self, frame: pd.DataFrame) -> None:
+        room = self.capacity - self.buffered
+        if room < len(frame):
+            self._count("dropped", len(frame) - max(room, 0))
+            frame = frame.iloc[:max(room, 0)]
+        if len(frame):
+            self._chunks.appendleft(frame)
+            self.buffered += len(frame)
+
+    async def run(self) -> None:
+        """Flush every ``interval_s`` or as soon as ``flush_rows`` rows are buffered."""
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def close(self) -> int:
+        """Stop accepting rows and flush the rest."""
+        self._closed = True
+        self._wake.set()
+        return await self.flush()
+
+
+def read_log(storage: Storage, folder: str = PREDICTIONS_DIR) -> pd.DataFrame:
+    """Every row of the prediction (or feedback) log under ``storage``, oldest first."""
+    import pyarrow.dataset as pads
+
+    if not storage.exists(folder):
+        return pd.DataFrame(columns=list(META_COLUMNS))
+    dataset = pads.dataset(storage.path(folder), filesystem=storage.fs, format="parquet",
+                           partitioning="hive", exclude_invalid_files=True)
+    frame = dataset.to_table().to_pandas()
+    return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+__all__ = [
+    "PredictionLog",
+    "PartitionedWriter",
+    "MonitorLink",
+    "read_log",
+    "partition_of",
+    "PREDICTIONS_DIR",
+    "FEEDBACK_DIR",
+    "MONITOR_ACTOR",
+    "META_COLUMNS",
+]
