@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -128,6 +129,25 @@ def ingest(ctx: click.Context) -> None:
         )
 
 
+@command()
+@click.option("--name", help="Tune experiment name (default: derived from data + config, so a rerun resumes).")
+@click.option("--fresh", is_flag=True, help="Start a new search instead of resuming an interrupted one.")
+@click.pass_context
+def train(ctx: click.Context, name: str | None, fresh: bool) -> None:
+    """Tune search on the feature table; register the best model; promote it if it passes the gate."""
+    from ray_mlops.pipeline import train_and_promote
+
+    context = _context(ctx)
+    context.connect()
+    outcome = train_and_promote(context.config, context.storage, name=name, resume=not fresh)
+    search, decision = outcome.search, outcome.decision
+    click.echo(f"search:     {len(search.trials)} trials, best {search.family} {search.params}")
+    click.echo("metrics:    " + ", ".join(f"{k}={v:.4f}" for k, v in search.metrics.items()))
+    click.echo(f"registered: {context.config.model_name} {outcome.version} (data {outcome.ingest.fingerprint[:12]})")
+    verdict = "PROMOTED to production" if decision.promoted else "not promoted"
+    click.echo(f"gate:       {verdict}: {decision.reason}")
+
+
 # -- registry -----------------------------------------------------------------------
 def _registry(ctx: click.Context):
     from ray_mlops.registry import Registry
@@ -201,6 +221,54 @@ def registry_events(ctx: click.Context, kind: str | None) -> None:
     """Print the append-only event log (registrations, gate decisions, promotions...)."""
     for event in _registry(ctx).events(kind):
         click.echo(json.dumps(event, sort_keys=True, default=str))
+
+
+# -- serving ------------------------------------------------------------------------
+@command("serve")
+@click.option("--version", "version", default="production", show_default=True, help="Version or alias to serve.")
+@click.option("--host", help="Bind address (default: serve.host of the config, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="HTTP port (default: serve.port of the config).")
+@click.option("--export", "export", type=click.Path(dir_okay=False), help="Write a Serve config file for `serve deploy` and exit.")
+@click.pass_context
+def serve_command(ctx: click.Context, version: str, host: str | None, port: int | None, export: str | None) -> None:
+    """Deploy the production model behind HTTP; print the URL.
+
+    With the embedded local Ray (no --address) it stays in the foreground until Ctrl-C,
+    like `serve run`; with --address it deploys to the cluster and returns.
+    """
+    from ray_mlops.serve import deploy as serving
+
+    context = _context(ctx)
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    config = context.config.model_copy(update={"serve": context.config.serve.model_copy(update=updates)})
+    if export:
+        click.echo(f"wrote Serve config to {serving.write_serve_config(config, export, version)} (keep it private: it holds the request-id secret)")
+        return
+    context.connect()
+    url = serving.deploy(config, version)
+    click.echo(f"serving {serving.status(config).get('version')} of {config.model_name} at {url}  (OpenAPI: {url}/openapi.json)")
+    if context.address:
+        return
+    click.echo("embedded Ray: serving until Ctrl-C")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        serving.shutdown(config)
+        click.echo("stopped")
+
+
+@command("shutdown")
+@click.pass_context
+def shutdown_command(ctx: click.Context) -> None:
+    """Remove the serving application and the drift monitor."""
+    from ray_mlops.serve import deploy as serving
+
+    context = _context(ctx)
+    context.connect()
+    done = serving.shutdown(context.config)
+    click.echo(f"application {context.config.serve.app_name}: {'removed' if done['app_removed'] else 'not running'}; "
+               f"monitor: {'stopped' if done['monitor_killed'] else 'not running'}")
 
 
 def main() -> None:

@@ -195,6 +195,8 @@ class ServeConfig(_Strict):
     target_ongoing_requests: float = Field(default=16, gt=0)
     upscale_delay_s: float = Field(default=10.0, ge=0)
     downscale_delay_s: float = Field(default=60.0, ge=0)
+    metrics_interval_s: float = Field(default=10.0, gt=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)
     max_ongoing_requests: int = Field(default=64, ge=1)
     max_batch_size: int = Field(default=64, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)

@@ -541,6 +541,8 @@ def deployment_options(config: Config) -> dict[str, Any]:
             "target_ongoing_requests": cfg.target_ongoing_requests,
             "upscale_delay_s": cfg.upscale_delay_s,
             "downscale_delay_s": cfg.downscale_delay_s,
+            "metrics_interval_s": cfg.metrics_interval_s,
+            "look_back_period_s": cfg.look_back_period_s,
         },
         "graceful_shutdown_timeout_s": 20,
     }
