@@ -1,0 +1,96 @@
+"""The composition root of the batch stages: feature table → Tune search → registry → gate.
+
+The stages never import each other backwards; this module (and the CLI above it) wires
+them together, so the same calls serve ``ray-mlops train``, driver scripts and the
+monitor's retraining task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ray_mlops.config import Config
+from ray_mlops.data.schema import IngestResult, latest_ingest, read_feature_table
+from ray_mlops.promotion import GateDecision, gate_and_promote
+from ray_mlops.registry import Registry
+from ray_mlops.storage import Storage
+from ray_mlops.train.search import SearchResult, run_search
+
+PROFILE_FILES = ("profile.json", "reference.parquet")
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What one train → register → gate pass produced."""
+
+    version: str
+    search: SearchResult
+    decision: GateDecision
+    ingest: IngestResult
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "family": self.search.family,
+            "params": self.search.params,
+            "metrics": self.search.metrics,
+            "trials": len(self.search.trials),
+            "promoted": self.decision.promoted,
+            "reason": self.decision.reason,
+            "fingerprint": self.ingest.fingerprint,
+        }
+
+
+def profile_files(storage: Storage, ingest: IngestResult) -> dict[str, bytes]:
+    """The reference profile of an ingest, as files to keep with a model version."""
+    return {name: storage.read_bytes(f"{ingest.folder}/{name}") for name in PROFILE_FILES}
+
+
+def register_search(config: Config, storage: Storage, search: SearchResult, ingest: IngestResult) -> str:
+    """Register the search's best Pipeline with its full lineage; returns the version."""
+    registry = Registry(storage, config.model_name)
+    return registry.register(
+        search.model,
+        params={"family": search.family, **search.params},
+        metrics=search.metrics,
+        data_fingerprint=ingest.fingerprint,
+        config_hash=config.digest(),
+        profile_files=profile_files(storage, ingest),
+        parent=registry.get_alias("production"),
+        extra={
+            "trials": len(search.trials),
+            "train_rows": search.train_rows,
+            "validation_rows": len(search.validation),
+            "experiment": search.experiment_path,
+            "seed": search.seed,
+            "schema": ingest.schema.to_dict(),
+        },
+    )
+
+
+def train_and_promote(
+    config: Config,
+    storage: Storage,
+    *,
+    holdout: pd.DataFrame | None = None,
+    name: str | None = None,
+    resume: bool = True,
+) -> TrainOutcome:
+    """Search on the latest feature table, register the best model, and gate it.
+
+    ``holdout`` is the labeled data the candidate and production are compared on (default:
+    the search's validation split, stable by entity-key hash).
+    """
+    ingest = latest_ingest(storage)
+    frame = read_feature_table(storage, ingest)
+    search = run_search(frame, ingest.schema, config.train, storage, name=name, resume=resume)
+    version = register_search(config, storage, search, ingest)
+    registry = Registry(storage, config.model_name)
+    decision = gate_and_promote(registry, version, search.validation if holdout is None else holdout, ingest.schema, config.gate)
+    return TrainOutcome(version, search, decision, ingest)
+
+
+__all__ = ["TrainOutcome", "train_and_promote", "register_search", "profile_files"]
