@@ -47,6 +47,16 @@ def connect(config: Config, address: str | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = target or "a new local Ray"
         raise ClusterError(f"cannot connect to Ray at {where}: {exc}") from exc
+    quiet_ray_data_console()
+
+
+def quiet_ray_data_console() -> None:
+    """Keep Ray Data's per-dataset INFO lines out of the terminal (they stay in its log file)."""
+    import ray.data  # noqa: F401  (configures the "ray.data" logger)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler":
+            handler.setLevel(logging.WARNING)
 
 
 def is_local_cluster() -> bool:
