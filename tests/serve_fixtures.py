@@ -141,3 +141,54 @@ def serve_config_for(served: ServedModel, port: int, **serve_overrides):
     """``served.config`` with its serve section overridden (port, replicas, delays...)."""
     section = served.config.serve.model_copy(update={"port": port, **serve_overrides})
     return served.config.model_copy(update={"serve": section})
+
+
+class Load:
+    """``clients`` threads posting /predict without retries until stopped.
+
+    Each result is ``(status, model_version or error text)``; a connection error or a
+    timeout counts as status 0.
+    """
+
+    def __init__(self, url: str, instances: list[dict], clients: int = 8, per_request: int = 1):
+        import threading
+
+        self.url, self.instances, self.per_request = url, instances, per_request
+        self.results: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, seed: int) -> None:
+        import httpx
+
+        i = seed
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                body = {"instances": [self.instances[(i + k) % len(self.instances)] for k in range(self.per_request)]}
+                i += 1
+                try:
+                    r = client.post(f"{self.url}/predict", json=body)
+                    result = (r.status_code, r.json().get("model_version", r.text) if r.status_code == 200 else r.text)
+                except Exception as exc:  # counted, never retried
+                    result = (0, f"{type(exc).__name__}: {exc}")
+                with self._lock:
+                    self.results.append(result)
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.results)
+
+    def failures(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return [r for r in self.results if r[0] != 200]

@@ -205,8 +205,11 @@ def field_path(loc: tuple) -> str:
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
-    where = field_path(tuple(first.get("loc", ())))
-    status = 400 if first.get("type") == "json_invalid" else 422
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        position = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        return JSONResponse({"detail": f"body: not valid JSON{position}", "field": "body"}, status_code=400)
+    where, status = field_path(loc), 422
     message = first.get("msg", "invalid")
     more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     return JSONResponse({"detail": f"{where}: {message}{more}", "field": where}, status_code=status)
