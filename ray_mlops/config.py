@@ -217,6 +217,33 @@ class ServeConfig(_Strict):
         return self
 
 
+class RetrainConfig(_Strict):
+    """What the monitor does on confirmed drift: re-ingest, search, gate, promote, swap."""
+
+    enabled: bool = True
+    num_samples: int | None = Field(default=None, ge=1)  # Tune trials (default: train.num_samples)
+    log_train_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)  # labeled log rows added to training
+    min_holdout_rows: int = Field(default=100, ge=10)  # fewer labeled post-drift rows: gate on validation
+    timeout_s: float = Field(default=1800.0, gt=0)
+
+
+class MonitorConfig(_Strict):
+    """The drift monitor: windows, tests, patience and cooldown, checkpoints, retraining."""
+
+    window_size: int = Field(default=200, ge=10)
+    window_max_s: float = Field(default=300.0, gt=0)  # a window closes after this long...
+    min_window: int = Field(default=50, ge=5)  # ...if it holds at least this many rows
+    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)  # per window, over inputs, predictions, accuracy
+    correction: Literal["bonferroni", "bh", "none"] = "bonferroni"
+    patience: int = Field(default=2, ge=1)  # consecutive drifting windows that confirm drift
+    cooldown: int = Field(default=3, ge=0)  # windows after an alarm that cannot raise another
+    min_labels: int = Field(default=30, ge=1)  # labeled rows a window needs for the accuracy test
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    checkpoint_interval_s: float = Field(default=1.0, gt=0)
+    history: int = Field(default=500, ge=1)  # verdicts kept in the checkpoint
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+
 class Config(_Strict):
     """The whole configuration of a ray_mlops project."""
 
@@ -228,6 +255,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     def digest(self) -> str:
         """A stable sha256 of the configuration (recorded as lineage with every model)."""
