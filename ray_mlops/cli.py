@@ -38,9 +38,10 @@ class Context:
         return Storage(self.config.storage)
 
     def connect(self) -> None:
-        from ray_mlops.runtime import connect
+        from ray_mlops.runtime import connect, ensure_shared_storage
 
         connect(self.config, self.address)
+        ensure_shared_storage(self.config.storage)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -71,7 +72,8 @@ def _context(ctx: click.Context) -> Context:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config (default: built-in, = configs/default.yaml).")
 @click.option("--address", help="Ray address: omit for an embedded local Ray, 'auto' to join a running cluster.")
-@click.option("--storage", help="Override the storage URI (a folder, s3://bucket/prefix, ...).")
+@click.option("--storage", envvar="RAY_MLOPS_STORAGE", show_envvar=True,
+              help="Override the storage URI (a folder, s3://bucket/prefix, ...).")
 @click.version_option(package_name="ray-mlops")
 def cli(config: str | None, address: str | None, storage: str | None) -> None:
     """ray-mlops: a closed MLOps loop on Ray (ingest → train → registry → serve → monitor)."""

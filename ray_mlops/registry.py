@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ray_mlops import telemetry
 from ray_mlops.errors import IntegrityError, RegistryError, StorageError, VersionExistsError, VersionNotFoundError
 from ray_mlops.storage import Storage
 
@@ -64,6 +65,7 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PACKAGES = {"sklearn": "scikit-learn", "numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow",
              "ray": "ray", "skops": "skops", "ray_mlops": "ray-mlops"}
 _CLAIM_ATTEMPTS = 50
+EVENTS_METRIC = "ray_mlops_registry_events"  # a counter, tagged model and kind
 
 # Types skops flags as "untrusted" that a scikit-learn Pipeline legitimately contains.
 # Anything else must be a scikit-learn class (see _is_allowed_type); never a function.
@@ -464,6 +466,8 @@ class Registry:
         event = {**fields, "kind": kind, "model_name": self.model_name, "time": _now(),
                  "id": f"{stamp:020d}-{uuid.uuid4().hex[:12]}"}
         self.storage.write_json(self._rel("events", f"{event['id']}.json"), event)
+        telemetry.count(EVENTS_METRIC, "registry events (register, promote, rollback, gate...) by model and kind",
+                        {"model": self.model_name, "kind": kind})
         return event
 
     def events(self, kind: str | None = None) -> list[dict]:
