@@ -1,0 +1,103 @@
+"""The composition root of the closed loop: serving + monitor + retraining, wired together.
+
+The monitor never imports the serving code; this module hands it :func:`swap_serving`
+(by its import path, so a restarted monitor gets it back) and gathers the status of
+every stage for ``ray-mlops status``.
+
+>>> from ray_mlops.config import load_config
+>>> SWAP
+'ray_mlops.loop:swap_serving'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray_mlops.config import Config
+from ray_mlops.errors import RayMlopsError
+from ray_mlops.registry import Registry
+from ray_mlops.storage import Storage
+
+SWAP = "ray_mlops.loop:swap_serving"
+RETRAIN_EVENTS = ("retrain_started", "retrain_finished", "retrain_failed")
+
+
+def swap_serving(config: Config, version: str) -> str | None:
+    """Hot-swap the running application to ``version``; None when nothing is deployed."""
+    from ray_mlops.serve import deploy
+
+    if deploy.status(config).get("status") == "NOT_DEPLOYED":
+        return None
+    return deploy.swap(config, version)
+
+
+def start_monitor(config: Config, **kwargs: Any) -> Any:
+    """Start (idempotently) the detached monitor with the Serve hot swap injected."""
+    from ray_mlops.monitor.actor import start_monitor as start
+
+    return start(config, swap=kwargs.pop("swap", SWAP), **kwargs)
+
+
+def shutdown(config: Config) -> dict[str, bool]:
+    """Remove the application and stop the monitor (and any retraining)."""
+    from ray_mlops.monitor.actor import stop_monitor
+    from ray_mlops.serve import deploy
+
+    done = deploy.shutdown(config)
+    done["monitor_killed"] = stop_monitor(config) or done.get("monitor_killed", False)
+    return done
+
+
+def _serving(config: Config) -> dict[str, Any]:
+    from ray_mlops.serve import deploy
+
+    try:
+        return deploy.status(config)
+    except Exception as exc:  # Serve not running or unreachable
+        return {"status": "UNKNOWN", "error": str(exc)[:200]}
+
+
+def _monitor(config: Config, storage: Storage) -> dict[str, Any]:
+    import ray
+
+    from ray_mlops.monitor.actor import get_monitor
+    from ray_mlops.monitor.store import MonitorStore
+
+    actor = get_monitor(config) if ray.is_initialized() else None
+    if actor is not None:
+        try:
+            return {"running": True, **ray.get(actor.status.remote(), timeout=15)}
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            return {"running": False, "error": str(exc)[:200]}
+    state = MonitorStore(storage).load_state()
+    if state is None:
+        return {"running": False}
+    return {"running": False, "windows": state["windows"], "records": state["records"],
+            "last_verdicts": state["verdicts"][-10:], "retrain_history": state["retrain"]["history"],
+            "retrain_active": state["retrain"]["active"], "reference": {"version": state["reference_version"]}}
+
+
+def status(config: Config, *, with_ray: bool = True) -> dict[str, Any]:
+    """Serving version and replicas, registry aliases, monitor windows and verdicts, retrain history."""
+    storage = Storage(config.storage)
+    registry = Registry(storage, config.model_name)
+    try:
+        aliases = registry.aliases()
+        events = registry.events()
+    except RayMlopsError as exc:
+        aliases, events = {}, []
+        registry_error = str(exc)
+    else:
+        registry_error = None
+    return {
+        "model": config.model_name,
+        "storage": storage.location,
+        "registry": {"aliases": aliases, "error": registry_error,
+                     "promotions": [e for e in events if e.get("kind") in ("promote", "rollback")][-10:]},
+        "serving": _serving(config) if with_ray else {"status": "UNKNOWN"},
+        "monitor": _monitor(config, storage),
+        "retrains": [e for e in events if e.get("kind") in RETRAIN_EVENTS][-10:],
+    }
+
+
+__all__ = ["swap_serving", "start_monitor", "shutdown", "status", "SWAP"]

@@ -1,0 +1,252 @@
+"""The monitor on Ray: a named detached actor, and retraining as separate Ray work.
+
+- :class:`MonitorActor` (``ray_mlops_monitor`` in the config's namespace; detached,
+  restarted forever, ``num_cpus=0.1``) wraps :class:`~ray_mlops.monitor.core.Monitor`:
+  ``receive`` only queues the frame; a background thread does the rest every
+  ``monitor.poll_interval_s``. Calls to a restarting actor are retried
+  (``max_task_retries=-1``), and the monitor de-duplicates records by key.
+- :class:`Retrainer` (``ray_mlops_retrainer``; detached, ``num_cpus=0``) runs
+  :func:`~ray_mlops.monitor.retrain.retrain`: its Ray Data and Tune work is scheduled
+  like any other. It is detached on purpose: a task would be owned by the monitor and
+  die with it, while this one finishes and writes its outcome to
+  ``monitor/retrains/<id>.json`` even if the monitor is killed meanwhile; the restarted
+  monitor reads it. The fixed name makes a second concurrent retraining impossible.
+- Metrics (``ray.util.metrics``): ``ray_mlops_drift_p_value`` (per feature and
+  detector), ``ray_mlops_monitor_window_p_value``, ``ray_mlops_monitor_windows``,
+  ``ray_mlops_monitor_alarms``, ``ray_mlops_retrains`` (by outcome),
+  ``ray_mlops_monitor_bad_records``, ``ray_mlops_monitor_reference_version``.
+
+``swap`` (how a promoted version reaches Serve) is injected by the caller — a callable
+``swap(config, version)`` or an importable ``"module:function"`` path — so this package
+never imports the serving code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import ray
+
+from ray_mlops.config import Config, config_from_dict
+from ray_mlops.errors import MonitorError
+from ray_mlops.monitor.core import Monitor
+from ray_mlops.monitor.retrain import retrain
+from ray_mlops.monitor.store import MonitorStore
+from ray_mlops.storage import Storage
+
+log = logging.getLogger(__name__)
+
+MONITOR_ACTOR = "ray_mlops_monitor"
+RETRAINER_ACTOR = "ray_mlops_retrainer"
+LOST_AFTER_S = 30.0
+FINAL = ("promoted", "rejected", "failed")
+
+
+def resolve_callable(target: Callable | str | None) -> Callable | None:
+    """A callable, or one named ``"package.module:function"``."""
+    if target is None or callable(target):
+        return target
+    module, _, name = str(target).partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise MonitorError(f"cannot import {target!r}: {exc}") from exc
+
+
+# -- metrics -----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _metrics() -> dict[str, Any]:
+    from ray.util.metrics import Counter, Gauge
+
+    return {
+        "p_value": Gauge("ray_mlops_drift_p_value", "raw p-value of the last window, per feature",
+                         tag_keys=("feature",)),
+        "window_p": Gauge("ray_mlops_monitor_window_p_value", "family p-value of the last window"),
+        "windows": Counter("ray_mlops_monitor_windows", "windows tested", tag_keys=("drift",)),
+        "alarms": Counter("ray_mlops_monitor_alarms", "confirmed drift (patience reached)"),
+        "retrains": Counter("ray_mlops_retrains", "retrainings by outcome", tag_keys=("outcome",)),
+        "bad": Counter("ray_mlops_monitor_bad_records", "record batches refused for their schema"),
+        "reference": Gauge("ray_mlops_monitor_reference_version", "1 for the production version the monitor tests against",
+                           tag_keys=("version",)),
+    }
+
+
+def export_metrics(kind: str, payload: dict) -> None:
+    """The monitor's ``observe`` hook: turn its events into ``ray.util.metrics``."""
+    m = _metrics()
+    if kind == "window":
+        m["windows"].inc(1, {"drift": str(bool(payload["drift"])).lower()})
+        m["window_p"].set(float(payload["p_value"]))
+        for name, feature in payload["features"].items():
+            m["p_value"].set(float(feature["p_value"]), {"feature": name})
+        if payload["alarm"]:
+            m["alarms"].inc(1)
+    elif kind == "retrain":
+        m["retrains"].inc(1, {"outcome": str(payload.get("status"))})
+    elif kind == "bad_records":
+        m["bad"].inc(payload["batches"])
+    elif kind == "reference":
+        if payload.get("previous"):
+            m["reference"].set(0, {"version": payload["previous"]})
+        m["reference"].set(1, {"version": payload["version"]})
+
+
+# -- retraining as separate Ray work ------------------------------------------------------
+@ray.remote(num_cpus=0, max_restarts=0)
+class Retrainer:
+    """Runs one retraining at a time and writes its outcome to storage."""
+
+    def __init__(self, config: dict, swap: Callable | str | None = None, search: Callable | str | None = None):
+        self.config = config_from_dict(config, origin="retrainer args")
+        self.storage = Storage(self.config.storage)
+        self.store = MonitorStore(self.storage)
+        self.swap = resolve_callable(swap)
+        self.search = resolve_callable(search)
+
+    def run(self, job: dict) -> dict:
+        status = self.store.retrain_status(job["id"])
+        if status is not None:  # already started by this worker (a re-sent call): never twice
+            return status
+        self.store.save_retrain_status(job["id"], {"id": job["id"], "status": "running", "started": time.time()})
+        kwargs = {"swap": self.swap} | ({"search": self.search} if self.search else {})
+        try:
+            outcome = retrain(self.config, self.storage, job, **kwargs)
+        except Exception as exc:  # even recording failed: still leave a final status
+            outcome = {"id": job["id"], "status": "failed", "stage": "retrain", "error": f"{type(exc).__name__}: {exc}"}
+        self.store.save_retrain_status(job["id"], outcome)
+        return outcome
+
+
+class RayLauncher:
+    """Launches :class:`Retrainer` work and follows it through storage."""
+
+    def __init__(self, config: Config, storage: Storage, swap: Callable | str | None, search: Callable | str | None):
+        self.config, self.store = config, MonitorStore(storage)
+        self.swap, self.search = swap, search
+        self._launched_at: dict[str, float] = {}
+
+    def _actor(self, create: bool) -> Any:
+        try:
+            return ray.get_actor(RETRAINER_ACTOR, namespace=self.config.ray.namespace)
+        except ValueError:
+            if not create:
+                return None
+        return Retrainer.options(name=RETRAINER_ACTOR, namespace=self.config.ray.namespace, lifetime="detached",
+                                 get_if_exists=True).remote(self.config.model_dump(mode="json"), self.swap, self.search)
+
+    def launch(self, job: dict) -> None:
+        if self.store.retrain_status(job["id"]) is not None:
+            return  # it started before a monitor restart: follow it, never start it twice
+        self._actor(create=True).run.remote(job)
+        self._launched_at[job["id"]] = time.time()
+
+    def poll(self, job: dict) -> dict | None:
+        status = self.store.retrain_status(job["id"])
+        if status is not None and status.get("status") in FINAL:
+            self._release()
+            return status
+        if self._actor(create=False) is not None:
+            return None
+        waited = time.time() - self._launched_at.setdefault(job["id"], time.time())
+        if waited < LOST_AFTER_S:
+            return None
+        return {"id": job["id"], "status": "failed", "stage": "lost",
+                "error": "the retraining worker is gone without an outcome (node lost or killed)"}
+
+    def _release(self) -> None:
+        actor = self._actor(create=False)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+
+
+# -- the monitor actor ---------------------------------------------------------------------
+@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1)
+class MonitorActor:
+    """The detached drift monitor (see the module docstring)."""
+
+    def __init__(self, config: dict, swap: Callable | str | None = None, search: Callable | str | None = None):
+        self.config = config_from_dict(config, origin="monitor args")
+        storage = Storage(self.config.storage)
+        launcher = RayLauncher(self.config, storage, swap, search)
+        self.monitor = Monitor(self.config, storage, launcher=launcher, observe=_safe(export_metrics))
+        self._stop = threading.Event()
+        self.errors = 0
+        self._thread = threading.Thread(target=self._loop, name="monitor-step", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.monitor.poll_interval_s):
+            try:
+                self.monitor.step()
+            except Exception:  # never let one bad step stop the monitor
+                self.errors += 1
+                log.exception("monitor step failed")
+
+    def receive(self, records: Any) -> int:
+        return self.monitor.receive(records)
+
+    def status(self) -> dict:
+        return {**self.monitor.status(), "step_errors": self.errors, "alive": self._thread.is_alive()}
+
+    def ping(self) -> str:
+        return "ok"
+
+    def checkpoint(self) -> None:
+        """Write the open window and state now (e.g. before a planned stop)."""
+        self.monitor.flush_checkpoint()
+
+
+def _safe(fn: Callable[[str, dict], None]) -> Callable[[str, dict], None]:
+    def wrapped(kind: str, payload: dict) -> None:
+        try:
+            fn(kind, payload)
+        except Exception as exc:  # metrics must never break the monitor
+            log.warning("monitor metrics: %s", exc)
+
+    return wrapped
+
+
+# -- handles -------------------------------------------------------------------------------
+def start_monitor(config: Config, *, swap: Callable | str | None = None, search: Callable | str | None = None,
+                  timeout_s: float = 60.0) -> Any:
+    """Start the monitor (or return the running one): idempotent. Connect to Ray first."""
+    actor = MonitorActor.options(name=MONITOR_ACTOR, namespace=config.ray.namespace, lifetime="detached",
+                                 get_if_exists=True).remote(config.model_dump(mode="json"), swap, search)
+    try:
+        ray.get(actor.ping.remote(), timeout=timeout_s)
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        raise MonitorError(f"the monitor did not start: {exc}") from exc
+    return actor
+
+
+def get_monitor(config: Config) -> Any | None:
+    """The running monitor actor, or None."""
+    try:
+        return ray.get_actor(MONITOR_ACTOR, namespace=config.ray.namespace)
+    except ValueError:
+        return None
+
+
+def stop_monitor(config: Config) -> bool:
+    """Checkpoint and kill the monitor and any retraining; True if a monitor was running."""
+    actor = get_monitor(config)
+    if actor is not None:
+        try:
+            ray.get(actor.checkpoint.remote(), timeout=10)
+        except (ray.exceptions.RayError, TimeoutError):
+            pass
+        ray.kill(actor, no_restart=True)
+    try:
+        ray.kill(ray.get_actor(RETRAINER_ACTOR, namespace=config.ray.namespace), no_restart=True)
+    except ValueError:
+        pass
+    return actor is not None
+
+
+__all__ = ["MonitorActor", "Retrainer", "start_monitor", "get_monitor", "stop_monitor", "export_metrics",
+           "MONITOR_ACTOR", "RETRAINER_ACTOR", "resolve_callable"]

@@ -1,0 +1,195 @@
+"""Retraining on confirmed drift: re-ingest, search, register, gate, promote, hot-swap.
+
+:func:`retrain` is what the monitor launches (as separate Ray work, see
+:mod:`ray_mlops.monitor.actor`) when drift is confirmed:
+
+1. re-ingest the configured sources (new labeled data may have landed);
+2. gather the *labeled* prediction log since the drift onset (predictions joined with
+   ``/feedback`` labels on ``(request_id, row)``), split by a hash of the entity:
+   ``retrain.log_train_fraction`` of it joins the training table, the rest is the
+   gate's holdout — recent post-drift data neither model was fitted on;
+3. run the Tune search on the table plus those rows, register the winner with its
+   lineage; when a post-drift holdout exists it becomes the version's reference profile
+   (the distribution the new model will serve, so the monitor stops flagging the drift
+   it was retrained for);
+4. gate it against production on the holdout and promote it if it passes;
+5. hot-swap Serve through the injected ``swap(config, version)``; a failed swap rolls
+   production back, so the registry never names a version that is not served.
+
+Any failure leaves production as it was and is recorded as a ``retrain_failed`` event
+with the stage it failed in. ``search`` is injectable (default
+:func:`ray_mlops.train.search.run_search`) so faults can be tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ray_mlops.config import Config
+from ray_mlops.data.ingest import ingest, profile_of
+from ray_mlops.data.schema import FeatureSchema, IngestResult, cast_features, read_feature_table
+from ray_mlops.errors import RayMlopsError
+from ray_mlops.monitor.store import FEEDBACK_DIR, PREDICTIONS_DIR, parquet_bytes, read_partitioned, record_keys
+from ray_mlops.pipeline import profile_files
+from ray_mlops.promotion import gate_and_promote
+from ray_mlops.registry import Registry
+from ray_mlops.storage import Storage
+from ray_mlops.train.search import SearchResult, run_search
+
+log = logging.getLogger(__name__)
+
+Swap = Callable[[Config, str], Any]
+
+
+class RetrainFailed(RayMlopsError):
+    """A retraining stage failed; ``stage`` names it."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+# -- the labeled prediction log ----------------------------------------------------------
+def labeled_predictions(storage: Storage, schema: FeatureSchema, since: str | None = None) -> pd.DataFrame:
+    """Logged predictions (from ``since``, an ISO time) that got a label, as feature-table rows.
+
+    The entity key is the one the client sent, else ``<request_id>:<row>``.
+    """
+    predictions = read_partitioned(storage, PREDICTIONS_DIR)
+    feedback = read_partitioned(storage, FEEDBACK_DIR)
+    if predictions.empty or feedback.empty:
+        return pd.DataFrame(columns=[schema.entity_key, schema.label, *schema.features])
+    if since is not None:
+        predictions = predictions[pd.to_datetime(predictions["time"], utc=True) >= pd.Timestamp(since)]
+    labels = dict(zip(record_keys(feedback), feedback["label"]))
+    keys = record_keys(predictions)
+    rows = predictions.assign(**{schema.label: keys.map(labels)})
+    rows = rows[rows[schema.label].notna()]
+    entity = rows["entity"] if "entity" in rows else pd.Series(None, index=rows.index)
+    rows = rows.assign(**{schema.entity_key: entity.where(entity.notna(), keys[rows.index])})
+    rows = rows.drop_duplicates(subset=["request_id", "row"])
+    return cast_features(rows, schema)
+
+
+def _fraction(key: str) -> float:
+    return int(hashlib.sha1(f"holdout:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def split_recent(rows: pd.DataFrame, key: str, train_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training extras, holdout) of the labeled recent rows, by a hash of the entity."""
+    to_train = rows[key].astype(str).map(_fraction).to_numpy() < train_fraction
+    return rows[to_train].reset_index(drop=True), rows[~to_train].reset_index(drop=True)
+
+
+# -- the stages ------------------------------------------------------------------------
+def _stage(name: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except RetrainFailed:
+        raise
+    except Exception as exc:  # any failure of a stage is recorded with its name
+        raise RetrainFailed(name, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _training_frame(table: pd.DataFrame, extra: pd.DataFrame, holdout: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The feature table plus the extra log rows, without any entity of the holdout."""
+    frame = pd.concat([table, extra[table.columns]], ignore_index=True) if len(extra) else table
+    return frame[~frame[key].astype(str).isin(set(holdout[key].astype(str)))].reset_index(drop=True)
+
+
+def _profile(storage: Storage, ingested: IngestResult, holdout: pd.DataFrame | None) -> tuple[dict[str, bytes], dict]:
+    """The version's profile files: the post-drift holdout when there is one, else the ingest's."""
+    if holdout is None:
+        return profile_files(storage, ingested), {"reference": f"ingest {ingested.fingerprint[:12]}"}
+    schema = ingested.schema
+    profile = {"schema": schema.to_dict(), "fingerprint": ingested.fingerprint, "rows": len(holdout),
+               "source": "post-drift holdout", "features": profile_of(holdout, schema)}
+    files = {"reference.parquet": parquet_bytes(holdout),
+             "profile.json": json.dumps(profile, default=str).encode()}
+    return files, {"reference": f"post-drift holdout ({len(holdout)} rows)", "reference_out_of_sample": True}
+
+
+def _register(config: Config, storage: Storage, search: SearchResult, ingested: IngestResult,
+              holdout: pd.DataFrame | None, job: dict) -> str:
+    registry = Registry(storage, config.model_name)
+    files, reference = _profile(storage, ingested, holdout)
+    return registry.register(
+        search.model, params={"family": search.family, **search.params}, metrics=search.metrics,
+        data_fingerprint=ingested.fingerprint, config_hash=config.digest(), profile_files=files,
+        parent=registry.get_alias("production"),
+        extra={"trials": len(search.trials), "train_rows": search.train_rows,
+               "validation_rows": len(search.validation), "experiment": search.experiment_path,
+               "seed": search.seed, "schema": ingested.schema.to_dict(), "retrain": job["id"],
+               "drift_onset": job.get("onset"), "trigger_window": job.get("trigger_window"), **reference})
+
+
+def _swap(config: Config, registry: Registry, version: str, swap: Swap | None) -> str | None:
+    if swap is None:
+        return None
+    try:
+        return str(swap(config, version))
+    except Exception as exc:
+        registry.rollback(reason=f"hot swap to {version} failed: {exc}")
+        raise RetrainFailed("swap", f"{type(exc).__name__}: {exc}; production rolled back") from exc
+
+
+def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = None,
+            search: Callable[..., SearchResult] = run_search) -> dict[str, Any]:
+    """Run one retraining for ``job`` (``id``, ``onset``, ...) and return its outcome.
+
+    Never raises for a failed stage: the outcome has ``status`` ``promoted``,
+    ``rejected`` (the gate said no) or ``failed`` (with ``stage`` and ``error``).
+    """
+    registry = Registry(storage, config.model_name)
+    started = time.time()
+    outcome: dict[str, Any] = {"id": job["id"], "started": started, "production_before": registry.get_alias("production")}
+    registry.record_event("retrain_started", retrain=job["id"], onset=job.get("onset"),
+                          trigger_window=job.get("trigger_window"), production=outcome["production_before"])
+    try:
+        outcome.update(_run(config, storage, job, registry, swap, search))
+    except RetrainFailed as exc:
+        outcome.update(status="failed", stage=exc.stage, error=str(exc)[:1000])
+    outcome.update(finished=time.time(), seconds=round(time.time() - started, 1),
+                   production_after=registry.get_alias("production"))
+    kind = "retrain_failed" if outcome["status"] == "failed" else "retrain_finished"
+    registry.record_event(kind, retrain=job["id"], **{k: v for k, v in outcome.items() if k not in ("id",)})
+    return outcome
+
+
+def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: Swap | None,
+         search: Callable[..., SearchResult]) -> dict[str, Any]:
+    ingested = _stage("ingest", lambda: ingest(config, storage))
+    schema, key = ingested.schema, ingested.schema.entity_key
+    table = _stage("read", lambda: read_feature_table(storage, ingested))
+    recent = _stage("prediction log", lambda: labeled_predictions(storage, schema, job.get("onset")))
+    extra, holdout = split_recent(recent, key, config.monitor.retrain.log_train_fraction)
+    if len(holdout) < config.monitor.retrain.min_holdout_rows:
+        extra, holdout = recent, None
+    frame = _training_frame(table, extra, holdout if holdout is not None else extra.iloc[:0], key)
+    train_config = config.train
+    if config.monitor.retrain.num_samples:
+        train_config = train_config.model_copy(update={"num_samples": config.monitor.retrain.num_samples})
+    result = _stage("search", lambda: search(frame, schema, train_config, storage, name=f"retrain-{job['id']}"))
+    version = _stage("register", lambda: _register(config, storage, result, ingested, holdout, job))
+    gate_rows = holdout if holdout is not None else result.validation
+    decision = _stage("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate))
+    served = _swap(config, registry, version, swap) if decision.promoted else None
+    return {"status": "promoted" if decision.promoted else "rejected", "version": version,
+            "family": result.family, "decision": _plain_decision(decision.to_dict()),
+            "holdout_rows": len(gate_rows), "holdout": "post-drift prediction log" if holdout is not None else "search validation",
+            "table_rows": len(table), "log_rows_added": len(extra), "train_rows": result.train_rows,
+            "served": served, "fingerprint": ingested.fingerprint}
+
+
+def _plain_decision(decision: dict) -> dict:
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in decision.items()}
+
+
+__all__ = ["retrain", "labeled_predictions", "split_recent", "RetrainFailed"]
