@@ -251,12 +251,15 @@ def serve_command(ctx: click.Context, version: str, host: str | None, port: int 
     click.echo(f"serving {serving.status(config).get('version')} of {config.model_name} at {url}  (OpenAPI: {url}/openapi.json)")
     if context.address:
         return
-    click.echo("embedded Ray: serving until Ctrl-C")
+    from ray_mlops import loop
+
+    loop.start_monitor(config)  # one process holds the embedded Ray: the monitor runs alongside
+    click.echo("embedded Ray: serving (and monitoring drift) until Ctrl-C")
     try:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
-        serving.shutdown(config)
+        loop.shutdown(config)
         click.echo("stopped")
 
 
@@ -264,13 +267,117 @@ def serve_command(ctx: click.Context, version: str, host: str | None, port: int 
 @click.pass_context
 def shutdown_command(ctx: click.Context) -> None:
     """Remove the serving application and the drift monitor."""
-    from ray_mlops.serve import deploy as serving
+    context = _context(ctx)
+    context.connect()
+    from ray_mlops import loop
+
+    done = loop.shutdown(context.config)
+    click.echo(f"application {context.config.serve.app_name}: {'removed' if done['app_removed'] else 'not running'}; "
+               f"monitor: {'stopped' if done['monitor_killed'] else 'not running'}")
+
+
+# -- the closed loop ----------------------------------------------------------------
+@command("monitor")
+@click.pass_context
+def monitor_command(ctx: click.Context) -> None:
+    """Start (idempotently) the detached drift monitor.
+
+    With the embedded local Ray it stays in the foreground until Ctrl-C; with --address
+    it starts the monitor on the cluster and returns.
+    """
+    from ray_mlops import loop
 
     context = _context(ctx)
     context.connect()
-    done = serving.shutdown(context.config)
-    click.echo(f"application {context.config.serve.app_name}: {'removed' if done['app_removed'] else 'not running'}; "
-               f"monitor: {'stopped' if done['monitor_killed'] else 'not running'}")
+    loop.start_monitor(context.config)
+    cfg = context.config.monitor
+    click.echo(f"monitor ray_mlops_monitor running (namespace {context.config.ray.namespace}): windows of "
+               f"{cfg.window_size} records, alpha {cfg.alpha}, patience {cfg.patience}, retraining "
+               f"{'on' if cfg.retrain.enabled else 'off'}")
+    if context.address:
+        return
+    click.echo("embedded Ray: monitoring until Ctrl-C")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        from ray_mlops.monitor.actor import stop_monitor
+
+        stop_monitor(context.config)
+        click.echo("stopped")
+
+
+def _print_status(report: dict) -> None:
+    serving, monitor, aliases = report["serving"], report["monitor"], report["registry"]["aliases"]
+    click.echo(f"model:      {report['model']} (storage {report['storage']})")
+    click.echo(f"registry:   production={aliases.get('production')} candidate={aliases.get('candidate')}")
+    click.echo(f"serving:    {serving.get('status')} version={serving.get('version')} replicas={serving.get('replicas')}"
+               + (f" at {serving['url']}" if serving.get("url") else ""))
+    reference = (monitor.get("reference") or {}).get("version")
+    click.echo(f"monitor:    {'running' if monitor.get('running') else 'not running'}; windows={monitor.get('windows', 0)} "
+               f"records={monitor.get('records', 0)} open={monitor.get('open_window_rows', '-')} reference={reference}")
+    for v in monitor.get("last_verdicts", [])[-5:]:
+        parts = " ".join(f"{k}={p:.3g}" for k, p in v["detectors"].items() if p is not None)
+        click.echo(f"  window {v['index']:>4} {str(v['end'])[11:19]} rows={v['rows']:<4} "
+                   f"{'DRIFT' if v['drift'] else 'ok   '}{' ALARM' if v['alarm'] else ''} p={v['p_value']:.3g} ({parts})")
+    active = monitor.get("retrain_active")
+    if active:
+        click.echo(f"retraining: {active['id']} running (drift onset {active['onset']})")
+    for r in monitor.get("retrain_history", [])[-5:]:
+        gate = r.get("gate") or {}
+        click.echo(f"retrained:  {r.get('id')} {r.get('status')} {r.get('version') or ''} "
+                   f"{gate.get('reason') or r.get('error') or ''}")
+    for e in report["registry"]["promotions"][-3:]:
+        click.echo(f"{e['kind']:<11} {e.get('version')} (was {e.get('previous')}) {str(e.get('time'))[:19]}: {e.get('reason')}")
+
+
+@command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole status as JSON.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Serving version and replicas, monitor windows, last drift verdicts, retraining history."""
+    from ray_mlops import loop
+
+    context = _context(ctx)
+    with_ray = context.address is not None
+    if with_ray:
+        context.connect()
+    report = loop.status(context.config, with_ray=with_ray)
+    if as_json:
+        echo_json(report)
+    else:
+        _print_status(report)
+
+
+@command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False), default="demo", show_default=True, help="Folder for data, storage and the report.")
+@click.option("--entities", type=click.IntRange(min=100), default=1500, show_default=True, help="Machines in the initial dataset.")
+@click.option("--traffic", "traffic_entities", type=click.IntRange(min=50), default=800, show_default=True, help="Machines sent before drift.")
+@click.option("--drift-traffic", "drift_entities", type=click.IntRange(min=50), default=800, show_default=True, help="Machines sent after drift begins (cycled).")
+@click.option("--new-data", "new_entities", type=click.IntRange(min=50), default=1500, show_default=True, help="Labeled machines landing when drift begins.")
+@click.option("--drift", type=click.Choice(["covariate", "prior", "concept"]), default="covariate", show_default=True)
+@click.option("--intensity", type=click.FloatRange(0, 5), default=1.0, show_default=True)
+@click.option("--window", type=click.IntRange(min=20), default=200, show_default=True, help="Records per monitor window.")
+@click.option("--baseline-windows", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--after-windows", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=4, show_default=True, help="Tune trials per search.")
+@click.option("--rate", type=click.FloatRange(min=1), default=100.0, show_default=True, help="Records per second.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=10), default=600.0, show_default=True)
+@click.pass_context
+def demo_command(ctx: click.Context, workdir: str, **sizes: Any) -> None:
+    """Run the whole loop once on the embedded local Ray and print its figures."""
+    from ray_mlops.demo import DemoOptions, run_demo
+
+    context = _context(ctx)
+    if context.address:
+        fail("demo runs on the embedded local Ray; drop --address")
+    summary = run_demo(context.config, DemoOptions(workdir=Path(workdir), **sizes), echo=click.echo)
+    click.echo("")
+    click.echo("summary")
+    for key, value in summary.items():
+        if key != "title":
+            click.echo(f"  {key:<38} {value}")
 
 
 def main() -> None:

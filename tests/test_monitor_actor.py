@@ -1,0 +1,95 @@
+"""The monitor as a detached Ray actor: killed mid-stream it restarts and loses nothing;
+a failed retraining leaves production untouched and is recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import wait_for
+from monitor_fixtures import fresh_storage, monitored, records, shifted  # noqa: F401
+
+
+@pytest.fixture
+def monitor_actor(ray_session, monitored, tmp_path):
+    from ray_mlops.monitor.actor import start_monitor, stop_monitor
+
+    config, storage, registry = fresh_storage(monitored, tmp_path, window_size=100, checkpoint_interval_s=0.2,
+                                              poll_interval_s=0.1, **{"retrain": {"enabled": False}})
+    actor = start_monitor(config)
+    yield config, storage, registry, actor
+    stop_monitor(config)
+
+
+def _status(ray, actor):
+    return ray.get(actor.status.remote(), timeout=30)
+
+
+def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session, monitored, monitor_actor):
+    from ray_mlops.serve.predlog import PREDICTIONS_DIR, PartitionedWriter
+
+    ray = ray_session
+    config, storage, registry, actor = monitor_actor
+    replica_log = PartitionedWriter(storage, PREDICTIONS_DIR, "test-replica")
+    frames = [records(monitored, monitored.traffic.iloc[i:i + 45]) for i in range(0, 450, 45)]
+
+    def send(frame):  # what a replica does: monitor first, then the durable log
+        actor.receive.remote(frame)
+        replica_log.write(frame)
+
+    for frame in frames[:5]:
+        send(frame)
+    wait_for(lambda: _status(ray, actor)["records"] == 225, timeout=30, message="the first records")
+    ray.kill(actor, no_restart=False)  # mid-stream: a window of 25 rows is open
+    for frame in frames[5:]:
+        send(frame)
+    status = wait_for(lambda: (s := _status(ray, actor))["records"] == 450 and s, timeout=60,
+                      message="the restarted monitor to account for every record")
+    assert status["restarts"] == 1
+    assert status["windows"] == 4 and status["open_window_rows"] == 50
+    assert [v["index"] for v in status["last_verdicts"]] == [0, 1, 2, 3]
+    assert not any(v["drift"] for v in status["last_verdicts"])
+    (restart,) = registry.events("monitor_restarted")
+    assert restart["restarts"] == 1
+
+
+def test_bad_schema_records_to_the_actor_are_an_event(ray_session, monitored, monitor_actor):
+    ray = ray_session
+    config, storage, registry, actor = monitor_actor
+    assert ray.get(actor.receive.remote(records(monitored, monitored.traffic.iloc[:10]).drop(columns=["time"]))) == 0
+    wait_for(lambda: registry.events("monitor_bad_records"), timeout=20, message="the bad-records event")
+    assert _status(ray, actor)["bad_record_batches"] == 1
+    assert ray.get(actor.ping.remote()) == "ok"
+
+
+def test_failed_retraining_leaves_production_untouched(monitored, tmp_path):
+    """Sources gone at retraining time: the ingest stage fails, production stays v1."""
+    from ray_mlops.monitor.retrain import retrain
+
+    config, storage, registry = fresh_storage(monitored, tmp_path)
+    config = config.model_copy(update={"data": config.data.model_copy(update={"root": str(tmp_path / "gone")})})
+    swaps = []
+    outcome = retrain(config, storage, {"id": "r1", "onset": None},
+                      swap=lambda cfg, version: swaps.append(version))
+    assert outcome["status"] == "failed" and outcome["stage"] == "ingest"
+    assert "not found" in outcome["error"]
+    assert registry.get_alias("production") == "v1" and outcome["production_after"] == "v1"
+    assert swaps == [] and [v["version"] for v in registry.versions()] == ["v1"]
+    (event,) = registry.events("retrain_failed")
+    assert event["retrain"] == "r1" and event["stage"] == "ingest"
+
+
+def test_failing_trainer_is_recorded_and_production_untouched(ray_session, sample_ingest, monitored, tmp_path):
+    """An injected trainer that fails after a real re-ingest: recorded at the search stage."""
+    from ray_mlops.monitor.retrain import retrain
+
+    config, storage, registry = fresh_storage(monitored, tmp_path)
+    config = config.model_copy(update={"data": sample_ingest[0].data})
+
+    def failing_search(*args, **kwargs):
+        raise RuntimeError("trainer exploded")
+
+    outcome = retrain(config, storage, {"id": "r2", "onset": None}, search=failing_search)
+    assert outcome["status"] == "failed" and outcome["stage"] == "search"
+    assert "trainer exploded" in outcome["error"]
+    assert registry.get_alias("production") == "v1" and len(registry.versions()) == 1
+    assert registry.events("retrain_failed")[0]["stage"] == "search"
