@@ -95,7 +95,7 @@ def test_bad_records_become_events_not_crashes(monitored, tmp_path):
     assert monitor.receive(mistyped) == 50
     (skipped,) = monitor.step()
     assert skipped["skipped"] and "age_years" in skipped["error"]
-    monitor.receive(good)
+    monitor.receive(records(monitored, monitored.traffic.iloc[:50]))  # fresh request ids
     (verdict,) = monitor.step()
     assert verdict["index"] == 1 and not verdict["drift"]
     (bad,) = registry.events("monitor_bad_records")

@@ -117,6 +117,7 @@ class Reference:
     # -- testing ----------------------------------------------------------------------
     def test(self, window: pd.DataFrame) -> WindowTest:
         """Test a window of prediction records (features, ``model_version``, outputs, ``label``)."""
+        _check_numeric(window, self.schema.numeric)
         features = cast_features(window, self.schema)[self.columns]
         reports = {"inputs": self.inputs.test(features)}
         own = window[window["model_version"].astype(str) == self.version]
@@ -134,6 +135,17 @@ class Reference:
         return WindowTest(_combine(reports, self.config.alpha, len(window)),
                           {name: (reports[name].p_value if name in reports else None) for name in DETECTORS},
                           len(labeled), accuracy)
+
+
+def _check_numeric(window: pd.DataFrame, names: list[str]) -> None:
+    """ValueError naming a numeric feature whose values are not numbers (instead of NaN)."""
+    for name in names:
+        column = window[name]
+        if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+            continue
+        bad = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+        if bad.any():
+            raise ValueError(f"column {name!r} is numeric in the reference but holds {column[bad].iloc[0]!r}")
 
 
 def _combine(reports: dict[str, DriftReport], alpha: float, rows: int) -> DriftReport:
