@@ -26,6 +26,7 @@ def _init_kwargs(config: Config, address: str | None) -> dict[str, Any]:
     if address:
         kwargs["address"] = address
     else:
+        kwargs["address"] = "local"  # a new embedded Ray, never a cluster recorded in /tmp/ray
         if config.ray.num_cpus is not None:
             kwargs["num_cpus"] = config.ray.num_cpus
         kwargs["include_dashboard"] = False

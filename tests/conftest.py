@@ -33,6 +33,7 @@ def _start_local_ray() -> None:
     if ray.is_initialized():
         return
     ray.init(
+        address="local",  # never join a cluster another test or session recorded in /tmp/ray
         num_cpus=2,
         namespace=NAMESPACE,
         include_dashboard=False,

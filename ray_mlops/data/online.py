@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -71,29 +73,39 @@ def _table_part(instances: list[dict], source: TableSource, label: str) -> pd.Da
     return good
 
 
-def _events_part(instances: list[dict], source: EventsSource) -> pd.DataFrame:
-    events, rows = [], []
+def _items(instances: list[dict], source: Any, parse: Callable[[Any, str], Any]) -> tuple[list, list[str]]:
+    """Every item of a multi-record field, parsed (``parse(item, field)`` raises RecordError), with its row."""
+    items, rows = [], []
     for i, record in enumerate(instances):
-        for j, event in enumerate(_as_list(record.get(source.name), i, source.name)):
-            if not isinstance(event, dict):
-                raise RecordError(_field(i, source.name, j), "expected a JSON object")
-            events.append(event)
+        for j, item in enumerate(_as_list(record.get(source.name), i, source.name)):
+            items.append(parse(item, _field(i, source.name, j)))
             rows.append(str(i))
-    flat = featurize.event_record_features(events, source)
-    flat.insert(0, ROW, pd.Series(rows, dtype=object))
+    return items, rows
+
+
+def _expect(kind: type, problem: str) -> Callable[[Any, str], Any]:
+    def parse(item: Any, field: str) -> Any:
+        if not isinstance(item, kind):
+            raise RecordError(field, problem)
+        return item
+
+    return parse
+
+
+def _keyed(frame: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
+    frame.insert(0, ROW, pd.Series(rows, dtype=object))
+    return frame
+
+
+def _events_part(instances: list[dict], source: EventsSource) -> pd.DataFrame:
+    events, rows = _items(instances, source, _expect(dict, "expected a JSON object"))
+    flat = _keyed(featurize.event_record_features(events, source), rows)
     return featurize.event_entity_features(flat, source, ROW)
 
 
 def _text_part(instances: list[dict], source: TextSource) -> pd.DataFrame:
-    texts, rows = [], []
-    for i, record in enumerate(instances):
-        for j, text in enumerate(_as_list(record.get(source.name), i, source.name)):
-            if not isinstance(text, str):
-                raise RecordError(_field(i, source.name, j), "expected a string")
-            texts.append(text)
-            rows.append(str(i))
-    counts = featurize.text_record_features(texts, source)
-    counts.insert(0, ROW, pd.Series(rows, dtype=object))
+    texts, rows = _items(instances, source, _expect(str, "expected a string"))
+    counts = _keyed(featurize.text_record_features(texts, source), rows)
     return featurize.text_entity_features(counts, source, ROW)
 
 
@@ -109,28 +121,30 @@ def decode_base64_image(value: Any, field: str, size: int) -> dict[str, float]:
 
 
 def _image_part(instances: list[dict], source: ImageSource) -> pd.DataFrame:
-    rows, keys = [], []
-    for i, record in enumerate(instances):
-        for j, value in enumerate(_as_list(record.get(source.name), i, source.name)):
-            rows.append(decode_base64_image(value, _field(i, source.name, j), source.size))
-            keys.append(str(i))
-    per_image = pd.DataFrame(rows, columns=featurize.IMAGE_RECORD_FEATURES).astype("float64")
-    per_image.insert(0, ROW, pd.Series(keys, dtype=object))
-    return featurize.image_entity_features(per_image, source, ROW)
+    features, rows = _items(instances, source, lambda value, field: decode_base64_image(value, field, source.size))
+    per_image = pd.DataFrame(features, columns=featurize.IMAGE_RECORD_FEATURES).astype("float64")
+    return featurize.image_entity_features(_keyed(per_image, rows), source, ROW)
+
+
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _reading(source: TimeseriesSource) -> Callable[[Any, str], dict]:
+    def parse(reading: Any, field: str) -> dict:
+        if not isinstance(reading, dict):
+            raise RecordError(field, "expected an object of signal values")
+        for signal in source.signals:
+            if not _finite_number(reading.get(signal)):
+                raise RecordError(f"{field}.{signal}", "expected a finite number")
+        return {s: float(reading[s]) for s in source.signals}
+
+    return parse
 
 
 def _telemetry_part(instances: list[dict], source: TimeseriesSource) -> pd.DataFrame:
-    readings = []
-    for i, record in enumerate(instances):
-        for j, reading in enumerate(_as_list(record.get(source.name), i, source.name)):
-            if not isinstance(reading, dict):
-                raise RecordError(_field(i, source.name, j), "expected an object of signal values")
-            for signal in source.signals:
-                value = reading.get(signal)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-                    raise RecordError(_field(i, source.name, j, signal), "expected a finite number")
-            readings.append({ROW: str(i), source.time_column: reading.get(source.time_column, j), **{s: float(reading[s]) for s in source.signals}})
-    frame = pd.DataFrame(readings, columns=[ROW, source.time_column, *source.signals])
+    readings, rows = _items(instances, source, _reading(source))
+    frame = _keyed(pd.DataFrame(readings, columns=source.signals), rows)
     frame[source.time_column] = range(len(frame))  # readings arrive oldest first
     return featurize.telemetry_entity_features(frame, source, ROW)
 
