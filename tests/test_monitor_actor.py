@@ -42,8 +42,17 @@ def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session,
     ray.kill(actor, no_restart=False)  # mid-stream: a window of 25 rows is open
     for frame in frames[5:]:
         send(frame)
-    status = wait_for(lambda: (s := _status(ray, actor))["records"] == 450 and s, timeout=60,
-                      message="the restarted monitor to account for every record")
+    seen = {}
+
+    def accounted():
+        seen.update(_status(ray, actor))
+        tested = seen["windows"] * 100 + seen["open_window_rows"]
+        return seen["records"] == 450 and tested == 450 and seen["windows"] == 4 and dict(seen)
+
+    try:
+        status = wait_for(accounted, timeout=60, message="the restarted monitor to account for every record")
+    except AssertionError:
+        raise AssertionError({k: v for k, v in seen.items() if k != "last_verdicts"})
     assert status["restarts"] == 1
     assert status["windows"] == 4 and status["open_window_rows"] == 50
     assert [v["index"] for v in status["last_verdicts"]] == [0, 1, 2, 3]

@@ -291,7 +291,9 @@ class Monitor:
         self.stream = DriftStream.from_state(self.state["stream"])
         self._recent_keys = set(self.state["recent_keys"])
         self.window = self._empty_window()
-        if state is None:
+        if state is None:  # a first checkpoint at once: a restart always knows where to catch up from
+            self._dirty = True
+            self._checkpoint(force=True)
             return
         self.state["restarts"] += 1
         saved = self.store.load_window()

@@ -177,6 +177,10 @@ def _model_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
 
 
 def _validation_accuracy(meta: dict) -> tuple[int, int] | None:
+    """Correct/total on rows the version was not fitted on: its reference rows, else its validation split."""
+    own = meta.get("extra", {}).get("reference_accuracy")
+    if isinstance(own, dict) and own.get("total"):
+        return int(own["correct"]), int(own["total"])
     accuracy = meta.get("metrics", {}).get("accuracy")
     total = meta.get("extra", {}).get("validation_rows")
     if not isinstance(accuracy, (int, float)) or not isinstance(total, int) or total <= 0:

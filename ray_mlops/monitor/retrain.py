@@ -116,10 +116,19 @@ def _profile(storage: Storage, ingested: IngestResult, holdout: pd.DataFrame | N
     return files, {"reference": f"post-drift holdout ({len(holdout)} rows)", "reference_out_of_sample": True}
 
 
+def _reference_accuracy(model: Any, holdout: pd.DataFrame | None, schema: FeatureSchema) -> dict:
+    """The candidate's accuracy on its (out-of-sample) reference rows: the monitor's baseline."""
+    if holdout is None or schema.task != "classification":
+        return {}
+    correct = int((model.predict(holdout[list(schema.features)]) == holdout[schema.label].to_numpy()).sum())
+    return {"reference_accuracy": {"correct": correct, "total": len(holdout)}}
+
+
 def _register(config: Config, storage: Storage, search: SearchResult, ingested: IngestResult,
               holdout: pd.DataFrame | None, job: dict) -> str:
     registry = Registry(storage, config.model_name)
     files, reference = _profile(storage, ingested, holdout)
+    reference.update(_reference_accuracy(search.model, holdout, ingested.schema))
     return registry.register(
         search.model, params={"family": search.family, **search.params}, metrics=search.metrics,
         data_fingerprint=ingested.fingerprint, config_hash=config.digest(), profile_files=files,
