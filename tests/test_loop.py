@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ def _cli(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
 
 
 def _figure(stdout: str, name: str) -> str:
-    line = next(line for line in stdout.splitlines() if line.strip().startswith(name))
-    return line.strip()[len(name):].strip()
+    """The value printed beside ``name`` in the demo's summary."""
+    found = [m.group(1) for line in stdout.splitlines() if (m := re.match(rf"^\s+{re.escape(name)}\s{{2,}}(.*)$", line))]
+    assert found, f"no {name!r} in the summary:\n{stdout[-2000:]}"
+    return found[-1].strip()
 
 
 @pytest.mark.slow
