@@ -94,7 +94,7 @@ def status(config: Config, *, with_ray: bool = True) -> dict[str, Any]:
         "storage": storage.location,
         "registry": {"aliases": aliases, "error": registry_error,
                      "promotions": [e for e in events if e.get("kind") in ("promote", "rollback")][-10:]},
-        "serving": _serving(config) if with_ray else {"status": "UNKNOWN"},
+        "serving": _serving(config) if with_ray else {"status": "not queried (pass --address to reach a running Ray)"},
         "monitor": _monitor(config, storage),
         "retrains": [e for e in events if e.get("kind") in RETRAIN_EVENTS][-10:],
     }
