@@ -128,7 +128,6 @@ def run_demo(config: Config, opts: DemoOptions, echo: Callable[[str], None] = pr
     from ray_mlops.pipeline import train_and_promote
     from ray_mlops.runtime import connect
     from ray_mlops.serve import deploy
-    from ray_mlops.traffic import Traffic, land_batch, raw_records
 
     log = Timeline(echo)
     opts.workdir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +163,6 @@ def run_demo(config: Config, opts: DemoOptions, echo: Callable[[str], None] = pr
 
 
 def _traffic_phases(config, opts, storage, monitor, url, pools, log, first) -> dict[str, Any]:
-    from ray_mlops.monitor.store import MonitorStore
     from ray_mlops.traffic import Traffic, land_batch, raw_records
 
     records, labels = raw_records(pools["traffic"])

@@ -115,4 +115,4 @@ def test_counters_are_rated_and_histograms_are_quantiles(dashboard):
         for name in re.findall(r"ray_ray_mlops_[a-z0-9_]+_total\b", expr):
             assert re.search(rf"(rate|increase)\({name}\b", expr), expr
         for name in re.findall(r"ray_ray_mlops_[a-z0-9_]+_bucket\b", expr):
-            assert "histogram_quantile(" in expr and re.search(rf"by \([^)]*\ble\b", expr), expr
+            assert "histogram_quantile(" in expr and re.search(r"by \([^)]*\ble\b", expr), expr

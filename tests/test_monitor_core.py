@@ -4,7 +4,6 @@ false alarms, bad input, checkpoints and retraining bookkeeping across a restart
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from monitor_fixtures import RecordingLauncher, feedback, fresh_storage, monitored, records, shifted  # noqa: F401

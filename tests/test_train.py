@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from ray_mlops.config import FamilyConfig, SearchParam, TrainConfig, load_config
+from ray_mlops.config import SearchParam, TrainConfig, load_config
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import TrainError
 from ray_mlops.storage import Storage
@@ -24,7 +24,6 @@ from ray_mlops.train.pipelines import (
     split_by_key,
 )
 from ray_mlops.train.search import (
-    TrialData,
     check_train_config,
     run_search,
     search_space,

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ray_mlops.config import Config
 from ray_mlops.data.schema import feature_schema
-from ray_mlops.errors import RayMlopsError, VersionNotFoundError
+from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.drift import DriftStream
 from ray_mlops.monitor.reference import Reference, WindowTest
 from ray_mlops.monitor.store import PREDICTIONS_DIR, FeedbackIndex, MonitorStore, record_keys
