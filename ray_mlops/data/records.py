@@ -31,45 +31,69 @@ Split = tuple[pd.DataFrame, pd.DataFrame]
 
 
 # -- tables -------------------------------------------------------------------------
-def _check_column(values: pd.Series, name: str, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    """Coerce one column to its declared type; return (coerced values, reason or None)."""
-    missing = values.isna() | (values.astype(str).str.strip() == "")
-    reason = pd.Series([None] * len(values), index=values.index, dtype=object)
-    if spec.type in ("float", "int"):
-        coerced = pd.to_numeric(values.where(~missing), errors="coerce").astype("float64")
-        reason[~missing & coerced.isna()] = f"{name}: not a number"
-        reason[np.isinf(coerced)] = f"{name}: not finite"
+def _blank(values: np.ndarray) -> np.ndarray:
+    """Missing: NA, or text that is empty once stripped."""
+    return pd.isna(values) | np.array([str(v).strip() == "" for v in values], dtype=bool).reshape(len(values))
+
+
+def _check_number(values: np.ndarray, missing: np.ndarray, name: str, spec: ColumnSpec, reason: np.ndarray) -> np.ndarray:
+    coerced = pd.to_numeric(np.where(missing, np.nan, values), errors="coerce").astype("float64")
+    reason[~missing & np.isnan(coerced)] = f"{name}: not a number"
+    reason[np.isinf(coerced)] = f"{name}: not finite"
+    with np.errstate(invalid="ignore"):
         if spec.type == "int":
-            reason[coerced.notna() & (coerced % 1 != 0)] = f"{name}: not an integer"
+            reason[~np.isnan(coerced) & (coerced % 1 != 0)] = f"{name}: not an integer"
         if spec.min is not None:
             reason[coerced < spec.min] = f"{name}: below minimum {spec.min:g}"
         if spec.max is not None:
             reason[coerced > spec.max] = f"{name}: above maximum {spec.max:g}"
-    else:
-        coerced = values.where(~missing).map(lambda v: v if v is None or isinstance(v, str) else str(v))
-        coerced = coerced.astype(object).where(~missing, None)
-        if spec.type == "bool":
-            coerced = coerced.map(lambda v: None if v is None else str(v).strip().lower())
-            reason[coerced.notna() & ~coerced.isin(["true", "false", "1", "0"])] = f"{name}: not a boolean"
-        if spec.levels is not None:
-            reason[coerced.notna() & ~coerced.isin(spec.levels)] = f"{name}: unknown level"
+    return coerced
+
+
+def _check_text(values: np.ndarray, missing: np.ndarray, name: str, spec: ColumnSpec, reason: np.ndarray) -> np.ndarray:
+    texts = [None if m else v if isinstance(v, str) else str(v) for v, m in zip(values, missing)]
+    if spec.type == "bool":
+        texts = [None if v is None else v.strip().lower() for v in texts]
+        reason[[v is not None and v not in ("true", "false", "1", "0") for v in texts]] = f"{name}: not a boolean"
+    if spec.levels is not None:
+        reason[[v is not None and v not in spec.levels for v in texts]] = f"{name}: unknown level"
+    return np.array(texts, dtype=object).reshape(len(texts))
+
+
+def check_column(values: np.ndarray, name: str, spec: ColumnSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Coerce one column to its declared type: (float64 or str/None values, reason or None per value)."""
+    values = np.asarray(values)
+    missing = _blank(values)
+    reason = np.full(len(values), None, dtype=object)
+    check = _check_number if spec.type in ("float", "int") else _check_text
+    coerced = check(values, missing, name, spec, reason)
     if spec.required:
         reason[missing] = f"{name}: missing"
     return coerced, reason
 
 
+def check_table(columns: dict[str, np.ndarray], source: TableSource) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every declared column coerced, and per row the reason of its first bad column (None if good)."""
+    rows = len(next(iter(columns.values()))) if columns else 0
+    coerced, reasons = {}, np.full(rows, None, dtype=object)
+    for name, spec in source.columns.items():
+        coerced[name], column_reason = check_column(columns[name], name, spec)
+        first = pd.isna(reasons)
+        reasons[first] = column_reason[first]
+    return coerced, reasons
+
+
 def table_records(batch: pd.DataFrame, source: TableSource, key: str) -> Split:
     """Type, range, level and required checks for a one-row-per-entity table."""
-    reasons = pd.Series([None] * len(batch), index=batch.index, dtype=object)
     keys = batch[key]
     key_missing = keys.isna() | (keys.astype(str).str.strip() == "")
     good = pd.DataFrame({key: keys.astype(object).where(~key_missing, None).map(_key_text)}, index=batch.index)
-    for name, spec in source.columns.items():
-        good[name], column_reason = _check_column(batch[name], name, spec)
-        reasons = reasons.fillna(column_reason)
-    reasons[key_missing] = f"{key}: missing"
-    bad = reasons.notna()
-    rejects = reject_frame(source.name, reasons[bad].tolist(), batch[bad].to_dict("records"))
+    coerced, reasons = check_table({name: batch[name].to_numpy() for name in source.columns}, source)
+    for name, values in coerced.items():
+        good[name] = pd.Series(values, index=batch.index, dtype=values.dtype)
+    reasons[key_missing.to_numpy()] = f"{key}: missing"
+    bad = pd.Series(reasons, index=batch.index).notna()
+    rejects = reject_frame(source.name, reasons[bad.to_numpy()].tolist(), batch[bad].to_dict("records"))
     return good[~bad].reset_index(drop=True), rejects
 
 
@@ -188,6 +212,8 @@ def telemetry_records(batch: pd.DataFrame, source: TimeseriesSource, key: str) -
 
 
 __all__ = [
+    "check_column",
+    "check_table",
     "table_records",
     "duplicate_keys",
     "parse_event_line",

@@ -16,6 +16,7 @@ previous pointer in place, so nothing half-written ever looks valid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -123,18 +124,31 @@ def feature_schema(config: Config) -> FeatureSchema:
 
 def cast_features(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
     """Exactly the schema's columns, in order: numeric as float64, categorical as str/None."""
-    out = pd.DataFrame(index=frame.index)
-    if schema.entity_key in frame:
-        out[schema.entity_key] = frame[schema.entity_key].astype(object)
-    if schema.label in frame:
-        out[schema.label] = _label_values(frame[schema.label], schema.task)
+    return cast_columns(frame.reset_index(drop=True), len(frame), schema)
+
+
+def cast_columns(columns: Mapping[str, Any], rows: int, schema: FeatureSchema) -> pd.DataFrame:
+    """:func:`cast_features` of columns by name (arrays or default-indexed Series of ``rows`` values; absent ones missing)."""
+    out: dict[str, Any] = {}
+    if schema.entity_key in columns:
+        out[schema.entity_key] = pd.Series(columns[schema.entity_key]).astype(object)
+    if schema.label in columns:
+        out[schema.label] = _label_values(pd.Series(columns[schema.label]), schema.task)
     for name, kind in schema.features.items():
-        column = frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
-        if kind == "numeric":
-            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
-        else:
-            out[name] = column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v))
-    return out.reset_index(drop=True)
+        column = columns[name] if name in columns else np.full(rows, np.nan)
+        out[name] = _numeric(column) if kind == "numeric" else _categorical(column)
+    return pd.DataFrame(out, index=pd.RangeIndex(rows))
+
+
+def _numeric(column: Any) -> np.ndarray:
+    if getattr(column, "dtype", None) == np.float64:
+        return np.asarray(column)
+    return np.asarray(pd.to_numeric(column, errors="coerce"), dtype=np.float64)
+
+
+def _categorical(column: Any) -> pd.Series:
+    values = pd.Series(column).astype(object)
+    return values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
 
 
 def _label_values(column: pd.Series, task: str) -> pd.Series:
@@ -171,6 +185,7 @@ __all__ = [
     "source_features",
     "feature_schema",
     "cast_features",
+    "cast_columns",
     "FeatureKind",
     "FeatureSchema",
     "IngestResult",
