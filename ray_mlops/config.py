@@ -189,6 +189,7 @@ class ServeConfig(_Strict):
     route_prefix: str = "/"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = "HeadOnly"  # where Serve's HTTP proxies run
     num_cpus: float = Field(default=0.5, gt=0)
     min_replicas: int = Field(default=1, ge=1)
     max_replicas: int = Field(default=2, ge=1)

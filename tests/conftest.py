@@ -7,6 +7,7 @@ and must not run while ``ray_session`` is up (they shut it down first via ``no_r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -151,27 +152,64 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("multinode") is not None)
 
 
-@pytest.fixture
-def two_node_cluster(no_ray, monkeypatch):
-    """Two raylets on this machine (1 CPU each), loopback only, with the driver connected.
+# Raylets are declared dead after about 1.5 s of failed health checks (default: ~15 s),
+# so node-loss tests see the loss, and its recovery, quickly.
+FAST_NODE_FAILURE = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+}
+
+
+@contextlib.contextmanager
+def local_cluster(head_cpus: float = 1, worker_cpus: tuple[float, ...] = ()):
+    """A ``ray.cluster_utils.Cluster`` on loopback with the driver connected to it.
 
     ``ray.init(address=...)`` rewrites a loopback address to the machine's own IP unless
-    Ray believes it is single-host, so that check is switched off for the test.
+    Ray believes it is single-host, so that check is switched off while it runs.
     """
     import ray
     import ray._private.ray_constants as ray_constants
     from ray.cluster_utils import Cluster
 
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
-    )
-    try:
-        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        yield cluster
-    finally:
+    if ray.is_initialized():
         ray.shutdown()
-        cluster.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": head_cpus, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+            "_system_config": FAST_NODE_FAILURE})
+        try:
+            for cpus in worker_cpus:
+                cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1")
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+@pytest.fixture
+def two_node_cluster(no_ray):
+    """Two raylets on this machine (1 CPU each), loopback only, with the driver connected."""
+    with local_cluster(head_cpus=1, worker_cpus=(1,)) as cluster:
+        yield cluster
+
+
+# -- figures that tests measure (failed requests, recovery times), printed at the end -----
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report_figure():
+    """``report_figure("...")``: a measured figure for the end-of-run summary."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

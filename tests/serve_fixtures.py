@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,7 @@ class Load:
 
         self.url, self.instances, self.per_request = url, instances, per_request
         self.results: list[tuple[int, str]] = []
+        self.success_times: list[float] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
@@ -174,6 +176,8 @@ class Load:
                     result = (0, f"{type(exc).__name__}: {exc}")
                 with self._lock:
                     self.results.append(result)
+                    if result[0] == 200:
+                        self.success_times.append(time.monotonic())
 
     def __enter__(self) -> "Load":
         for t in self._threads:
@@ -192,3 +196,9 @@ class Load:
     def failures(self) -> list[tuple[int, str]]:
         with self._lock:
             return [r for r in self.results if r[0] != 200]
+
+    def longest_gap_between_successes(self) -> float:
+        """The longest time (s) no client got a successful response, while the load ran."""
+        with self._lock:
+            times = sorted(self.success_times)
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)

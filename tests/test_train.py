@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
+
+from train_fixtures import FEATURES, make_table, tiny_config
 
 from ray_mlops.config import SearchParam, TrainConfig, load_config
 from ray_mlops.data.schema import FeatureSchema
@@ -29,49 +30,6 @@ from ray_mlops.train.search import (
     search_space,
     train_trial,
 )
-
-FEATURES = {"temp": "numeric", "vib": "numeric", "age": "numeric", "site": "categorical", "model": "categorical"}
-
-
-def make_table(n: int = 300, seed: int = 0, task: str = "classification") -> tuple[pd.DataFrame, FeatureSchema]:
-    """A small seeded table with NaNs in numeric columns and None in categorical ones."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "machine_id": [f"m-{i:05d}" for i in range(n)],
-        "temp": rng.normal(60, 10, n),
-        "vib": rng.gamma(2.0, 1.0, n),
-        "age": rng.uniform(0, 20, n),
-        "site": rng.choice(["north", "south", "east", None], n),
-        "model": rng.choice(["A100", "B200", "C300"], n),
-    })
-    frame.loc[rng.random(n) < 0.1, "temp"] = np.nan
-    frame.loc[rng.random(n) < 0.1, "vib"] = np.nan
-    score = 0.08 * (frame["temp"].fillna(60) - 60) + 0.8 * frame["vib"].fillna(2) + (frame["model"] == "C300")
-    if task == "classification":
-        frame["failed"] = (score + rng.normal(0, 0.7, n) > 2.2).astype(int)
-    else:
-        frame["failed"] = score + rng.normal(0, 0.3, n)
-    return frame, FeatureSchema("machine_id", "failed", task, dict(FEATURES))
-
-
-def tiny_config(**changes) -> TrainConfig:
-    """Default families, shrunk so that every trial fits in well under a second."""
-    families_ = {
-        "logistic_regression": {"search_space": {"C": {"type": "loguniform", "low": 0.01, "high": 10.0}}},
-        "hist_gradient_boosting": {"search_space": {
-            "learning_rate": {"type": "loguniform", "low": 0.05, "high": 0.3},
-            "max_leaf_nodes": {"type": "randint", "low": 4, "high": 16},
-            "max_iter": {"type": "fixed", "value": 8},
-        }},
-        "random_forest": {"search_space": {
-            "n_estimators": {"type": "randint", "low": 5, "high": 15},
-            "max_depth": {"type": "choice", "values": [3, 6, None]},
-        }},
-    }
-    raw = {"families": families_, "num_samples": 4, "max_concurrent_trials": 2, "seed": 7, "max_failures": 1}
-    raw.update(changes)
-    return TrainConfig.model_validate(raw)
-
 
 # -- pipelines (no Ray) --------------------------------------------------------------------
 @pytest.mark.timeout(60)
@@ -275,23 +233,3 @@ def test_an_interrupted_search_resumes_where_it_stopped(ray_session, tmp_path):
     assert list(resumed.trials["trial_id"]) == list(interrupted.trials["trial_id"])
     after = _runs(markers)
     assert {t for t in after if after[t] != before[t]} == failed  # finished trials did not run again
-
-
-@pytest.mark.multinode
-@pytest.mark.timeout(180)
-def test_trials_run_on_both_nodes_of_a_two_node_cluster(two_node_cluster, tmp_path):
-    import ray
-
-    frame, schema = make_table()
-
-    def slow_trial(config, data):  # long enough that two trials overlap in time
-        import time
-
-        time.sleep(1.5)
-        train_trial(config, data)
-
-    result = run_search(frame, schema, tiny_config(num_samples=4), Storage(str(tmp_path)), trial_fn=slow_trial)
-    assert (result.trials["status"] == "ok").all()
-    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    assert len(alive) == 2
-    assert set(result.trials["node_id"]) == alive

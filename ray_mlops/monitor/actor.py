@@ -191,7 +191,8 @@ class MonitorActor:
         return self.monitor.receive(records)
 
     def status(self) -> dict:
-        return {**self.monitor.status(), "step_errors": self.errors, "alive": self._thread.is_alive()}
+        return {**self.monitor.status(), "step_errors": self.errors, "alive": self._thread.is_alive(),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def ping(self) -> str:
         return "ok"

@@ -71,7 +71,7 @@ def serve_config(config: Config, version: str = "production", *, secret: str | N
     """A complete Serve config file (for ``serve deploy``) serving ``version``."""
     config = absolute_storage(config)
     return {
-        "proxy_location": "HeadOnly",
+        "proxy_location": config.serve.proxy_location,
         "http_options": {"host": config.serve.host, "port": config.serve.port},
         "applications": [application(config, version, secret=secret)],
     }
@@ -151,7 +151,8 @@ def deploy(config: Config, version: str = "production", *, timeout_s: float = 18
 
     config = absolute_storage(config)
     concrete = resolve_version(config, version)
-    serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
+    serve.start(proxy_location=config.serve.proxy_location,
+                http_options={"host": config.serve.host, "port": config.serve.port})
     running = _running_app_config(config.serve.app_name)
     secret = (running or {}).get("args", {}).get("secret")  # keep issued request ids valid
     since = _apply(application(config, concrete, secret=secret))
