@@ -32,6 +32,7 @@ class Context:
             overrides["storage"] = storage
         self.config: Config = load_config(config_path, overrides)
         self.address = self.config.ray.address
+        self.storage_override = storage
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -350,7 +351,8 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 
 
 @command("demo")
-@click.option("--workdir", type=click.Path(file_okay=False), default="demo", show_default=True, help="Folder for data, storage and the report.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="demo", show_default=True,
+              help="Folder for data, the report and (unless --storage is given, which must be empty) storage.")
 @click.option("--entities", type=click.IntRange(min=100), default=1500, show_default=True, help="Machines in the initial dataset.")
 @click.option("--traffic", "traffic_entities", type=click.IntRange(min=50), default=800, show_default=True, help="Machines sent before drift.")
 @click.option("--drift-traffic", "drift_entities", type=click.IntRange(min=50), default=800, show_default=True, help="Machines sent after drift begins (cycled).")
@@ -372,7 +374,8 @@ def demo_command(ctx: click.Context, workdir: str, **sizes: Any) -> None:
     context = _context(ctx)
     if context.address:
         fail("demo runs on the embedded local Ray; drop --address")
-    summary = run_demo(context.config, DemoOptions(workdir=Path(workdir), **sizes), echo=click.echo)
+    opts = DemoOptions(workdir=Path(workdir), storage=context.storage_override, **sizes)
+    summary = run_demo(context.config, opts, echo=click.echo)
     click.echo("")
     click.echo("summary")
     for key, value in summary.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray_mlops.config import Config
-from ray_mlops.errors import MonitorError
+from ray_mlops.errors import ConfigError, MonitorError
 from ray_mlops.storage import Storage
 
 
@@ -25,6 +25,7 @@ class DemoOptions:
     """Sizes and pacing of the demo (the defaults fit 2 cores and ~4 minutes)."""
 
     workdir: Path = Path("demo")
+    storage: str | None = None    # a storage URI (e.g. s3://bucket/demo); default <workdir>/store
     entities: int = 1500          # the initial labeled dataset
     traffic_entities: int = 800   # machines sent without drift
     drift_entities: int = 800     # machines sent once drift begins (cycled)
@@ -88,7 +89,7 @@ def demo_config(config: Config, opts: DemoOptions) -> Config:
     """``config`` pointed at the demo folder, with the demo's window size and trial count."""
     raw = config.model_dump(mode="json")
     raw["data"]["root"] = str((opts.workdir / "data").resolve())
-    raw["storage"] = str((opts.workdir / "store").resolve())
+    raw["storage"] = opts.storage or str((opts.workdir / "store").resolve())
     raw["serve"]["port"] = opts.port
     raw["train"]["num_samples"] = opts.trials
     raw["monitor"]["window_size"] = opts.window
@@ -99,6 +100,18 @@ def demo_config(config: Config, opts: DemoOptions) -> Config:
     # than its out-of-sample reference). Keep them all for the gate's holdout instead.
     raw["monitor"]["retrain"]["log_train_fraction"] = 0.0
     return Config.model_validate(raw)
+
+
+def _fresh_storage(config: Config, opts: DemoOptions) -> Storage:
+    """The demo's own storage is wiped; one the user named must be empty (never wiped)."""
+    if opts.storage is None:
+        shutil.rmtree(config.storage, ignore_errors=True)
+        return Storage(config.storage)
+    storage = Storage(config.storage)
+    if storage.list(""):
+        raise ConfigError(f"demo: storage {storage.uri()} is not empty; the demo starts from nothing, "
+                          "so give it an empty location (or drop --storage to use <workdir>/store)")
+    return storage
 
 
 # -- waiting on the monitor ----------------------------------------------------------------
@@ -135,9 +148,8 @@ def run_demo(config: Config, opts: DemoOptions, echo: Callable[[str], None] = pr
     data_root = Path(config.data.root)
     if (data_root / ".landed").exists():  # a previous demo added drifted data: start over
         shutil.rmtree(data_root)
-    shutil.rmtree(config.storage, ignore_errors=True)
+    storage = _fresh_storage(config, opts)
     pools = _generate(opts, data_root, log)
-    storage = Storage(config.storage)
 
     connect(config)
     log("ray", f"embedded local Ray, {int(ray.cluster_resources().get('CPU', 0))} CPUs")

@@ -87,3 +87,15 @@ def test_storage_comes_from_RAY_MLOPS_STORAGE(tmp_path, monkeypatch):
     flag_wins = runner.invoke(cli, ["--storage", str(tmp_path / "other"), "registry", "list"],
                               env={"RAY_MLOPS_STORAGE": str(store)})
     assert "no model versions registered yet" in flag_wins.output
+
+
+def test_demo_refuses_a_named_storage_that_is_not_empty(tmp_path):
+    store = tmp_path / "shared"
+    (store / "registry").mkdir(parents=True)
+    (store / "registry" / "keep.json").write_text("{}")
+    done = subprocess.run(CLI + ["--storage", str(store), "demo", "--workdir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ray-mlops: error: demo: storage {store} is not empty"), done.stderr
+    assert (store / "registry" / "keep.json").read_text() == "{}"  # never wiped

@@ -1,5 +1,7 @@
 """The closed loop end to end at small size: `ray-mlops demo` in its own process
-(real embedded Ray, real Serve, real HTTP traffic and feedback), then `ray-mlops status`."""
+(real embedded Ray, real Serve, real HTTP traffic and feedback) with all of its storage
+(feature tables, Tune results, registry, prediction log, monitor checkpoints, events)
+on a real S3-compatible server on loopback, then `ray-mlops status` reading it back."""
 
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ def _figure(stdout: str, name: str) -> str:
 
 
 @pytest.mark.slow
-def test_demo_closes_the_loop_at_small_size(tmp_path):
-    done = _cli("demo", "--workdir", "work", "--entities", "500", "--traffic", "150", "--drift-traffic", "200",
+def test_demo_closes_the_loop_at_small_size_with_storage_on_s3(tmp_path, s3_bucket):
+    done = _cli("--storage", s3_bucket, "demo", "--workdir", "work", "--entities", "500", "--traffic", "150", "--drift-traffic", "200",
                 "--new-data", "600", "--intensity", "2", "--window", "60", "--baseline-windows", "3",
                 "--after-windows", "1", "--trials", "2", "--rate", "120", "--port", str(free_port()),
                 "--timeout", "240", cwd=tmp_path, timeout=420)
@@ -48,7 +50,13 @@ def test_demo_closes_the_loop_at_small_size(tmp_path):
     report = (tmp_path / "work" / "report.html").read_text()
     assert "<svg" in report and "age_years" in report
 
-    status = _cli("--storage", str(tmp_path / "work" / "store"), "status", "--json", cwd=tmp_path, timeout=120)
+    assert not (tmp_path / "work" / "store").exists()  # nothing went to local disk
+    from ray_mlops.storage import Storage
+
+    stored = Storage(s3_bucket).list("")
+    assert {"features", "registry", "tune", "monitor", "predictions", "feedback"} <= set(stored), stored
+
+    status = _cli("--storage", s3_bucket, "status", "--json", cwd=tmp_path, timeout=120)
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["registry"]["aliases"]["production"] == "v2"
