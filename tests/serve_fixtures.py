@@ -144,6 +144,15 @@ def serve_config_for(served: ServedModel, port: int, **serve_overrides):
     return served.config.model_copy(update={"serve": section})
 
 
+def running_replicas(app: str) -> list[dict]:
+    """Serve's details of the RUNNING replicas of ``app``'s predictor deployment."""
+    from ray_mlops.serve import deploy as serving
+
+    details = serving._app_details(app) or {}
+    replicas = details.get("deployments", {}).get(serving.DEPLOYMENT, {}).get("replicas", [])
+    return [r for r in replicas if serving._plain(r.get("state")) == "RUNNING"]
+
+
 class Load:
     """``clients`` threads posting /predict without retries until stopped.
 

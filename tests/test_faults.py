@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from conftest import local_cluster
 from helpers import free_port, wait_for
 from monitor_fixtures import fresh_storage, monitored, records, shifted  # noqa: F401
-from serve_fixtures import Load, raw_instances, serve_config_for, served_model  # noqa: F401
+from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for, served_model  # noqa: F401
 from train_fixtures import make_table, tiny_config
 
 pytestmark = [pytest.mark.multinode, pytest.mark.timeout(240)]
@@ -194,14 +194,6 @@ def test_ingest_with_a_node_lost_mid_read_completes_or_leaves_no_table(cluster, 
 
 
 # -- serving ----------------------------------------------------------------------------
-def _replicas(app: str) -> list[dict]:
-    from ray_mlops.serve import deploy as serving
-
-    details = serving._app_details(app) or {}
-    replicas = details.get("deployments", {}).get(serving.DEPLOYMENT, {}).get("replicas", [])
-    return [r for r in replicas if serving._plain(r.get("state")) == "RUNNING"]
-
-
 def test_service_keeps_answering_when_a_replica_node_dies(cluster, add_worker, served_model,  # noqa: F811
                                                         report_figure):
     from ray import serve
@@ -216,7 +208,7 @@ def test_service_keeps_answering_when_a_replica_node_dies(cluster, add_worker, s
                               min_replicas=2, max_replicas=2, prediction_log=False)
     url = serving.deploy(config)
     try:
-        replicas = wait_for(lambda: _replicas("faults") if len(_replicas("faults")) == 2 else None, timeout=60)
+        replicas = wait_for(lambda: len(running_replicas("faults")) == 2 and running_replicas("faults"), timeout=60)
         assert {r["node_id"] for r in replicas} == {head, worker.node_id}
         (victim,) = [r for r in replicas if r["node_id"] == worker.node_id]
         with Load(url, raw_instances(served_model, 20, seed=4), clients=4) as load:
@@ -226,7 +218,7 @@ def test_service_keeps_answering_when_a_replica_node_dies(cluster, add_worker, s
             sent_at_loss = load.count()
 
             def replaced() -> bool:
-                running = _replicas("faults")
+                running = running_replicas("faults")
                 return len(running) == 2 and victim["replica_id"] not in {r["replica_id"] for r in running}
 
             wait_for(replaced, timeout=120, interval=0.2, message="a replacement replica")
@@ -236,7 +228,7 @@ def test_service_keeps_answering_when_a_replica_node_dies(cluster, add_worker, s
         gap = load.longest_gap_between_successes()
         assert len(failures) <= 4, failures[:3]  # at most the requests in flight on the lost replica
         assert all(status == 200 for status, _ in load.results[-10:])
-        assert {r["node_id"] for r in _replicas("faults")} == {head}
+        assert {r["node_id"] for r in running_replicas("faults")} == {head}
         report_figure(f"serve, replica node lost under load (4 clients): {len(failures)} of {len(load.results)} "
                       f"requests failed; longest wait between successful responses {gap:.2f} s; replacement "
                       f"replica running {recovered_at - lost_at:.1f} s after the loss")
