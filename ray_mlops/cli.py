@@ -328,8 +328,29 @@ def _print_status(report: dict) -> None:
         gate = r.get("gate") or {}
         click.echo(f"retrained:  {r.get('id')} {r.get('status')} {r.get('version') or ''} "
                    f"{gate.get('reason') or r.get('error') or ''}")
+    _print_probation(monitor)
     for e in report["registry"]["promotions"][-3:]:
         click.echo(f"{e['kind']:<11} {e.get('version')} (was {e.get('previous')}) {str(e.get('time'))[:19]}: {e.get('reason')}")
+
+
+def _print_probation(monitor: dict) -> None:
+    probation = monitor.get("probation")
+    if probation:
+        click.echo(f"probation:  {probation['version']} (rolls back to {probation['previous']}) "
+                   f"{probation['status']}; windows {probation['seen']}/{probation['windows']}, "
+                   f"{probation['tested']} with labels, rollback at p <= {probation['level']:.3g}")
+    if monitor.get("rollback_count") or monitor.get("rollbacks"):
+        click.echo(f"rollbacks:  {monitor.get('rollback_count', 0)} automatic"
+                   f" ({monitor.get('consecutive_rollbacks', 0)} in a row)")
+    for r in monitor.get("rollbacks", [])[-3:]:
+        trigger, outcome = r.get("trigger") or {}, r.get("outcome") or {}
+        click.echo(f"  {r['status']:<15} {r['version']} -> {r['previous']} at window {trigger.get('window')}: "
+                   f"accuracy {_fmt(trigger.get('accuracy'))} vs {_fmt(trigger.get('reference_accuracy'))} "
+                   f"p={_fmt(trigger.get('p_value'))}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 @command("status")

@@ -239,6 +239,7 @@ class MonitorConfig(_Strict):
     patience: int = Field(default=2, ge=1)  # consecutive drifting windows that confirm drift
     cooldown: int = Field(default=3, ge=0)  # windows after an alarm that cannot raise another
     min_labels: int = Field(default=30, ge=1)  # labeled rows a window needs for the accuracy test
+    probation_windows: int = Field(default=5, ge=0)  # windows a loop-promoted version may be rolled back in; 0: off
     poll_interval_s: float = Field(default=0.5, gt=0)
     checkpoint_interval_s: float = Field(default=1.0, gt=0)
     history: int = Field(default=500, ge=1)  # verdicts kept in the checkpoint

@@ -61,6 +61,7 @@ def _monitor(config: Config, storage: Storage) -> dict[str, Any]:
     import ray
 
     from ray_mlops.monitor.actor import get_monitor
+    from ray_mlops.monitor.core import probation_status
     from ray_mlops.monitor.store import MonitorStore
 
     actor = get_monitor(config) if ray.is_initialized() else None
@@ -74,11 +75,13 @@ def _monitor(config: Config, storage: Storage) -> dict[str, Any]:
         return {"running": False}
     return {"running": False, "windows": state["windows"], "records": state["records"],
             "last_verdicts": state["verdicts"][-10:], "retrain_history": state["retrain"]["history"],
-            "retrain_active": state["retrain"]["active"], "reference": {"version": state["reference_version"]}}
+            "retrain_active": state["retrain"]["active"], "reference": {"version": state["reference_version"]},
+            **probation_status(state)}
 
 
 def status(config: Config, *, with_ray: bool = True) -> dict[str, Any]:
-    """Serving version and replicas, registry aliases, monitor windows and verdicts, retrain history."""
+    """Serving version and replicas, registry aliases, monitor windows and verdicts, retrain history,
+    probation and rollbacks."""
     storage = Storage(config.storage)
     registry = Registry(storage, config.model_name)
     try:

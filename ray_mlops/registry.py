@@ -437,8 +437,11 @@ class Registry:
                           scores=plain(dict(scores or {})))
         return version
 
-    def rollback(self, reason: str = "manual") -> str:
-        """Point ``production`` back at the version before it; returns that version."""
+    def rollback(self, reason: str = "manual", *, details: dict | None = None) -> str:
+        """Point ``production`` back at the version before it; returns that version.
+
+        ``details`` (e.g. the evidence of an automatic rollback) go into the event.
+        """
         doc = self._alias_doc("production")
         history = list(doc["history"]) if doc else []
         if len(history) < 2:
@@ -447,7 +450,8 @@ class Registry:
                                 + (f" (production is {current})" if current else ""))
         current, target = history[-1], history[-2]
         self._write_alias("production", target, history[:-1], f"rollback: {reason}")
-        self.record_event("rollback", version=target, previous=current, reason=reason)
+        self.record_event("rollback", **{**plain(dict(details or {})), "version": target, "previous": current,
+                                         "reason": reason})
         return target
 
     # -- events -------------------------------------------------------------------------

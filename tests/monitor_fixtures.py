@@ -123,3 +123,44 @@ class RecordingLauncher:
     def poll(self, job: dict) -> dict | None:
         self.polls += 1
         return None if self.result is None else {"id": job["id"], **self.result}
+
+
+def promote_retrained(monitored: Monitored, storage, registry, *, retrain: str = "r-test") -> str:
+    """Register and promote what a retraining would: same model and claims, lineage to production."""
+    parent = registry.get_alias("production")
+    version = registry.register(
+        monitored.model, params={"family": "logistic_regression", "C": VERSION_C},
+        metrics={"roc_auc": 0.8, "accuracy": monitored.accuracy}, data_fingerprint="monitor-tests",
+        config_hash="retrained", profile_files={"reference.parquet": _parquet(monitored.reference)},
+        parent=parent, extra={"validation_rows": monitored.validation_rows, "retrain": retrain})
+    registry.promote(version, reason=f"retraining {retrain}")
+    return version
+
+
+def write_feedback(storage, frame: pd.DataFrame, labels, name: str | None = None) -> None:
+    """Labels for prediction records, as ``/feedback`` writes them."""
+    from ray_mlops.monitor.store import FEEDBACK_DIR, parquet_bytes
+
+    name = name or uuid.uuid4().hex
+    storage.write_bytes(f"{FEEDBACK_DIR}/date=2026-01-01/hour=00/{name}.parquet", parquet_bytes(feedback(frame, labels)))
+
+
+class RecordingRollback:
+    """The real rollback action (registry + swap) with a recording swap; ``fail_swap`` breaks it."""
+
+    def __init__(self, config, storage, *, fail_swap: bool = False):
+        self.config, self.storage, self.fail_swap = config, storage, fail_swap
+        self.plans: list[dict] = []
+        self.swaps: list[str] = []
+
+    def swap(self, config, version: str) -> str:
+        self.swaps.append(version)
+        if self.fail_swap:
+            raise RuntimeError(f"replicas cannot load {version}")
+        return version
+
+    def __call__(self, plan: dict) -> dict:
+        from ray_mlops.monitor.probation import roll_back
+
+        self.plans.append(plan)
+        return roll_back(self.config, self.storage, plan, swap=self.swap)

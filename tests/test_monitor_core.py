@@ -1,19 +1,30 @@
 """The monitor's logic on seeded streams, without the actor: windows, verdicts, labels,
 false alarms, bad input, checkpoints and retraining bookkeeping across a restart."""
 
+# ruff: noqa: F811  (pytest fixtures imported from monitor_fixtures are requested as arguments)
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from monitor_fixtures import RecordingLauncher, feedback, fresh_storage, monitored, records, shifted  # noqa: F401
+from monitor_fixtures import (  # noqa: F401
+    RecordingLauncher,
+    RecordingRollback,
+    feedback,
+    fresh_storage,
+    monitored,
+    promote_retrained,
+    records,
+    shifted,
+    write_feedback,
+)
 
 
-def _monitor(config, storage, launcher=None, clock=None):
+def _monitor(config, storage, launcher=None, clock=None, **collaborators):
     from ray_mlops.monitor.core import Monitor
 
     kwargs = {"clock": clock} if clock else {}
-    return Monitor(config, storage, launcher=launcher, **kwargs)
+    return Monitor(config, storage, launcher=launcher, **kwargs, **collaborators)
 
 
 def _stream(monitor, frames):
@@ -181,3 +192,105 @@ def test_the_reference_follows_the_production_alias(monitored, tmp_path):
     assert monitor.status()["reference"]["version"] == "v2"
     (event,) = registry.events("monitor_reference")[-1:]
     assert event["version"] == "v2" and event["previous"] == "v1"
+
+
+# -- probation: a promoted version that does worse in production is rolled back ----------
+def _on_probation(monitored, tmp_path, rollback=None, **collaborators):
+    """v1 in production, then a retrained v2 promoted over it and seen by the monitor."""
+    config, storage, registry = fresh_storage(monitored, tmp_path, window_size=100, min_labels=30,
+                                              probation_windows=3, patience=1, cooldown=2)
+    rollback = rollback or RecordingRollback(config, storage)
+    monitor = _monitor(config, storage, rollback=rollback, **collaborators)
+    monitor.step()
+    promote_retrained(monitored, storage, registry)
+    monitor.step()
+    return config, storage, registry, monitor, rollback
+
+
+def _served(monitored, storage, rows, version, *, correct=True):
+    """Records ``version`` served for ``rows``, with true labels or labels contradicting every prediction."""
+    frame = records(monitored, rows, version)
+    truth = rows[monitored.schema.label].to_numpy()
+    write_feedback(storage, frame, truth if correct else 1 - frame["prediction"].to_numpy())
+    return frame
+
+
+def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored, tmp_path):
+    launcher, observed = RecordingLauncher(), []
+    config, storage, registry, monitor, rollback = _on_probation(
+        monitored, tmp_path, launcher=launcher, observe=lambda kind, payload: observed.append((kind, payload)))
+    probation = monitor.status()["probation"]
+    assert (probation["version"], probation["previous"], probation["status"]) == ("v2", "v1", "active")
+    assert probation["level"] == pytest.approx(config.monitor.alpha / 3)
+    traffic = monitored.traffic
+    verdicts = _stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
+                                 _served(monitored, storage, traffic.iloc[100:200], "v2", correct=False)])
+    assert [v["drift"] for v in verdicts] == [False, True] and verdicts[1]["alarm"]  # patience 1: it alarms...
+    assert launcher.launched == []  # ...but the rollback takes the place of a retraining
+    assert registry.get_alias("production") == "v1" and rollback.swaps == ["v1"] and len(rollback.plans) == 1
+    (event,) = registry.events("rollback")
+    assert (event["version"], event["previous"], event["window"], event["accuracy"]) == ("v1", "v2", 1, 0.0)
+    assert event["automatic"] and event["p_value"] <= event["level"]
+    assert event["reference_accuracy"] == pytest.approx(monitored.accuracy, abs=0.01)
+    status = monitor.status()
+    assert status["probation"] is None and status["rollback_count"] == 1
+    assert status["rollbacks"][0]["trigger"]["probation_window"] == 2
+    assert status["reference"]["version"] == "v1" and status["cooldown_left"] == 2
+    assert [p["outcome"] for kind, p in observed if kind == "rollback"] == ["rolled_back"]
+    assert [e["action"] for e in registry.events("monitor_alarm")] == ["none: production rolled back"]
+    # the drift is still there: the cooldown holds alarms, then retraining resumes; v1 is not on probation
+    later = _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v1", correct=False)
+                              for i in (200, 300, 400)])
+    assert [v["cooling_down"] for v in later] == [True, True, False] and later[2]["alarm"]
+    assert len(launcher.launched) == 1 and len(rollback.plans) == 1
+
+
+def test_a_version_that_is_not_worse_passes_and_an_operator_promotion_has_no_probation(monitored, tmp_path):
+    config, storage, registry, monitor, rollback = _on_probation(monitored, tmp_path)
+    traffic = monitored.traffic
+    verdicts = _stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
+                                 records(monitored, traffic.iloc[100:200], "v2"),  # no labels came back
+                                 _served(monitored, storage, traffic.iloc[200:300], "v2")])
+    assert [v["labeled"] for v in verdicts] == [100, 0, 100] and not any(v["drift"] for v in verdicts)
+    status = monitor.status()
+    assert status["probation"] is None and status["rollback_count"] == 0 and rollback.plans == []
+    (passed,) = [e for e in registry.events("monitor_probation") if e["action"] == "passed"]
+    assert (passed["version"], passed["windows_seen"], passed["windows_tested"]) == ("v2", 3, 2)
+    registry.promote("v1", reason="operator")  # not a retraining's promotion
+    monitor.step()
+    assert monitor.status()["reference"]["version"] == "v1" and monitor.status()["probation"] is None
+
+
+def test_a_rollback_cut_short_by_a_crash_is_completed_once_after_restart(monitored, tmp_path):
+    def crash(plan):
+        raise KeyboardInterrupt  # the process dies as it starts rolling back
+
+    config, storage, registry, first, _ = _on_probation(monitored, tmp_path, rollback=crash)
+    first.receive(_served(monitored, storage, monitored.traffic.iloc[:100], "v2", correct=False))
+    with pytest.raises(KeyboardInterrupt):
+        first.step()
+    assert registry.get_alias("production") == "v2"
+    rollback = RecordingRollback(config, storage)
+    second = _monitor(config, storage, rollback=rollback)
+    assert second.status()["probation"]["status"] == "rolling_back"
+    second.step()
+    assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v1"
+    third = _monitor(config, storage, rollback=rollback)
+    third.step()
+    assert len(rollback.plans) == 1 and len(registry.events("rollback")) == 1
+    assert third.status()["rollback_count"] == 1 and third.status()["reference"]["version"] == "v1"
+
+
+def test_a_failed_rollback_swap_is_recorded_once_and_production_stays_served(monitored, tmp_path):
+    launcher = RecordingLauncher()
+    config, storage, registry, monitor, _ = _on_probation(monitored, tmp_path, launcher=launcher)
+    rollback = monitor.rollback = RecordingRollback(config, storage, fail_swap=True)
+    traffic = monitored.traffic
+    _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v2", correct=False) for i in (0, 100)])
+    assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v2"  # what Serve still runs
+    (failed,) = registry.events("rollback_failed")
+    assert failed["stage"] == "swap" and "cannot load v1" in failed["error"]
+    status = monitor.status()
+    assert status["rollback_count"] == 0 and status["rollbacks"][0]["status"] == "rollback_failed"
+    assert status["reference"]["version"] == "v2" and status["probation"] is None
+    assert len(launcher.launched) == 1  # still served and worse: drift handling goes on as usual

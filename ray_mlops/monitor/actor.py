@@ -14,11 +14,13 @@
 - Metrics (``ray.util.metrics``): ``ray_mlops_drift_p_value`` (per feature and
   detector), ``ray_mlops_monitor_window_p_value``, ``ray_mlops_monitor_windows``,
   ``ray_mlops_monitor_alarms``, ``ray_mlops_retrains`` (by outcome),
-  ``ray_mlops_monitor_bad_records``, ``ray_mlops_monitor_reference_version``.
+  ``ray_mlops_monitor_bad_records``, ``ray_mlops_monitor_reference_version``,
+  ``ray_mlops_rollbacks`` (automatic rollbacks after a failed probation, by outcome).
 
 ``swap`` (how a promoted version reaches Serve) is injected by the caller — a callable
 ``swap(config, version)`` or an importable ``"module:function"`` path — so this package
-never imports the serving code.
+never imports the serving code. The retrainer uses it after a promotion, the monitor's
+probation after a rollback (:func:`~ray_mlops.monitor.probation.roll_back`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import ray
 from ray_mlops.config import Config, config_from_dict
 from ray_mlops.errors import MonitorError
 from ray_mlops.monitor.core import Monitor
+from ray_mlops.monitor.probation import roll_back
 from ray_mlops.monitor.retrain import retrain
 from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.storage import Storage
@@ -70,6 +73,8 @@ def _metrics() -> dict[str, Any]:
         "windows": Counter("ray_mlops_monitor_windows", "windows tested", tag_keys=("drift",)),
         "alarms": Counter("ray_mlops_monitor_alarms", "confirmed drift (patience reached)"),
         "retrains": Counter("ray_mlops_retrains", "retrainings by outcome", tag_keys=("outcome",)),
+        "rollbacks": Counter("ray_mlops_rollbacks", "automatic rollbacks of a promoted version worse in production, "
+                             "by outcome", tag_keys=("outcome",)),
         "bad": Counter("ray_mlops_monitor_bad_records", "record batches refused for their schema"),
         "reference": Gauge("ray_mlops_monitor_reference_version", "1 for the production version the monitor tests against",
                            tag_keys=("version",)),
@@ -88,6 +93,8 @@ def export_metrics(kind: str, payload: dict) -> None:
             m["alarms"].inc(1)
     elif kind == "retrain":
         m["retrains"].inc(1, {"outcome": str(payload.get("status"))})
+    elif kind == "rollback":
+        m["rollbacks"].inc(1, {"outcome": str(payload.get("outcome"))})
     elif kind == "bad_records":
         m["bad"].inc(payload["batches"])
     elif kind == "reference":
@@ -173,7 +180,8 @@ class MonitorActor:
         self.config = config_from_dict(config, origin="monitor args")
         storage = Storage(self.config.storage)
         launcher = RayLauncher(self.config, storage, swap, search)
-        self.monitor = Monitor(self.config, storage, launcher=launcher, observe=_safe(export_metrics))
+        rollback = _rollback_action(self.config, storage, swap)
+        self.monitor = Monitor(self.config, storage, launcher=launcher, rollback=rollback, observe=_safe(export_metrics))
         self._stop = threading.Event()
         self.errors = 0
         self._thread = threading.Thread(target=self._loop, name="monitor-step", daemon=True)
@@ -200,6 +208,14 @@ class MonitorActor:
     def checkpoint(self) -> None:
         """Write the open window and state now (e.g. before a planned stop)."""
         self.monitor.flush_checkpoint()
+
+
+def _rollback_action(config: Config, storage: Storage, swap: Callable | str | None) -> Callable[[dict], dict]:
+    """Probation's action: registry rollback, then the injected swap (resolved when needed)."""
+    def action(plan: dict) -> dict:
+        return roll_back(config, storage, plan, swap=resolve_callable(swap))
+
+    return action
 
 
 def _safe(fn: Callable[[str, dict], None]) -> Callable[[str, dict], None]:

@@ -8,12 +8,24 @@ path by the actor's background thread). Its collaborators are injected:
 - a ``launcher`` with ``launch(job)`` and ``poll(job) -> final status | None`` (the
   actor passes one that runs :func:`ray_mlops.monitor.retrain.retrain` as separate Ray
   work; tests pass a recording one),
+- a ``rollback(plan) -> outcome`` action for probation (the actor passes
+  :func:`ray_mlops.monitor.probation.roll_back` with the registry and the injected Serve
+  swap; tests pass a recording one; None: no probation),
 - an ``observe(kind, payload)`` hook (metrics).
+
+A version a retraining promoted is on probation for ``probation_windows`` windows
+(:mod:`ray_mlops.monitor.probation`): a window whose accuracy test says it is worse than
+it was promoted with rolls production back, once per promotion. After a rollback no
+alarm can be raised for ``cooldown`` windows, doubled for each further rollback in a row
+(reset when a probation passes): the drift that caused the retraining is still there, and
+retraining resumes only at that slower pace. A retraining already running is left to
+finish (its gate compares against whatever is production then).
 
 State that survives a restart: the open window (``window.parquet``, every
 ``checkpoint_interval_s`` and at each cut), the stream state, verdict summaries, the
-retraining state (written *before* a launch, so a restart never launches twice) and the
-keys of recent records. On restart the records the replicas logged to storage after the
+retraining state (written *before* a launch, so a restart never launches twice), the
+probation state (written *before* a rollback, which a restart completes) and the keys of
+recent records. On restart the records the replicas logged to storage after the
 last checkpoint are read back and de-duplicated by key, so no acknowledged record is lost.
 """
 
@@ -32,6 +44,16 @@ from ray_mlops.config import Config
 from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.drift import DriftStream
+from ray_mlops.monitor.probation import (
+    ACTIVE,
+    FAILED,
+    PASSED,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    SUPERSEDED,
+    Probation,
+    is_loop_promotion,
+)
 from ray_mlops.monitor.reference import Reference, WindowTest
 from ray_mlops.monitor.store import PREDICTIONS_DIR, FeedbackIndex, MonitorStore, record_keys
 from ray_mlops.registry import Registry
@@ -44,6 +66,7 @@ CATCH_UP_SLACK_S = 3.0
 RECENT_KEY_WINDOWS = 5
 MAX_BACKLOG_WINDOWS = 20
 TOP_FEATURES = 8
+MAX_BACKOFF_DOUBLINGS = 4  # the cooldown after rollbacks in a row grows to at most 16x
 
 
 class Launcher(Protocol):
@@ -63,13 +86,19 @@ def _fresh_state(config: Config) -> dict[str, Any]:
             "stream": DriftStream(None, patience=cfg.patience, cooldown=cfg.cooldown,
                                   max_history=cfg.history).to_state(),
             "verdicts": [], "recent_keys": [], "retrain": {"active": None, "history": []},
+            "probation": _fresh_probation(),
             "checkpoint_time": None, "started": _now_iso()}
+
+
+def _fresh_probation() -> dict[str, Any]:
+    return {"active": None, "history": [], "consecutive_rollbacks": 0}
 
 
 class Monitor:
     """Windows of prediction records tested against the production version's reference."""
 
     def __init__(self, config: Config, storage: Storage, *, launcher: Launcher | None = None,
+                 rollback: Callable[[dict], dict] | None = None,
                  observe: Callable[[str, dict], None] = lambda kind, payload: None,
                  clock: Callable[[], float] = time.time):
         self.config, self.cfg = config, config.monitor
@@ -77,7 +106,7 @@ class Monitor:
         self.registry = Registry(storage, config.model_name)
         self.schema = feature_schema(config)
         self.required = [*self.schema.features, *REQUIRED_META]
-        self.launcher, self.observe, self.clock = launcher, observe, clock
+        self.launcher, self.rollback, self.observe, self.clock = launcher, rollback, observe, clock
         self.labels = FeedbackIndex(self.store)
         self.reference: Reference | None = None
         self._lock = threading.Lock()
@@ -114,6 +143,7 @@ class Monitor:
         """
         self._report_rejects()
         self._merge()
+        self._follow_probation()
         self._follow_production()
         verdicts = []
         while self._window_due():
@@ -185,6 +215,7 @@ class Monitor:
         self.observe("reference", {"version": production, "previous": previous})
         if previous != production:
             self._event("monitor_reference", version=production, previous=previous, reference=reference.describe())
+        self._on_production_moved(production, previous)
 
     # -- one window --------------------------------------------------------------------
     def _cut_and_test(self) -> dict:
@@ -220,7 +251,10 @@ class Monitor:
         self.state["verdicts"] = (self.state["verdicts"] + [summary])[-self.cfg.history:]
         self.observe("window", full)
         self._event("monitor_window", **summary)
-        if verdict.alarm:
+        rolled_back = self._probation_window(summary)
+        if verdict.alarm and rolled_back:
+            self._event("monitor_alarm", window=summary["index"], action="none: production rolled back")
+        elif verdict.alarm:
             self._on_alarm(summary)
         return full
 
@@ -284,10 +318,98 @@ class Monitor:
         self.observe("retrain", entry)
         self._checkpoint(force=True)
 
+    # -- probation: a version the loop promoted may be rolled back ----------------------
+    def _on_production_moved(self, production: str, previous: str | None) -> None:
+        book = self.state["probation"]
+        active = book["active"]
+        if active is not None and active["status"] == ACTIVE and active["version"] != production:
+            self._close_probation(Probation.from_state(active), SUPERSEDED, production=production)
+        if self.rollback is None or not self.cfg.probation_windows or previous in (None, production):
+            return
+        if any(p["version"] == production for p in book["history"]):
+            return  # at most one probation (and one rollback) per promotion
+        try:
+            meta = self.registry.metadata(production)
+        except RayMlopsError as exc:
+            log.warning("monitor: cannot read the metadata of %s: %s", production, exc)
+            return
+        if not is_loop_promotion(meta, previous):
+            return
+        windows = self.cfg.probation_windows
+        probation = Probation(production, previous, windows=windows, level=self.cfg.alpha / windows,
+                              retrain=meta["extra"]["retrain"], reference_accuracy=self.reference.reference_accuracy,
+                              started=_now_iso(self.clock()))
+        book["active"] = probation.to_state()
+        self._dirty = True
+        self._event("monitor_probation", action="started", version=production, previous=previous,
+                    windows=windows, level=probation.level, reference_accuracy=probation.reference_accuracy)
+
+    def _probation_window(self, summary: dict) -> bool:
+        """Count a tested window against the probation; True when it rolled production back."""
+        book = self.state["probation"]
+        active = book["active"]
+        if active is None or active["status"] != ACTIVE or self.reference.version != active["version"]:
+            return False
+        probation = Probation.from_state(active)
+        status = probation.observe(summary)
+        if status == PASSED:
+            book["consecutive_rollbacks"] = 0
+            self._close_probation(probation, PASSED)
+            return False
+        book["active"] = probation.to_state()
+        if status != ROLLING_BACK:
+            return False
+        self._checkpoint(force=True)  # write-ahead: a restart completes this rollback, never a second one
+        self._event("monitor_probation", action="rolling back", version=probation.version,
+                    previous=probation.previous, **probation.trigger)
+        return self._execute_rollback(probation)
+
+    def _follow_probation(self) -> None:
+        """Complete a rollback decided before a restart."""
+        active = self.state["probation"]["active"]
+        if active is not None and active["status"] == ROLLING_BACK and self.rollback is not None:
+            self._execute_rollback(Probation.from_state(active))
+
+    def _execute_rollback(self, probation: Probation) -> bool:
+        try:
+            outcome = dict(self.rollback(probation.plan()))
+        except Exception as exc:  # the action itself broke: recorded, not retried (once per promotion)
+            outcome = {"status": "failed", "stage": "action", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        probation.outcome = outcome
+        status = {ROLLED_BACK: ROLLED_BACK, "skipped": SUPERSEDED}.get(outcome.get("status"), FAILED)
+        self._close_probation(probation, status)
+        self.observe("rollback", {"outcome": status, "version": probation.version, "target": probation.previous,
+                                  **(probation.trigger or {}), "error": outcome.get("error")})
+        if status == ROLLED_BACK:
+            self._hold_alarms_after_rollback()
+        self._checkpoint(force=True)
+        if status == ROLLED_BACK:
+            self._follow_production()
+        return status == ROLLED_BACK
+
+    def _hold_alarms_after_rollback(self) -> None:
+        """The drift behind the retraining is still there: no alarm for a (growing) cooldown."""
+        book = self.state["probation"]
+        book["consecutive_rollbacks"] += 1
+        windows = self.cfg.cooldown * 2 ** min(book["consecutive_rollbacks"] - 1, MAX_BACKOFF_DOUBLINGS)
+        self.stream.streak, self.stream.cooldown_left = 0, max(self.stream.cooldown_left, windows)
+
+    def _close_probation(self, probation: Probation, status: str, **extra: Any) -> None:
+        probation.status = status
+        book = self.state["probation"]
+        book["active"] = None
+        book["history"] = (book["history"] + [{**probation.to_state(), "ended": _now_iso(self.clock()), **extra}])[
+            -self.cfg.history:]
+        self._dirty = True
+        if status != ROLLED_BACK and status != FAILED:
+            self._event("monitor_probation", action=status, version=probation.version, previous=probation.previous,
+                        windows_seen=probation.seen, windows_tested=probation.tested, **extra)
+
     # -- state -------------------------------------------------------------------------
     def _resume(self) -> None:
         state = self.store.load_state()
         self.state = state or _fresh_state(self.config)
+        self.state.setdefault("probation", _fresh_probation())  # checkpoints from before probation
         self.stream = DriftStream.from_state(self.state["stream"])
         self._recent_keys = set(self.state["recent_keys"])
         self.window = self._empty_window()
@@ -355,11 +477,21 @@ class Monitor:
                 "restarts": state["restarts"], "streak": self.stream.streak,
                 "cooldown_left": self.stream.cooldown_left, "alarms": len([v for v in state["verdicts"] if v["alarm"]]),
                 "last_verdicts": state["verdicts"][-10:], "retrain_active": state["retrain"]["active"],
-                "retrain_history": state["retrain"]["history"], "window_size": self.cfg.window_size}
+                "retrain_history": state["retrain"]["history"], "window_size": self.cfg.window_size,
+                **probation_status(state)}
 
     def flush_checkpoint(self) -> None:
         self._merge()
         self._checkpoint(force=True)
+
+
+def probation_status(state: dict) -> dict[str, Any]:
+    """The probation part of a status (also read from a checkpoint when the monitor is down)."""
+    book = state.get("probation") or _fresh_probation()
+    ended = [p for p in book["history"] if p["status"] in (ROLLED_BACK, FAILED)]
+    return {"probation": book["active"], "rollbacks": ended[-5:],
+            "rollback_count": sum(p["status"] == ROLLED_BACK for p in book["history"]),
+            "consecutive_rollbacks": book["consecutive_rollbacks"]}
 
 
 def _feature_summary(result: Any) -> dict[str, Any]:
@@ -372,4 +504,4 @@ def _top_features(features: dict[str, dict]) -> dict[str, float]:
     return {name: f["p_value"] for name, f in ranked}
 
 
-__all__ = ["Monitor", "Launcher", "REQUIRED_META"]
+__all__ = ["Monitor", "Launcher", "REQUIRED_META", "probation_status"]

@@ -26,7 +26,7 @@ flagged and, unless ``combine`` is set, the window verdict.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -459,6 +459,18 @@ class PerformanceDriftDetector:
     def test(self, window: pd.DataFrame) -> DriftReport:
         """Test one labelled window; the report has one feature, ``"accuracy"``."""
         correct, total = self._outcomes(window, "window")
+        report = self.test_counts(correct, total)
+        return replace(report, n_window=len(window))
+
+    def test_counts(self, correct: int, total: int) -> DriftReport:
+        """Test a window given as its number of correct predictions out of ``total`` labelled rows.
+
+        Example:
+            >>> PerformanceDriftDetector.from_counts(900, 1000).test_counts(60, 100).drift
+            True
+        """
+        if not 0 <= correct <= total or total == 0:
+            raise ValueError(f"need 0 <= correct <= total and total > 0, got {correct}/{total}")
         table = [[self.correct_, self.total_ - self.correct_], [correct, total - correct]]
         p = float(stats.fisher_exact(table, alternative="greater").pvalue)
         ref_acc, win_acc = self.correct_ / self.total_, correct / total
@@ -469,7 +481,7 @@ class PerformanceDriftDetector:
                                 effect_metric="accuracy_drop", n_reference=self.total_,
                                 n_window=total)
         return DriftReport(drift=drift, p_value=p, features={"accuracy": feature},
-                           alpha=self.alpha, correction="none", n_tests=1, n_window=len(window))
+                           alpha=self.alpha, correction="none", n_tests=1, n_window=total)
 
 
 # ---------------------------------------------------------------- streaming
