@@ -62,8 +62,8 @@ def labeled_predictions(storage: Storage, schema: FeatureSchema, since: str | No
 
     The entity key is the one the client sent, else ``<request_id>:<row>``.
     """
-    predictions = read_partitioned(storage, PREDICTIONS_DIR)
-    feedback = read_partitioned(storage, FEEDBACK_DIR)
+    predictions = read_partitioned(storage, PREDICTIONS_DIR, since)
+    feedback = read_partitioned(storage, FEEDBACK_DIR, since)  # a label comes after its prediction
     if predictions.empty or feedback.empty:
         return pd.DataFrame(columns=[schema.entity_key, schema.label, *schema.features])
     if since is not None:
@@ -89,13 +89,17 @@ def split_recent(rows: pd.DataFrame, key: str, train_fraction: float) -> tuple[p
 
 
 # -- the stages ------------------------------------------------------------------------
-def _stage(name: str, fn: Callable[[], Any]) -> Any:
+def _stage(name: str, fn: Callable[[], Any], seconds: dict[str, float]) -> Any:
+    """Run one stage; a failure becomes :class:`RetrainFailed` naming it, the time goes to ``seconds``."""
+    started = time.perf_counter()
     try:
         return fn()
     except RetrainFailed:
         raise
     except Exception as exc:  # any failure of a stage is recorded with its name
         raise RetrainFailed(name, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        seconds[name] = round(time.perf_counter() - started, 2)
 
 
 def _training_frame(table: pd.DataFrame, extra: pd.DataFrame, holdout: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -161,11 +165,12 @@ def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = 
     outcome: dict[str, Any] = {"id": job["id"], "started": started, "production_before": registry.get_alias("production")}
     registry.record_event("retrain_started", retrain=job["id"], onset=job.get("onset"),
                           trigger_window=job.get("trigger_window"), production=outcome["production_before"])
+    stage_seconds: dict[str, float] = {}
     try:
-        outcome.update(_run(config, storage, job, registry, swap, search))
+        outcome.update(_run(config, storage, job, registry, swap, search, stage_seconds))
     except RetrainFailed as exc:
         outcome.update(status="failed", stage=exc.stage, error=str(exc)[:1000])
-    outcome.update(finished=time.time(), seconds=round(time.time() - started, 1),
+    outcome.update(finished=time.time(), seconds=round(time.time() - started, 1), stage_seconds=stage_seconds,
                    production_after=registry.get_alias("production"))
     kind = "retrain_failed" if outcome["status"] == "failed" else "retrain_finished"
     registry.record_event(kind, retrain=job["id"], **{k: v for k, v in outcome.items() if k not in ("id",)})
@@ -173,11 +178,11 @@ def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = 
 
 
 def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: Swap | None,
-         search: Callable[..., SearchResult]) -> dict[str, Any]:
-    ingested = _stage("ingest", lambda: ingest(config, storage))
+         search: Callable[..., SearchResult], seconds: dict[str, float]) -> dict[str, Any]:
+    ingested = _stage("ingest", lambda: ingest(config, storage), seconds)
     schema, key = ingested.schema, ingested.schema.entity_key
-    table = _stage("read", lambda: read_feature_table(storage, ingested))
-    recent = _stage("prediction log", lambda: labeled_predictions(storage, schema, job.get("onset")))
+    table = _stage("read", lambda: read_feature_table(storage, ingested), seconds)
+    recent = _stage("prediction log", lambda: labeled_predictions(storage, schema, job.get("onset")), seconds)
     extra, holdout = split_recent(recent, key, config.monitor.retrain.log_train_fraction)
     if len(holdout) < config.monitor.retrain.min_holdout_rows:
         extra, holdout = recent, None
@@ -185,11 +190,13 @@ def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: 
     train_config = config.train
     if config.monitor.retrain.num_samples:
         train_config = train_config.model_copy(update={"num_samples": config.monitor.retrain.num_samples})
-    result = _stage("search", lambda: search(frame, schema, train_config, storage, name=f"retrain-{job['id']}"))
-    version = _stage("register", lambda: _register(config, storage, result, ingested, holdout, job))
+    result = _stage("search", lambda: search(frame, schema, train_config, storage, name=f"retrain-{job['id']}"), seconds)
+    version = _stage("register", lambda: _register(config, storage, result, ingested, holdout, job), seconds)
     gate_rows = holdout if holdout is not None else result.validation
-    decision = _stage("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate))
+    decision = _stage("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate), seconds)
+    started = time.perf_counter()
     served = _swap(config, registry, version, swap) if decision.promoted else None
+    seconds["swap"] = round(time.perf_counter() - started, 2)
     return {"status": "promoted" if decision.promoted else "rejected", "version": version,
             "family": result.family, "decision": _plain_decision(decision.to_dict()),
             "holdout_rows": len(gate_rows), "holdout": "post-drift prediction log" if holdout is not None else "search validation",

@@ -116,16 +116,32 @@ class MonitorStore:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_partitioned(storage: Storage, folder: str) -> pd.DataFrame:
-    """Every row under a hive-partitioned log folder (predictions or feedback)."""
+def read_partitioned(storage: Storage, folder: str, since: str | None = None) -> pd.DataFrame:
+    """The rows under a hive-partitioned log folder (predictions or feedback).
+
+    With ``since`` (an ISO time), only the ``date=…/hour=…`` partitions from that hour
+    (UTC) on are read: a retraining reads the days since drift began, not the whole log.
+    """
     import pyarrow.dataset as pads
 
     if not storage.exists(folder):
         return pd.DataFrame()
+    partitioning = pads.partitioning(pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive")
     dataset = pads.dataset(storage.path(folder), filesystem=storage.fs, format="parquet",
-                           partitioning="hive", exclude_invalid_files=True)
-    frame = dataset.to_table().to_pandas()
+                           partitioning=partitioning, exclude_invalid_files=True)
+    table = dataset.to_table(filter=_from_hour(since)) if since is not None else dataset.to_table()
+    frame = table.to_pandas()
     return frame.drop(columns=[c for c in ("date", "hour") if c in frame.columns])
+
+
+def _from_hour(since: str) -> Any:
+    """A dataset filter keeping the partitions of ``since``'s UTC hour and later."""
+    import pyarrow.dataset as pads
+
+    stamp = pd.Timestamp(since)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    date, hour = f"{stamp:%Y-%m-%d}", f"{stamp:%H}"
+    return (pads.field("date") > date) | ((pads.field("date") == date) & (pads.field("hour") >= hour))
 
 
 class FeedbackIndex:
