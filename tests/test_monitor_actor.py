@@ -1,12 +1,13 @@
 """The monitor as a detached Ray actor: killed mid-stream it restarts and loses nothing;
 a failed retraining leaves production untouched and is recorded."""
 
+# ruff: noqa: F811  (pytest fixtures imported from monitor_fixtures are requested as arguments)
 from __future__ import annotations
 
 import pytest
 
 from helpers import wait_for
-from monitor_fixtures import fresh_storage, monitored, records, shifted  # noqa: F401
+from monitor_fixtures import fresh_storage, monitored, promote_retrained, records, shifted, write_feedback  # noqa: F401
 
 
 @pytest.fixture
@@ -68,6 +69,42 @@ def test_bad_schema_records_to_the_actor_are_an_event(ray_session, monitored, mo
     wait_for(lambda: registry.events("monitor_bad_records"), timeout=20, message="the bad-records event")
     assert _status(ray, actor)["bad_record_batches"] == 1
     assert ray.get(actor.ping.remote()) == "ok"
+
+
+def test_a_worse_promoted_version_is_rolled_back_and_served_back_by_the_actor(ray_session, monitored, tmp_path):
+    """Probation on the real actor: the injected swap is called with the previous version."""
+    from ray_mlops.monitor.actor import start_monitor, stop_monitor
+
+    ray = ray_session
+    config, storage, registry = fresh_storage(monitored, tmp_path, window_size=100, poll_interval_s=0.1,
+                                              checkpoint_interval_s=0.2, probation_windows=3, min_labels=30,
+                                              **{"retrain": {"enabled": False}})
+    swaps = tmp_path / "swaps.txt"
+
+    def swap(cfg, version):  # runs in the monitor actor: leaves its trace on disk
+        with open(swaps, "a") as out:
+            out.write(f"{version}\n")
+        return version
+
+    actor = start_monitor(config, swap=swap)
+    try:
+        wait_for(lambda: (_status(ray, actor)["reference"] or {}).get("version") == "v1", timeout=30,
+                 message="the monitor to follow v1")
+        promote_retrained(monitored, storage, registry)
+        wait_for(lambda: (_status(ray, actor)["probation"] or {}).get("version") == "v2", timeout=30,
+                 message="v2 on probation")
+        frame = records(monitored, monitored.traffic.iloc[:100], "v2")
+        write_feedback(storage, frame, 1 - frame["prediction"].to_numpy())  # v2 is wrong on every row
+        actor.receive.remote(frame)
+        status = wait_for(lambda: (s := _status(ray, actor))["rollback_count"] == 1 and s, timeout=30,
+                          message="the rollback")
+    finally:
+        stop_monitor(config)
+    assert registry.get_alias("production") == "v1" and swaps.read_text().split() == ["v1"]
+    assert status["rollbacks"][0]["outcome"] == {"status": "rolled_back", "version": "v2", "target": "v1",
+                                                 "served": "v1"}
+    (event,) = registry.events("rollback")
+    assert (event["version"], event["previous"], event["automatic"], event["accuracy"]) == ("v1", "v2", True, 0.0)
 
 
 def test_failed_retraining_leaves_production_untouched(monitored, tmp_path):
