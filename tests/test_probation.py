@@ -63,7 +63,7 @@ def test_false_rollback_rate_of_a_version_that_is_not_worse_stays_below_alpha(ac
 def test_without_the_correction_false_rollbacks_would_exceed_alpha():
     """Why Bonferroni over the probation windows: alpha per window over K windows is ~K times too lax."""
     alpha = 0.05
-    naive = simulate(0.85, 0.85, 1500, alpha=alpha * K, seed=85)  # level alpha in each window
+    naive = simulate(0.85, 0.85, 1000, alpha=alpha * K, seed=85)  # level alpha in each window
     assert naive.mean() > 2 * alpha
 
 
@@ -150,3 +150,25 @@ def test_roll_back_does_nothing_when_production_moved_on(promoted):
     swaps = []
     outcome = roll_back(config, storage, PLAN, swap=lambda cfg, version: swaps.append(version))
     assert outcome["status"] == "skipped" and swaps == [] and registry.get_alias("production") == "v3"
+
+
+def test_status_shows_probation_and_rollbacks_from_the_checkpoint(promoted, capsys):
+    """`ray-mlops status` with the monitor down reads probation and rollbacks from its checkpoint."""
+    from ray_mlops import loop
+    from ray_mlops.cli import _print_status
+    from ray_mlops.monitor.store import MonitorStore
+
+    config, storage, registry = promoted
+    rolled = {**Probation("v2", "v1", windows=K, level=0.01 / K).to_state(), "status": "rolled_back",
+              "trigger": PLAN["evidence"], "outcome": {"status": "rolled_back"}}
+    active = Probation("v3", "v2", windows=K, level=0.01 / K, seen=1, tested=1).to_state()
+    MonitorStore(storage).save_state({"windows": 9, "records": 900, "verdicts": [], "reference_version": "v3",
+                                      "retrain": {"active": None, "history": []},
+                                      "probation": {"active": active, "history": [rolled], "consecutive_rollbacks": 1}})
+    report = loop.status(config, with_ray=False)
+    assert report["monitor"]["probation"]["version"] == "v3" and report["monitor"]["rollback_count"] == 1
+    _print_status(report)
+    out = capsys.readouterr().out
+    assert "probation:  v3 (rolls back to v2) active; windows 1/5, 1 with labels, rollback at p <= 0.002" in out
+    assert "rollbacks:  1 automatic (1 in a row)" in out
+    assert "rolled_back     v2 -> v1 at window 7: accuracy 0.5 vs 0.85 p=1e-06" in out
