@@ -199,6 +199,8 @@ class ServeConfig(_Strict):
     metrics_interval_s: float = Field(default=10.0, gt=0)
     look_back_period_s: float = Field(default=30.0, gt=0)
     max_ongoing_requests: int = Field(default=64, ge=1)
+    health_check_period_s: float = Field(default=10.0, gt=0)  # how often Serve checks each replica
+    health_check_timeout_s: float = Field(default=30.0, gt=0)  # an unanswered check marks it unhealthy
     max_batch_size: int = Field(default=64, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     max_instances: int = Field(default=1000, ge=1)

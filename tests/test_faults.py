@@ -205,7 +205,8 @@ def test_service_keeps_answering_when_a_replica_node_dies(cluster, add_worker, s
     release_head = occupy(head, 0.5)  # room for exactly one 0.5-CPU replica on each node
     occupy(worker.node_id, 0.5)
     config = serve_config_for(served_model, free_port(), app_name="faults", route_prefix="/faults", num_cpus=0.5,
-                              min_replicas=2, max_replicas=2, prediction_log=False)
+                              min_replicas=2, max_replicas=2, prediction_log=False, health_check_period_s=1,
+                              health_check_timeout_s=5)
     url = serving.deploy(config)
     try:
         replicas = wait_for(lambda: len(running_replicas("faults")) == 2 and running_replicas("faults"), timeout=60)

@@ -548,6 +548,8 @@ def deployment_options(config: Config) -> dict[str, Any]:
             "look_back_period_s": cfg.look_back_period_s,
         },
         "graceful_shutdown_timeout_s": 20,
+        "health_check_period_s": cfg.health_check_period_s,
+        "health_check_timeout_s": cfg.health_check_timeout_s,
     }
 
 
