@@ -44,7 +44,8 @@ def _start_ray() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 

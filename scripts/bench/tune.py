@@ -109,7 +109,7 @@ def main() -> None:
 
     frame, schema = synthetic_table(args.rows)
     config = bench_config(args.trials)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, logging_level="WARNING")
     warm_up(ray)
     print(f"load average before: {os.getloadavg()[0]:.2f}; {args.trials} trials, {args.rows} rows, "
