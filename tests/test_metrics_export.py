@@ -1,7 +1,7 @@
 """Our metrics appear, by name, on a node's Prometheus endpoint (Ray's own exporter).
 
-A fresh local Ray with ``_metrics_export_port`` on a free port; the real code paths record
-the metrics: a registry register + promote (in this driver), the Serve app answering a
+A fresh local Ray with ``_metrics_export_port`` on a free port (exporting every second);
+the real code paths record the metrics: a registry register + promote (in this driver), the Serve app answering a
 good and a bad ``/predict`` (in its replica), and the monitor's metric hook fed a window
 and a retraining outcome (when the monitor module is present). Ray exports on an
 interval, so the scrape is polled with a bound.
@@ -18,7 +18,7 @@ import pytest
 
 from conftest import NAMESPACE
 from helpers import free_port
-from serve_fixtures import build_served_model, raw_instances, serve_config_for
+from serve_fixtures import raw_instances, register_version, serve_config_for, served_model  # noqa: F401
 
 pytestmark = pytest.mark.multinode  # its own Ray: runs last, after the shared one stops
 
@@ -58,8 +58,9 @@ def ray_with_metrics(no_ray):
     import ray
 
     port = free_port()
-    ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _metrics_export_port=port, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False, _node_ip_address="127.0.0.1",
+             _metrics_export_port=port, log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": 1000})  # export every second, not every 10
     try:
         yield port
     finally:
@@ -89,7 +90,7 @@ def _hook_actor():
     return HookActor
 
 
-def test_registry_serving_and_drift_metrics_are_scraped_by_name(ray_with_metrics, tmp_path):
+def test_registry_serving_and_drift_metrics_are_scraped_by_name(served_model, ray_with_metrics):  # noqa: F811
     import ray
     from ray import serve
 
@@ -97,7 +98,8 @@ def test_registry_serving_and_drift_metrics_are_scraped_by_name(ray_with_metrics
     from ray_mlops.serve import deploy as serving
 
     port = ray_with_metrics
-    served = build_served_model(tmp_path)  # ingest on Ray, register v1, promote it
+    served = served_model  # built on the shared Ray before this one started
+    version = register_version(served, C=0.5)  # registered and promoted in this Ray: counted here
     ensure_shared_storage(served.config.storage)  # one host: a local folder is fine
     http_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
@@ -113,8 +115,8 @@ def test_registry_serving_and_drift_metrics_are_scraped_by_name(ray_with_metrics
             "ray_ray_mlops_requests_total": {"route": "/predict", "status": "200"},
             "ray_ray_mlops_request_errors_total": {"route": "/predict", "status": str(bad.status_code)},
             "ray_ray_mlops_request_latency_ms_bucket": {"route": "/predict"},
-            "ray_ray_mlops_serving_version": {"version": "v1"},
-            "ray_ray_mlops_predictions_total": {"version": "v1"},
+            "ray_ray_mlops_serving_version": {"version": version},
+            "ray_ray_mlops_predictions_total": {"version": version},
         }
         hook = _monitor_hook()
         if hook is not None:  # the monitor's real metric hook, in a live actor like the monitor's
@@ -128,8 +130,8 @@ def test_registry_serving_and_drift_metrics_are_scraped_by_name(ray_with_metrics
                 "ray_ray_mlops_retrains_total": {"outcome": "promoted"},
             }
         text = wait_for_samples(port, wanted)
-        serving_v1 = [v for labels, v in samples(text, "ray_ray_mlops_serving_version") if labels["version"] == "v1"]
-        assert max(serving_v1) == 1.0
+        serving = [v for labels, v in samples(text, "ray_ray_mlops_serving_version") if labels["version"] == version]
+        assert max(serving) == 1.0
         if hook is not None:
             p = {labels["feature"]: v for labels, v in samples(text, "ray_ray_mlops_drift_p_value")}
             assert p["age_years"] == pytest.approx(0.0004) and p["firmware"] == pytest.approx(0.7)
