@@ -167,11 +167,8 @@ def run_demo(config: Config, opts: DemoOptions, echo: Callable[[str], None] = pr
                        f"patience {config.monitor.patience}")
         return _traffic_phases(config, opts, storage, monitor, url, pools, log, first)
     finally:
-        loop.shutdown(config)
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
+        loop.shutdown(config)  # the app drains (replicas flush their logs) and the monitor checkpoints
+        ray.shutdown()  # the embedded Ray goes, Serve's controller and proxy with it
 
 
 def _traffic_phases(config, opts, storage, monitor, url, pools, log, first) -> dict[str, Any]:
