@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from ray_mlops.config import (
     TimeseriesSource,
 )
 from ray_mlops.data import featurize, records
-from ray_mlops.data.fingerprint import fingerprint_sources, list_source_files
+from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
 from ray_mlops.data.quarantine import Quarantine, reject_frame
 from ray_mlops.data.schema import FEATURES_DIR, LATEST, FeatureSchema, IngestResult, cast_features, feature_schema
 from ray_mlops.errors import DataError, RejectRateError
@@ -51,7 +52,7 @@ BUCKET = "_bucket"
 SOURCE = "_source"
 COUNTS = "_counts"
 BUCKET_BYTES = 32 << 20
-FILES_PER_TASK = 256
+FILES_PER_TASK = 1024
 
 
 # -- reading ------------------------------------------------------------------------
@@ -67,8 +68,8 @@ def _csv_header(fs, path: str) -> list[str]:
     return [c.strip().strip('"') for c in first.strip().split(",")]
 
 
-def _read_table(source: TableSource, location: str, key: str) -> ray.data.Dataset:
-    fs, _, files = list_source_files(location, source.name)
+def _read_table(source: TableSource, listed: SourceFiles, key: str) -> ray.data.Dataset:
+    fs, files = listed.fs, listed.paths
     needed = [key, *source.columns]
     if source.format == "csv":
         for path in files:
@@ -82,10 +83,10 @@ def _read_table(source: TableSource, location: str, key: str) -> ray.data.Datase
     return read_parquet_files(fs, files, needed)
 
 
-def _read_source(source: Any, location: str, key: str) -> ray.data.Dataset:
+def _read_source(source: Any, listed: SourceFiles, key: str) -> ray.data.Dataset:
     if isinstance(source, TableSource):
-        return _read_table(source, location, key)
-    fs, _, files = list_source_files(location, source.name)
+        return _read_table(source, listed, key)
+    fs, files = listed.fs, listed.paths
     if isinstance(source, TimeseriesSource):
         needed = [key, source.time_column, *source.signals]
         _check_columns(pq.read_schema(files[0], filesystem=fs).names, needed, source.name, files[0])
@@ -198,17 +199,28 @@ class _RecordStep:
         return good
 
 
-def staged_records(source: Any, location: str, key: str, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
+def staged_records(source: Any, listed: SourceFiles, key: str, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
     """One source read with Ray Data → its good records, tagged with source and bucket."""
-    raw = _read_source(source, location, key)
-    batch_size = 256 if isinstance(source, (TextSource, ImageSource)) else 16384
+    raw = _read_source(source, listed, key)
     step = _RecordStep(source, key, quarantine, buckets)
-    return raw.map_batches(step, batch_format="pandas", batch_size=batch_size)
+    return raw.map_batches(step, batch_format="pandas", batch_size=_record_batch_size(source))
 
 
-def stage_all(sources: list[Any], config: Config, key: str, quarantine: Quarantine, staging: Storage, buckets: int) -> None:
+def _record_batch_size(source: Any) -> int | None:
+    """Tables: batches of a Ray Data read. Files: one read task's output (a chunk of files).
+
+    The record step of a file source fuses with its read, and a fused batch size is also
+    the minimum number of *input* rows (chunks) per task: any fixed size would bundle many
+    chunks into one task and run the source on one core.
+    """
+    return 16384 if isinstance(source, TableSource) else None
+
+
+def stage_all(
+    sources: list[Any], listed: dict[str, SourceFiles], key: str, quarantine: Quarantine, staging: Storage, buckets: int
+) -> None:
     """Read every source in one Ray Data execution; write records by source and key bucket."""
-    parts = [staged_records(s, config.resolve_source_path(s), key, quarantine, buckets) for s in sources]
+    parts = [staged_records(s, listed[s.name], key, quarantine, buckets) for s in sources]
     combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     combined.write_parquet(staging.path(), filesystem=staging.fs, partition_cols=[SOURCE, BUCKET])
 
@@ -279,12 +291,9 @@ def build_table(sources: list[Any], schema: FeatureSchema, staging: Storage, qua
     return ray.data.range(buckets, override_num_blocks=buckets).map_batches(step, batch_size=1, batch_format="numpy")
 
 
-def _bucket_count(config: Config) -> int:
+def _bucket_count(listed: dict[str, SourceFiles]) -> int:
     """Enough buckets to keep every core busy and each bucket's records small."""
-    total = 0
-    for source in config.data.sources:
-        fs, _, files = list_source_files(config.resolve_source_path(source), source.name)
-        total += sum(info.size or 0 for info in fs.get_file_info(files))
+    total = sum(files.size for files in listed.values())
     cpus = int(ray.cluster_resources().get("CPU", 2))
     return max(cpus, min(512, total // BUCKET_BYTES + 1))
 
@@ -340,19 +349,22 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     """
     started = time.monotonic()
     schema = feature_schema(config)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    fingerprint = fingerprint_sources(config)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    listed = list_sources(config)
+    fingerprint = fingerprint_sources(config, listed)
     folder = f"{FEATURES_DIR}/{fingerprint}"
     storage.delete(folder)
     quarantine = Quarantine(storage, f"{folder}/quarantine")
     staging = storage.child(folder, "staging")
     spine = config.data.label_source
     ordered = [spine, *[s for s in config.data.sources if s is not spine]]
-    buckets = _bucket_count(config)
+    buckets = _bucket_count(listed)
     try:
-        stage_all(ordered, config, schema.entity_key, quarantine, staging, buckets)
-        table = build_table(ordered, schema, staging, quarantine, buckets)
-        table.write_parquet(storage.path(folder, "table"), filesystem=storage.fs)
+        with _unreserved_operators():
+            stage_all(ordered, listed, schema.entity_key, quarantine, staging, buckets)
+            table = build_table(ordered, schema, staging, quarantine, buckets)
+            table.write_parquet(storage.path(folder, "table"), filesystem=storage.fs)
         accepted = _sum_counts(staging, buckets)
     except ray.exceptions.RayError as exc:
         raise DataError(f"ingest failed: {_root_cause(exc)}") from exc
@@ -371,6 +383,23 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     result = IngestResult(fingerprint, schema, rows, counts)
     storage.write_json(LATEST, result.to_dict())
     return result
+
+
+@contextmanager
+def _unreserved_operators() -> Iterator[None]:
+    """Ray Data without per-operator resource reservations, for the ingest's executions.
+
+    A reservation holds CPUs back for each operator of a plan (here seven sources, their
+    union and the write); on a small cluster that leaves the one busy source a single core
+    while the reserved ones sit idle.
+    """
+    context = ray.data.DataContext.get_current()
+    previous = context.op_resource_reservation_enabled
+    context.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        context.op_resource_reservation_enabled = previous
 
 
 def _root_cause(exc: BaseException) -> str:
