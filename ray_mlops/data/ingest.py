@@ -349,8 +349,7 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     """
     started = time.monotonic()
     schema = feature_schema(config)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False
     listed = list_sources(config)
     fingerprint = fingerprint_sources(config, listed)
     folder = f"{FEATURES_DIR}/{fingerprint}"
