@@ -147,6 +147,12 @@ def sample_ingest(ray_session, sample_config):
     return sample_config, storage, ingest(sample_config, storage)
 
 
+# Session fixtures of the helper modules are registered here, once: imported into several
+# test modules instead, each module would get (and build) its own "session" instance.
+from monitor_fixtures import monitored  # noqa: E402,F401
+from serve_fixtures import serve_instance, served_model  # noqa: E402,F401
+
+
 def pytest_collection_modifyitems(config, items):
     """Run multi-node tests last: they stop the shared local Ray to build their own cluster."""
     items.sort(key=lambda item: item.get_closest_marker("multinode") is not None)

@@ -21,8 +21,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import local_cluster
 from helpers import free_port, wait_for
-from monitor_fixtures import fresh_storage, monitored, records, shifted  # noqa: F401
-from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for, served_model  # noqa: F401
+from monitor_fixtures import fresh_storage, records, shifted
+from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for
 from train_fixtures import make_table, tiny_config
 
 pytestmark = [pytest.mark.multinode, pytest.mark.timeout(240)]

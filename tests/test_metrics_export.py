@@ -18,7 +18,7 @@ import pytest
 
 from conftest import NAMESPACE
 from helpers import free_port
-from serve_fixtures import raw_instances, register_version, serve_config_for, served_model  # noqa: F401
+from serve_fixtures import raw_instances, register_version, serve_config_for
 
 pytestmark = pytest.mark.multinode  # its own Ray: runs last, after the shared one stops
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import wait_for
-from monitor_fixtures import fresh_storage, monitored, promote_retrained, records, shifted, write_feedback  # noqa: F401
+from monitor_fixtures import fresh_storage, promote_retrained, records, write_feedback
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from monitor_fixtures import (  # noqa: F401
     RecordingRollback,
     feedback,
     fresh_storage,
-    monitored,
     promote_retrained,
     records,
     shifted,

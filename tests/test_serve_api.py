@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import wait_for
-from serve_fixtures import Load, raw_instances, register_version, serve_config_for, served_model, serve_instance  # noqa: F401
+from serve_fixtures import Load, raw_instances, register_version, serve_config_for
 
 from ray_mlops.data.online import featurize_instances
 from ray_mlops.data.schema import feature_schema

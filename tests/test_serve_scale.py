@@ -5,7 +5,7 @@ A replica lost under load (with the node it ran on) is tested in test_faults.py.
 from __future__ import annotations
 
 from helpers import wait_for
-from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for, served_model, serve_instance  # noqa: F401,E501
+from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for
 
 from ray_mlops.serve import deploy as serving
 
