@@ -118,6 +118,7 @@ def test_failed_retraining_leaves_production_untouched(monitored, tmp_path):
                       swap=lambda cfg, version: swaps.append(version))
     assert outcome["status"] == "failed" and outcome["stage"] == "ingest"
     assert "not found" in outcome["error"]
+    assert list(outcome["stage_seconds"]) == ["ingest"]
     assert registry.get_alias("production") == "v1" and outcome["production_after"] == "v1"
     assert swaps == [] and [v["version"] for v in registry.versions()] == ["v1"]
     (event,) = registry.events("retrain_failed")
@@ -137,5 +138,6 @@ def test_failing_trainer_is_recorded_and_production_untouched(ray_session, sampl
     outcome = retrain(config, storage, {"id": "r2", "onset": None}, search=failing_search)
     assert outcome["status"] == "failed" and outcome["stage"] == "search"
     assert "trainer exploded" in outcome["error"]
+    assert list(outcome["stage_seconds"]) == ["ingest", "read", "prediction log", "search"]  # timed up to the failure
     assert registry.get_alias("production") == "v1" and len(registry.versions()) == 1
     assert registry.events("retrain_failed")[0]["stage"] == "search"

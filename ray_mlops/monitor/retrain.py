@@ -27,6 +27,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import numpy as np
@@ -89,17 +91,25 @@ def split_recent(rows: pd.DataFrame, key: str, train_fraction: float) -> tuple[p
 
 
 # -- the stages ------------------------------------------------------------------------
-def _stage(name: str, fn: Callable[[], Any], seconds: dict[str, float]) -> Any:
-    """Run one stage; a failure becomes :class:`RetrainFailed` naming it, the time goes to ``seconds``."""
+@contextmanager
+def _timed(name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Record how long the block took in ``seconds[name]``, even when it raises."""
     started = time.perf_counter()
     try:
-        return fn()
-    except RetrainFailed:
-        raise
-    except Exception as exc:  # any failure of a stage is recorded with its name
-        raise RetrainFailed(name, f"{type(exc).__name__}: {exc}") from exc
+        yield
     finally:
         seconds[name] = round(time.perf_counter() - started, 2)
+
+
+def _stage(name: str, fn: Callable[[], Any], seconds: dict[str, float]) -> Any:
+    """Run one timed stage; a failure becomes :class:`RetrainFailed` naming it."""
+    with _timed(name, seconds):
+        try:
+            return fn()
+        except RetrainFailed:
+            raise
+        except Exception as exc:  # any failure of a stage is recorded with its name
+            raise RetrainFailed(name, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _training_frame(table: pd.DataFrame, extra: pd.DataFrame, holdout: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -194,9 +204,10 @@ def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: 
     version = _stage("register", lambda: _register(config, storage, result, ingested, holdout, job), seconds)
     gate_rows = holdout if holdout is not None else result.validation
     decision = _stage("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate), seconds)
-    started = time.perf_counter()
-    served = _swap(config, registry, version, swap) if decision.promoted else None
-    seconds["swap"] = round(time.perf_counter() - started, 2)
+    served = None
+    if decision.promoted:
+        with _timed("swap", seconds):  # _swap rolls production back and raises its own RetrainFailed
+            served = _swap(config, registry, version, swap)
     return {"status": "promoted" if decision.promoted else "rejected", "version": version,
             "family": result.family, "decision": _plain_decision(decision.to_dict()),
             "holdout_rows": len(gate_rows), "holdout": "post-drift prediction log" if holdout is not None else "search validation",
