@@ -28,7 +28,8 @@ from ray_mlops.data import featurize
 from ray_mlops.errors import DataError
 from ray_mlops.storage import Storage
 
-FeatureKind = Literal["numeric", "categorical"]
+FeatureKind = Literal["numeric", "categorical", "text", "vector"]
+KINDS: tuple[str, ...] = ("numeric", "categorical", "text", "vector")
 
 FEATURES_DIR = "features"
 LATEST = f"{FEATURES_DIR}/latest.json"
@@ -50,6 +51,21 @@ class FeatureSchema:
     @property
     def categorical(self) -> list[str]:
         return [name for name, kind in self.features.items() if kind == "categorical"]
+
+    @property
+    def text(self) -> list[str]:
+        """Raw-text columns: learned inside the Pipeline, not drift-tested themselves."""
+        return [name for name, kind in self.features.items() if kind == "text"]
+
+    @property
+    def vector(self) -> list[str]:
+        """Components of fixed-length representations: numeric to a model, not drift-tested one by one."""
+        return [name for name, kind in self.features.items() if kind == "vector"]
+
+    @property
+    def tested(self) -> list[str]:
+        """The features the drift monitor tests one by one (numeric and categorical)."""
+        return [name for name, kind in self.features.items() if kind in ("numeric", "categorical")]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +152,7 @@ def cast_columns(columns: Mapping[str, Any], rows: int, schema: FeatureSchema) -
         out[schema.label] = _label_values(pd.Series(columns[schema.label]), schema.task)
     for name, kind in schema.features.items():
         column = columns[name] if name in columns else np.full(rows, np.nan)
-        out[name] = _numeric(column) if kind == "numeric" else _categorical(column)
+        out[name] = _CASTS[kind](column)
     return pd.DataFrame(out, index=pd.RangeIndex(rows))
 
 
@@ -149,6 +165,14 @@ def _numeric(column: Any) -> np.ndarray:
 def _categorical(column: Any) -> pd.Series:
     values = pd.Series(column).astype(object)
     return values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
+
+
+def _text(column: Any) -> pd.Series:
+    values = pd.Series(column).astype(object)
+    return values.where(values.notna(), "").map(str)
+
+
+_CASTS = {"numeric": _numeric, "vector": _numeric, "categorical": _categorical, "text": _text}
 
 
 def _label_values(column: pd.Series, task: str) -> pd.Series:
