@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+import yaml
 
-from ray_mlops.config import Config, load_config
+from ray_mlops.config import Config, effective_config, load_config
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.storage import Storage
 
@@ -91,6 +92,19 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
 
 def echo_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+# -- config -------------------------------------------------------------------------
+@command("config")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+@click.pass_context
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective config: the file (or the built-in defaults) with every omitted section filled in."""
+    document = effective_config(_context(ctx).config)
+    if as_json:
+        echo_json(document)
+    else:
+        click.echo(yaml.safe_dump(document, sort_keys=False).rstrip())
 
 
 # -- data ---------------------------------------------------------------------------

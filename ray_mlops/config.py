@@ -284,14 +284,80 @@ def _format_validation_error(origin: str, exc: ValidationError) -> str:
     return f"{origin}: {where}: {first['msg']}{extra}"
 
 
+#: Sections a user's ``data:`` replaces as a whole (never merged with the sample's sources).
+_REPLACED_WHOLE = {"data"}
+#: Training defaults of a regression task that omits them (the built-in ones are for classification).
+_REGRESSION_TRAIN = {
+    "metric": "rmse",
+    "mode": "min",
+    "families": {
+        "ridge": {"search_space": {"alpha": {"type": "loguniform", "low": 0.001, "high": 100.0}}},
+        "hist_gradient_boosting": {"search_space": {
+            "learning_rate": {"type": "loguniform", "low": 0.03, "high": 0.3},
+            "max_leaf_nodes": {"type": "randint", "low": 8, "high": 48},
+            "max_iter": {"type": "fixed", "value": 200}}},
+        "random_forest": {"search_space": {
+            "n_estimators": {"type": "randint", "low": 50, "high": 200},
+            "max_depth": {"type": "choice", "values": [6, 10, None]}}},
+    },
+}
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """``override`` on top of ``base``: mappings merge key by key, anything else is replaced."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if key in base else value
+    return merged
+
+
+def with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A user's mapping completed by the built-in defaults, section by section.
+
+    Omitted sections (and omitted keys of a section) take the built-in values. ``data``
+    is the user's own as a whole when given, and so is ``train.families``: a project
+    that lists its families trains those only. A regression project that omits its
+    training families and metric gets regression ones.
+
+    >>> cfg = with_defaults({"train": {"num_samples": 2}})
+    >>> cfg["train"]["num_samples"], sorted(cfg["train"]["families"])[0], cfg["serve"]["port"]
+    (2, 'hist_gradient_boosting', 8000)
+    """
+    defaults = _read_yaml(_bundled_default())
+    user_train = raw.get("train") or {}
+    if isinstance(raw.get("data"), dict) and raw["data"].get("task") == "regression":
+        defaults["train"] = {**defaults["train"], **{k: v for k, v in _REGRESSION_TRAIN.items() if k not in user_train}}
+    merged = {}
+    for key in defaults.keys() | raw.keys():
+        if key not in raw:
+            merged[key] = defaults[key]
+        elif key in _REPLACED_WHOLE or key not in defaults:
+            merged[key] = raw[key]
+        else:
+            merged[key] = _merge(defaults[key], raw[key])
+    if isinstance(user_train, dict) and "families" in user_train and isinstance(merged.get("train"), dict):
+        merged["train"]["families"] = user_train["families"]
+    return merged
+
+
 def config_from_dict(raw: dict[str, Any], origin: str = "<config>") -> Config:
-    """Validate a mapping into a :class:`Config`; errors name ``origin`` and the key."""
+    """Validate a mapping into a :class:`Config` (omitted sections take the defaults); errors name ``origin`` and the key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level")
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(with_defaults(raw))
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(origin, exc)) from exc
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The config as plain data, defaults merged, with the bearer token masked (what ``ray-mlops config`` prints)."""
+    document = config.model_dump(mode="json")
+    if document["serve"].get("token"):
+        document["serve"]["token"] = "***"
+    return document
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
