@@ -6,6 +6,10 @@ held-out rows, and promotes it when it is at least as good (within ``gate.tolera
 With no production model yet, the candidate must beat a trivial baseline (the class prior
 or the mean) by ``gate.min_gain_over_baseline``. Every decision, with all scores, goes to
 the registry's event log.
+
+Classification may be binary or multi-class, with int or str labels: each model is scored
+with its own ``classes_`` (its ``predict_proba`` columns), so a model that cannot place a
+holdout label fails the smoke test (candidate) or cannot be scored (production).
 """
 
 from __future__ import annotations
@@ -21,10 +25,16 @@ from ray_mlops.config import GateConfig
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import ConfigError, DataError, RegistryError
 from ray_mlops.registry import Registry
-from ray_mlops.train.metrics import HIGHER_IS_BETTER, classification_metrics, regression_metrics
-
-CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "accuracy", "f1")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
+from ray_mlops.train.metrics import (
+    CLASSIFICATION_METRICS,
+    HIGHER_IS_BETTER,
+    REGRESSION_METRICS,
+    class_indices,
+    classification_metrics,
+    metric_names,
+    regression_metrics,
+)
+from ray_mlops.train.pipelines import label_values
 SMOKE_ROWS = 256
 
 
@@ -74,6 +84,14 @@ def gate_metric(schema: FeatureSchema, gate: GateConfig) -> tuple[str, str]:
     return gate.metric, gate.mode
 
 
+def _check_metric_for_classes(metric: str, y: np.ndarray, task: str) -> None:
+    """``f1`` (the positive class's) needs two classes; a ConfigError says what to use."""
+    levels = len(pd.unique(y)) if task == "classification" else 0
+    if levels > 2 and metric not in metric_names(task, levels):
+        raise ConfigError(f"gate.metric {metric!r} is for two classes; the holdout has {levels} classes: "
+                          f"use one of {', '.join(metric_names(task, levels))}")
+
+
 def at_least_as_good(candidate: float, incumbent: float, mode: str, margin: float) -> bool:
     """``candidate`` within ``margin`` of ``incumbent`` (a negative margin demands a gain)."""
     if mode == "max":
@@ -92,60 +110,86 @@ def split_holdout(holdout: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Data
     y = holdout[schema.label]
     if y.isna().any():
         raise DataError(f"holdout label {schema.label!r} has {int(y.isna().sum())} missing values")
-    if schema.task == "classification" and set(np.unique(y.to_numpy())) - {0, 1}:
-        raise DataError(f"holdout label {schema.label!r} must be 0/1 for classification")
-    return holdout[list(schema.features)], y.to_numpy()
+    return holdout[list(schema.features)], label_values(y, schema.task)
+
+
+def model_classes(model: Any) -> list[Any]:
+    """A classifier's labels in ``predict_proba`` column order."""
+    return list(getattr(model, "classes_", []))
 
 
 def predictions(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
-    """Positive-class probabilities (classification) or predicted values (regression)."""
+    """Class probabilities, one column per ``classes_`` (classification), or predicted values."""
     if task == "classification":
-        return np.asarray(model.predict_proba(X))[:, 1]
+        return np.asarray(model.predict_proba(X), dtype=float)
     return np.asarray(model.predict(X), dtype=float)
 
 
-def score(values: np.ndarray, y: np.ndarray, task: str, metric: str) -> float:
+def score(values: np.ndarray, y: np.ndarray, task: str, metric: str, classes: list[Any] | None = None) -> float:
+    """``metric`` of ``values`` (probabilities in ``classes`` order, or predictions) against ``y``."""
     if task == "classification":
-        return classification_metrics(y, values)[metric]
+        return classification_metrics(y, values, classes)[metric]
     return regression_metrics(y, values)[metric]
 
 
-def baseline_values(y: np.ndarray, task: str) -> np.ndarray:
-    """A trivial predictor: the class prior (classification) or the mean (regression).
+def baseline_values(y: np.ndarray, task: str, classes: list[Any] | None = None) -> np.ndarray:
+    """A trivial predictor: the class prior over ``classes`` (classification) or the mean.
 
     It is fitted on the holdout itself, which flatters the baseline: a conservative gate.
     """
-    return np.full(len(y), float(np.mean(y)))
+    if task != "classification":
+        return np.full(len(y), float(np.mean(y)))
+    classes = sorted(pd.unique(y).tolist()) if classes is None else classes
+    prior = np.bincount(class_indices(y, classes), minlength=len(classes)) / len(y)
+    return np.tile(prior, (len(y), 1))
 
 
 # -- smoke test ----------------------------------------------------------------------
-def _check_outputs(model: Any, X: pd.DataFrame, task: str) -> str | None:
-    """What is wrong with the model's outputs on ``X``, or None."""
+def _unknown_labels(model: Any, labels: np.ndarray | None) -> str | None:
+    """A problem when the holdout has labels the classifier cannot predict, else None."""
+    if labels is None:
+        return None
+    classes = model_classes(model)
+    try:
+        class_indices(labels, classes)
+    except ValueError as exc:
+        return f"the model cannot predict every holdout label: {exc}"
+    return None
+
+
+def _check_outputs(model: Any, X: pd.DataFrame, task: str, labels: np.ndarray | None = None) -> str | None:
+    """What is wrong with the model's outputs on ``X`` (and its classes for ``labels``), or None."""
     predicted = np.asarray(model.predict(X))
     if predicted.shape != (len(X),):
         return f"predict returned shape {predicted.shape}, expected ({len(X)},)"
     if task == "regression":
         return None if np.isfinite(predicted.astype(float)).all() else "predict returned non-finite values"
+    classes = model_classes(model)
+    if len(classes) < 2:
+        return f"the classifier has {len(classes)} classes_, expected at least 2"
     proba = np.asarray(model.predict_proba(X), dtype=float)
-    if proba.shape != (len(X), 2):
-        return f"predict_proba returned shape {proba.shape}, expected ({len(X)}, 2)"
+    if proba.shape != (len(X), len(classes)):
+        return f"predict_proba returned shape {proba.shape}, expected ({len(X)}, {len(classes)})"
     if not np.isfinite(proba).all() or proba.min() < 0 or proba.max() > 1:
         return "predict_proba returned values outside [0, 1]"
     if not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         return "predict_proba rows do not sum to 1"
-    return None
+    return _unknown_labels(model, labels)
 
 
 def smoke_test(registry: Registry, ref: str, X: pd.DataFrame, task: str, *, rows: int = SMOKE_ROWS,
-               seed: int = 0) -> tuple[SmokeTest, Any]:
-    """Load ``ref`` from the registry and predict on a sample; returns (result, model or None)."""
+               seed: int = 0, labels: np.ndarray | None = None) -> tuple[SmokeTest, Any]:
+    """Load ``ref`` from the registry and predict on a sample; returns (result, model or None).
+
+    With ``labels`` (the holdout's), a classifier must also know every one of them.
+    """
     sample = X.sample(n=min(rows, len(X)), random_state=seed)
     try:
         model = registry.load(ref)
     except RegistryError as exc:
         return SmokeTest(False, f"cannot load from the registry: {exc}", 0), None
     try:
-        problem = _check_outputs(model, sample, task)
+        problem = _check_outputs(model, sample, task, labels)
     except Exception as exc:  # any failure to predict fails the test; the gate records it
         problem = f"prediction raised {type(exc).__name__}: {exc}"
     if problem:
@@ -158,7 +202,8 @@ def _production_score(registry: Registry, production: str, X: pd.DataFrame, y: n
                       task: str, metric: str) -> tuple[float | None, str]:
     """Score the production model on the holdout; (None, why) when it cannot be scored."""
     try:
-        value = score(predictions(registry.load(production), X, task), y, task, metric)
+        model = registry.load(production)
+        value = score(predictions(model, X, task), y, task, metric, model_classes(model) or None)
     except RegistryError as exc:
         return None, f"production {production} cannot be loaded ({exc})"
     except Exception as exc:  # e.g. a production model built for another schema
@@ -186,13 +231,14 @@ def _decide(registry: Registry, candidate: str, X: pd.DataFrame, y: np.ndarray, 
             schema: FeatureSchema, gate: GateConfig, smoke: SmokeTest) -> GateDecision:
     metric, mode = gate_metric(schema, gate)
     production = registry.get_alias("production")
-    baseline = score(baseline_values(y, schema.task), y, schema.task, metric)
+    classes = (model_classes(model) if smoke.passed else sorted(pd.unique(y).tolist())) or None
+    baseline = score(baseline_values(y, schema.task, classes), y, schema.task, metric, classes)
     decision = dict(metric=metric, mode=mode, candidate_version=candidate, production_version=production,
                     baseline_score=baseline, smoke_test=smoke, production_score=None)
     if not smoke.passed:
         return GateDecision(promoted=False, reason=f"smoke test failed: {smoke.detail}", candidate_score=None,
                             **decision)
-    cand = score(predictions(model, X, schema.task), y, schema.task, metric)
+    cand = score(predictions(model, X, schema.task), y, schema.task, metric, classes)
     if math.isnan(cand):
         return GateDecision(promoted=False, reason=f"candidate {metric} is NaN on the holdout",
                             candidate_score=None, **decision)
@@ -212,14 +258,16 @@ def gate_and_promote(registry: Registry, candidate_version: str, holdout: pd.Dat
                      seed: int = 0) -> GateDecision:
     """Mark ``candidate_version`` as candidate, test it, and promote it if it passes.
 
-    ``holdout`` holds ``schema.features`` and ``schema.label`` columns (0/1 labels for
-    classification). The decision is recorded as a ``gate`` event; a pass also records
-    the ``promote`` event.
+    ``holdout`` holds ``schema.features`` and ``schema.label`` columns (class labels,
+    ints or strings, for classification). The decision is recorded as a ``gate`` event; a
+    pass also records the ``promote`` event.
     """
     X, y = split_holdout(holdout, schema)
-    gate_metric(schema, gate)  # a bad gate config fails before anything is recorded
+    metric, _ = gate_metric(schema, gate)  # a bad gate config fails before anything is recorded
+    _check_metric_for_classes(metric, y, schema.task)
     candidate = registry.set_alias("candidate", candidate_version, reason="gate")
-    smoke, model = smoke_test(registry, candidate, X, schema.task, rows=smoke_rows, seed=seed)
+    labels = y if schema.task == "classification" else None
+    smoke, model = smoke_test(registry, candidate, X, schema.task, rows=smoke_rows, seed=seed, labels=labels)
     decision = _decide(registry, candidate, X, y, model, schema, gate, smoke)
     registry.record_event("gate", **decision.to_dict())
     if decision.promoted:

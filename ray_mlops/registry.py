@@ -14,8 +14,12 @@ with a small claim file before anything is written, so two concurrent registers 
 machine or on shared object storage) never write into the same version.
 
 Artifacts are skops files loaded with an explicit trusted-type list: the types skops
-reports as untrusted must all be scikit-learn classes or numpy dtypes/scalars, otherwise
-the artifact is refused. The artifact's sha256 is checked before it is deserialized.
+reports as untrusted must all be scikit-learn classes or numpy dtypes/scalars, or be
+*declared* by the caller at registration (``register(..., trusted_types=[...])``, from a
+family's ``train.families.<name>.trusted_types`` and its ``estimator`` class); otherwise
+the artifact is refused. Declared types are recorded in the version's metadata
+(``artifact.declared_types``) and are the only extra types trusted when it is loaded.
+The artifact's sha256 is checked before it is deserialized.
 
 >>> import tempfile
 >>> from sklearn.dummy import DummyClassifier
@@ -62,6 +66,7 @@ CLAIMS_DIR = ".claims"
 _VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _PACKAGES = {"sklearn": "scikit-learn", "numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow",
              "ray": "ray", "skops": "skops", "ray_mlops": "ray-mlops"}
 _CLAIM_ATTEMPTS = 50
@@ -163,33 +168,44 @@ def _is_allowed_type(name: str) -> bool:
     return top == "sklearn" or issubclass(obj, (np.generic, np.dtype))
 
 
-def trusted_types(artifact: bytes) -> list[str]:
+def check_declared_types(declared: Any) -> list[str]:
+    """Declared trusted types as a sorted list of dotted ``module.Name`` strings."""
+    if isinstance(declared, str) or not all(isinstance(t, str) and _TYPE_RE.match(t) for t in declared):
+        raise RegistryError(f"trusted_types must be a list of dotted type names (module.Class), got {declared!r}")
+    return sorted(set(declared))
+
+
+def trusted_types(artifact: bytes, declared: Any = ()) -> list[str]:
     """The untrusted types skops reports for ``artifact``, after checking each one.
 
-    Raises :class:`IntegrityError` naming any type outside the allow-list: such an
-    artifact is never deserialized.
+    A type is allowed when it is a scikit-learn class, a numpy dtype/scalar, one of the
+    audited exact names, or in ``declared``. Raises :class:`IntegrityError` naming any
+    other type (and where to declare it): such an artifact is never deserialized.
     """
     import skops.io as sio
 
+    declared = set(check_declared_types(declared))
     try:
         reported = sio.get_untrusted_types(data=artifact)
     except Exception as exc:  # skops raises assorted errors on corrupt input
         raise IntegrityError(f"artifact is not a readable skops file: {exc}") from exc
-    refused = sorted(t for t in reported if not _is_allowed_type(t))
+    refused = sorted(t for t in reported if t not in declared and not _is_allowed_type(t))
     if refused:
-        raise IntegrityError(f"artifact contains types that are not allowed: {', '.join(refused)}")
+        raise IntegrityError(
+            f"artifact contains types that are not allowed: {', '.join(refused)}; if you trust them, declare "
+            f"them in the model family's config: train.families.<family>.trusted_types: [{', '.join(refused)}]")
     return sorted(reported)
 
 
-def dumps_model(model: Any) -> tuple[bytes, list[str]]:
-    """Serialize ``model`` with skops; check it loads back with the audited trusted types."""
+def dumps_model(model: Any, declared: Any = ()) -> tuple[bytes, list[str]]:
+    """Serialize ``model`` with skops; check it loads back with the audited (and declared) types."""
     import skops.io as sio
 
     try:
         artifact = sio.dumps(model)
     except Exception as exc:
         raise RegistryError(f"cannot serialize {type(model).__name__} with skops: {exc}") from exc
-    trusted = trusted_types(artifact)
+    trusted = trusted_types(artifact, declared)
     loads_model(artifact, trusted)
     return artifact, trusted
 
@@ -239,12 +255,16 @@ class Registry:
         parent: str | None = None,
         extra: dict | None = None,
         version: str | None = None,
+        trusted_types: Any = (),
     ) -> str:
         """Store ``model`` as a new immutable version and return its name (``v1``, ``v2``, …).
 
         ``version`` pins the name (an existing one raises :class:`VersionExistsError`);
         by default the next free number is taken. The version becomes visible only once
-        every file is written; on any failure nothing of it remains.
+        every file is written; on any failure nothing of it remains. ``trusted_types``
+        are non-scikit-learn types the caller vouches for (a user estimator's classes);
+        they are recorded as ``artifact.declared_types`` and trusted when loading it.
+        A classifier's ``classes_`` are recorded as ``classes``.
         """
         params, metrics, extra = plain(dict(params)), plain(dict(metrics)), plain(dict(extra or {}))
         profile_files = dict(profile_files or {})
@@ -252,13 +272,14 @@ class Registry:
             _check_name(name, "profile file name")
         if parent is not None:
             parent = self.resolve(parent)
-        artifact, trusted = dumps_model(model)
+        declared = check_declared_types(trusted_types)
+        artifact, trusted = dumps_model(model, declared)
         version, claim = self._claim(version)
         try:
-            metadata = self._write_version(version, artifact, trusted, profile_files, {
+            metadata = self._write_version(version, artifact, (trusted, declared), profile_files, {
                 "params": params, "metrics": metrics, "data_fingerprint": data_fingerprint,
                 "config_hash": config_hash, "parent": parent, "extra": extra,
-                "estimator": type(model).__name__,
+                "estimator": type(model).__name__, "classes": plain(list(getattr(model, "classes_", []))),
             })
         except BaseException:
             self._discard(version)
@@ -268,8 +289,9 @@ class Registry:
                           data_fingerprint=data_fingerprint, config_hash=config_hash, metrics=metrics)
         return version
 
-    def _write_version(self, version: str, artifact: bytes, trusted: list[str],
+    def _write_version(self, version: str, artifact: bytes, types: tuple[list[str], list[str]],
                        profile_files: dict[str, bytes], lineage: dict) -> dict:
+        trusted, declared = types
         self.storage.write_bytes(self._rel(version, ARTIFACT), artifact)
         for name, data in profile_files.items():
             self.storage.write_bytes(self._rel(version, PROFILE_DIR, name), data)
@@ -279,7 +301,7 @@ class Registry:
             "created": _now(),
             **lineage,
             "artifact": {"file": ARTIFACT, "format": "skops", "sha256": _sha256(artifact),
-                         "bytes": len(artifact), "trusted_types": trusted},
+                         "bytes": len(artifact), "trusted_types": trusted, "declared_types": declared},
             "profile_files": {name: _sha256(data) for name, data in sorted(profile_files.items())},
             "packages": package_versions(),
             "git_commit": git_commit(),
@@ -366,7 +388,7 @@ class Registry:
         meta = self.metadata(ref)
         artifact = self.storage.read_bytes(self._rel(meta["version"], meta["artifact"]["file"]))
         self._verify(artifact, meta["artifact"]["sha256"], f"{meta['version']}/{meta['artifact']['file']}")
-        return loads_model(artifact, trusted_types(artifact))
+        return loads_model(artifact, trusted_types(artifact, meta["artifact"].get("declared_types", [])))
 
     def read_profile_file(self, ref: str, name: str) -> bytes:
         """A reference profile file stored with a version, verified against its sha256."""
@@ -489,6 +511,7 @@ __all__ = [
     "plain",
     "git_commit",
     "trusted_types",
+    "check_declared_types",
     "dumps_model",
     "loads_model",
 ]

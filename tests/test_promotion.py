@@ -23,6 +23,7 @@ from registry_fixtures import (  # noqa: F401
     storage,
 )
 from ray_mlops.config import GateConfig
+from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import ConfigError, DataError, VersionNotFoundError
 from ray_mlops.promotion import GateDecision, gate_and_promote, gate_metric
 from ray_mlops.registry import Registry
@@ -34,13 +35,13 @@ GATE = GateConfig()
 
 @pytest.fixture(scope="module")
 def models():
-    three_class = TRAIN.assign(failed=np.arange(len(TRAIN)) % 3)
+    worded = TRAIN.assign(failed=TRAIN["failed"].map({0: "no", 1: "yes"}))
     return {
         "weak": fit_weak(TRAIN),
         "good": fit_pipeline(TRAIN, "logreg"),
         "hgb": fit_pipeline(TRAIN, "hgb"),
         "shuffled": fit_pipeline(TRAIN, "forest", shuffle_labels=True),
-        "three_class": fit_pipeline(three_class, "logreg"),
+        "string_classes": fit_pipeline(worded, "logreg"),
         "regressor": fit_regressor(TRAIN),
         "shuffled_regressor": fit_regressor(TRAIN, shuffle_labels=True),
     }
@@ -108,11 +109,11 @@ def test_tolerance_lets_an_equal_model_through(tmp_path, models):
     assert not already.promoted and "already production" in already.reason
 
 
-@pytest.mark.parametrize("broken", ["three_class", "regressor", "other_schema"])
+@pytest.mark.parametrize("broken", ["string_classes", "regressor", "other_schema"])
 def test_smoke_test_failure_blocks_promotion(tmp_path, models, broken):
     registry = Registry(str(tmp_path), "failures")
     gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
-    # a 3-class model, a regressor (no predict_proba), a model fitted on a column the holdout lacks
+    # classes that are not the holdout's labels, a regressor (no predict_proba), a model fitted on a column the holdout lacks
     model = _fit_on_renamed(TRAIN) if broken == "other_schema" else models[broken]
     decision = gate_and_promote(registry, register(registry, model), HOLDOUT, SCHEMA, GATE)
     assert not decision.promoted and not decision.smoke_test.passed
@@ -187,3 +188,76 @@ def test_log_loss_gate_minimizes(tmp_path, models):
     assert first.promoted and first.candidate_score < first.baseline_score - gate.min_gain_over_baseline
     worse = gate_and_promote(registry, register(registry, models["shuffled"]), HOLDOUT, SCHEMA, gate)
     assert not worse.promoted and worse.candidate_score > worse.production_score
+
+
+# -- multi-class (real data: scikit-learn's bundled datasets) ------------------------------
+def _multiclass_tables(loader, *, words: bool = False):
+    """(train, holdout, schema) of a bundled dataset split 2:1, labels as ints or class names."""
+    from sklearn.datasets import load_iris, load_wine
+
+    data = {"iris": load_iris, "wine": load_wine}[loader](as_frame=True)
+    frame = data.frame.rename(columns=lambda c: c.replace(" ", "_").replace("(", "").replace(")", "").replace("/", "_"))
+    frame = frame.assign(id=[f"e{i:04d}" for i in range(len(frame))])
+    if words:
+        frame["target"] = np.asarray(data.target_names)[frame["target"]]
+    features = [c for c in frame.columns if c not in ("target", "id")]
+    schema = FeatureSchema("id", "target", "classification", {c: "numeric" for c in features})
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    cut = 2 * len(frame) // 3
+    return shuffled.iloc[:cut], shuffled.iloc[cut:], schema
+
+
+def _fit_multiclass(train, schema, *, shuffle: bool = False, C: float = 1.0):
+    from sklearn.preprocessing import StandardScaler
+
+    y = train[schema.label].to_numpy()
+    if shuffle:
+        y = np.random.default_rng(3).permutation(y)
+    return Pipeline([("scale", StandardScaler()), ("est", LogisticRegression(C=C, max_iter=2000))]).fit(
+        train[list(schema.features)], y)
+
+
+@pytest.mark.parametrize("loader, words", [("iris", False), ("wine", True)])
+@pytest.mark.parametrize("metric, mode", [("roc_auc", "max"), ("log_loss", "min"), ("macro_f1", "max"),
+                                          ("accuracy", "max")])
+def test_multiclass_gate_compares_with_the_class_prior_then_with_production(tmp_path, loader, words, metric, mode):
+    from scipy.stats import entropy
+
+    train, holdout, schema = _multiclass_tables(loader, words=words)
+    gate = GateConfig(metric=metric, mode=mode)
+    registry = Registry(str(tmp_path), "species")
+    good = gate_and_promote(registry, register(registry, _fit_multiclass(train, schema)), holdout, schema, gate)
+    assert good.promoted and good.smoke_test.passed, good.reason
+    prior = holdout["target"].value_counts(normalize=True).to_numpy()
+    expected_baseline = {"roc_auc": 0.5, "log_loss": entropy(prior), "accuracy": prior.max()}
+    if metric in expected_baseline:
+        assert good.baseline_score == pytest.approx(expected_baseline[metric])
+    noise = gate_and_promote(registry, register(registry, _fit_multiclass(train, schema, shuffle=True)),
+                             holdout, schema, gate)
+    assert not noise.promoted and "worse than production v1" in noise.reason
+    assert registry.get_alias("production") == "v1"
+    classes = registry.metadata("v1")["classes"]
+    assert classes == sorted(train["target"].unique().tolist()) and len(classes) == 3
+
+
+def test_a_new_multiclass_model_that_does_not_beat_the_prior_stays_out(tmp_path):
+    train, holdout, schema = _multiclass_tables("wine")
+    registry = Registry(str(tmp_path), "wine")
+    gate = GateConfig(metric="log_loss", mode="min")
+    decision = gate_and_promote(registry, register(registry, _fit_multiclass(train, schema, shuffle=True)),
+                                holdout, schema, gate)
+    assert not decision.promoted and "does not beat the baseline" in decision.reason
+    assert decision.candidate_score > decision.baseline_score
+
+
+def test_multiclass_gate_refuses_the_binary_f1_and_unknown_holdout_classes(tmp_path):
+    train, holdout, schema = _multiclass_tables("iris", words=True)
+    registry = Registry(str(tmp_path), "species")
+    version = register(registry, _fit_multiclass(train, schema))
+    with pytest.raises(ConfigError, match="gate.metric 'f1' is for two classes.*macro_f1"):
+        gate_and_promote(registry, version, holdout, schema, GateConfig(metric="f1"))
+    assert registry.get_alias("candidate") is None
+    two_species = train[train["target"] != "virginica"]
+    narrow = register(registry, _fit_multiclass(two_species, schema))
+    decision = gate_and_promote(registry, narrow, holdout, schema, GATE)
+    assert not decision.smoke_test.passed and "virginica" in decision.smoke_test.detail

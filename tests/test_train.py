@@ -108,7 +108,8 @@ def _bad_space(family: str, param: str, spec: dict) -> TrainConfig:
     (lambda f: f.assign(failed=0), None, "single class"),
     (lambda f: f.assign(failed=f["failed"].where(f.index % 50 != 0)), None, "missing values"),
     (lambda f: f.drop(columns=["vib"]), None, "lacks columns"),
-    (lambda f: f.assign(failed=f["failed"] + 1), None, "must be 0/1"),
+    (lambda f: f.assign(failed=f["failed"] + 0.5), None, "non-integer"),
+    (lambda f: f.assign(failed=np.arange(len(f)) % 3), tiny_config(metric="f1"), "'f1' is for two classes"),
     (lambda f: f.head(3), None, "split"),
     (None, _bad_space("random_forest", "max_depth", {"type": "choice", "values": ["deep"]}), "max_depth"),
     (None, _bad_space("random_forest", "n_estimators", {"type": "randint", "low": 1.5, "high": 9}), "cannot be sampled"),
@@ -144,7 +145,8 @@ def test_search_returns_the_refit_best_model(searched):
     trials = result.trials
     assert len(trials) == 4 and (trials["status"] == "ok").all()
     assert set(trials["family"]) == {"logistic_regression", "hist_gradient_boosting", "random_forest"}
-    assert set(result.metrics) == {"roc_auc", "log_loss", "accuracy", "f1"}
+    assert set(result.metrics) == {"roc_auc", "log_loss", "accuracy", "f1", "macro_f1"}
+    assert result.classes == [0, 1]
     assert result.score == pytest.approx(trials["roc_auc"].max(), abs=1e-12)
     assert isinstance(result.model, Pipeline)
     train, valid = split_by_key(frame.sort_values("machine_id"), "machine_id", 0.2)
@@ -233,3 +235,21 @@ def test_an_interrupted_search_resumes_where_it_stopped(ray_session, tmp_path):
     assert list(resumed.trials["trial_id"]) == list(interrupted.trials["trial_id"])
     after = _runs(markers)
     assert {t for t in after if after[t] != before[t]} == failed  # finished trials did not run again
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("metric, mode", [("roc_auc", "max"), ("log_loss", "min")])
+def test_a_multiclass_search_with_string_labels_picks_and_refits_the_best(ray_session, tmp_path, metric, mode):
+    from test_multiclass import bundled_table
+    from sklearn.datasets import load_wine
+
+    frame, schema = bundled_table(load_wine, words=True)
+    config = tiny_config(metric=metric, mode=mode, validation_fraction=0.3)
+    result = run_search(frame, schema, config, Storage(str(tmp_path)))
+    assert (result.trials["status"] == "ok").all()
+    assert set(result.metrics) == {"roc_auc", "log_loss", "accuracy", "macro_f1"}
+    assert result.trials["f1"].isna().all() and result.trials["macro_f1"].notna().all()
+    best = result.trials[metric].max() if mode == "max" else result.trials[metric].min()
+    assert result.score == pytest.approx(best, abs=1e-9)
+    assert result.classes == ["class_0", "class_1", "class_2"]
+    assert result.metrics["accuracy"] > 0.85 and result.metrics["roc_auc"] > 0.95

@@ -141,14 +141,26 @@ def build_pipeline(schema: FeatureSchema, family: str, params: dict[str, Any], s
     return Pipeline([("features", build_preprocessor(schema)), ("model", estimator)])
 
 
+def label_values(label: pd.Series, task: str) -> np.ndarray:
+    """The label as the estimator sees it: float (regression); int64 or str classes.
+
+    Numeric class labels (ints, bools, integral floats) become int64, anything else str.
+
+    >>> label_values(pd.Series([1.0, 0.0]), "classification").dtype
+    dtype('int64')
+    >>> label_values(pd.Series(["b", "a"]), "classification").tolist()
+    ['b', 'a']
+    """
+    if task != "classification":
+        return label.to_numpy().astype(float)
+    if pd.api.types.is_bool_dtype(label) or pd.api.types.is_numeric_dtype(label):
+        return label.to_numpy().astype(np.int64)
+    return label.map(str).to_numpy(dtype=object)
+
+
 def features_and_label(frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, np.ndarray]:
     """The feature columns (in schema order) and the label as a numpy array."""
-    label = frame[schema.label].to_numpy()
-    if schema.task == "classification":
-        label = label.astype(int)
-    else:
-        label = label.astype(float)
-    return frame[list(schema.features)], label
+    return frame[list(schema.features)], label_values(frame[schema.label], schema.task)
 
 
 def stage_schedule(total: int, stages: int = STAGES) -> list[int]:
@@ -236,6 +248,7 @@ __all__ = [
     "fit_pipeline",
     "fit_stages",
     "key_fraction",
+    "label_values",
     "split_by_key",
     "stage_schedule",
 ]

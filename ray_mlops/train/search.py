@@ -42,7 +42,14 @@ from ray_mlops.config import SearchParam, TrainConfig
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import TrainError
 from ray_mlops.storage import Storage
-from ray_mlops.train.metrics import classification_metrics, regression_metrics
+from ray_mlops.train.metrics import (
+    BINARY_METRICS,
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    classification_metrics,
+    metric_names,
+    regression_metrics,
+)
 from ray_mlops.train.pipelines import (
     ITERATIVE_FAMILIES,
     STAGES,
@@ -51,6 +58,7 @@ from ray_mlops.train.pipelines import (
     families,
     features_and_label,
     fit_pipeline,
+    label_values,
     fit_stages,
     split_by_key,
 )
@@ -59,10 +67,8 @@ log = logging.getLogger(__name__)
 
 TUNE_DIR = "tune"
 FAMILY_KEY = "family"
-METRICS = {
-    "classification": ("roc_auc", "log_loss", "accuracy", "f1"),
-    "regression": ("rmse", "mae", "r2"),
-}
+#: Every metric a trial of the task may report (``f1`` only for two classes).
+METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
 
 
 # -- the search space --------------------------------------------------------------------
@@ -167,7 +173,8 @@ def _check_columns(frame: pd.DataFrame, schema: FeatureSchema) -> None:
         raise TrainError(f"feature table lacks columns {missing}")
 
 
-def _check_label(frame: pd.DataFrame, schema: FeatureSchema, where: str = "training table") -> None:
+def _check_label(frame: pd.DataFrame, schema: FeatureSchema, where: str = "training table") -> list[Any]:
+    """The sorted class levels (classification; ``[]`` for regression), or a TrainError."""
     label = frame[schema.label]
     nans = int(label.isna().sum())
     if nans:
@@ -175,12 +182,24 @@ def _check_label(frame: pd.DataFrame, schema: FeatureSchema, where: str = "train
     if schema.task == "regression":
         if not pd.api.types.is_numeric_dtype(label):
             raise TrainError(f"label {schema.label!r} must be numeric for regression, got {label.dtype}")
-        return
-    levels = sorted(pd.unique(label).tolist())
+        return []
+    if pd.api.types.is_float_dtype(label) and not np.all(np.mod(label.to_numpy(), 1) == 0):
+        example = label[np.mod(label.to_numpy(), 1) != 0].iloc[0]
+        raise TrainError(
+            f"label {schema.label!r} has non-integer values (e.g. {example}) for classification; "
+            "declare the column `type: category` or `int`, or use task: regression")
+    levels = sorted(pd.unique(label_values(label, schema.task)).tolist())
     if len(levels) < 2:
-        raise TrainError(f"label {schema.label!r} has a single class {levels} in the {where}; need 0 and 1")
-    if not set(levels) <= {0, 1}:
-        raise TrainError(f"label {schema.label!r} must be 0/1 for classification, got levels {levels[:10]}")
+        raise TrainError(
+            f"label {schema.label!r} has a single class {levels} in the {where}; classification needs at least two")
+    return levels
+
+
+def _check_metric(metric: str, levels: list[Any]) -> None:
+    if len(levels) > 2 and metric in set(BINARY_METRICS) - set(metric_names("classification", len(levels))):
+        raise TrainError(
+            f"train.metric {metric!r} is for two classes; the label has {len(levels)} classes: "
+            f"use one of {list(metric_names('classification', len(levels)))}")
 
 
 def check_table(frame: pd.DataFrame, schema: FeatureSchema) -> None:
@@ -193,6 +212,17 @@ def check_table(frame: pd.DataFrame, schema: FeatureSchema) -> None:
     _check_label(frame, schema)
 
 
+def _check_classes(schema: FeatureSchema, train: pd.DataFrame, valid: pd.DataFrame) -> None:
+    """Every class of the validation split must occur in the training split."""
+    seen = set(_check_label(train, schema, "training split"))
+    only_valid = sorted(set(_check_label(valid, schema, "validation split")) - seen)
+    if only_valid:
+        rows = int(np.isin(label_values(valid[schema.label], schema.task), only_valid).sum())
+        raise TrainError(
+            f"label {schema.label!r}: classes {only_valid[:10]} occur only in the validation split "
+            f"({rows} rows), never in training; add examples of them or drop those rows")
+
+
 def _split(frame: pd.DataFrame, schema: FeatureSchema, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     ordered = frame.sort_values(schema.entity_key, kind="stable").reset_index(drop=True)
     train, valid = split_by_key(ordered, schema.entity_key, fraction)
@@ -201,8 +231,7 @@ def _split(frame: pd.DataFrame, schema: FeatureSchema, fraction: float) -> tuple
             f"the {len(frame)}-row table leaves an empty {'training' if train.empty else 'validation'} "
             f"split at validation_fraction={fraction}; more rows are needed"
         )
-    _check_label(train, schema, "training split")
-    _check_label(valid, schema, "validation split")
+    _check_classes(schema, train, valid)
     return train, valid
 
 
@@ -211,7 +240,7 @@ def evaluate(model: Pipeline, frame: pd.DataFrame, schema: FeatureSchema) -> dic
     """Validation metrics of a fitted ``model`` on ``frame`` (classification or regression)."""
     X, y = features_and_label(frame, schema)
     if schema.task == "classification":
-        return classification_metrics(y, model.predict_proba(X)[:, 1])
+        return classification_metrics(y, model.predict_proba(X), list(model.classes_))
     return regression_metrics(y, model.predict(X))
 
 
@@ -300,6 +329,11 @@ class SearchResult:
     def score(self) -> float:
         """The value of the optimized metric for the returned model."""
         return self.metrics[self.metric]
+
+    @property
+    def classes(self) -> list[Any]:
+        """The model's class labels in ``predict_proba`` column order (empty for regression)."""
+        return [c.item() if hasattr(c, "item") else c for c in getattr(self.model, "classes_", [])]
 
 
 def _trials_frame(grid: Any, task: str) -> pd.DataFrame:
@@ -424,6 +458,7 @@ def run_search(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     check_table(frame, schema)
     check_train_config(train_config, schema.task)
+    _check_metric(train_config.metric, _check_label(frame, schema))
     train, valid = _split(frame, schema, train_config.validation_fraction)
     name = name or f"search-{data_digest(frame, schema, train_config)[:16]}"
     storage_path, path, fs = _experiment(storage, name)
