@@ -15,6 +15,7 @@ as one line and exits non-zero, the HTTP layer maps them to status codes.
     ├── RegistryError        model registry problems
     │   ├── VersionNotFoundError
     │   ├── VersionExistsError
+    │   ├── AliasMovedError  an alias no longer names the version a change expected
     │   └── IntegrityError   artifact hash mismatch
     ├── ServingError         the inference service cannot be deployed or queried
     └── MonitorError         the drift monitor cannot run
@@ -63,6 +64,10 @@ class VersionExistsError(RegistryError):
     """A version with this name is already registered (versions are immutable)."""
 
 
+class AliasMovedError(RegistryError):
+    """An alias changed under a conditional update (e.g. a rollback expecting another version)."""
+
+
 class IntegrityError(RegistryError):
     """A stored artifact does not match its recorded sha256; it is never loaded."""
 
@@ -86,6 +91,7 @@ __all__ = [
     "RegistryError",
     "VersionNotFoundError",
     "VersionExistsError",
+    "AliasMovedError",
     "IntegrityError",
     "ServingError",
     "MonitorError",

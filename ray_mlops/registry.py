@@ -5,8 +5,14 @@ Layout under a :class:`~ray_mlops.storage.Storage` root (any ``pyarrow.fs`` URI)
     registry/<model>/v<N>/model.skops         the scikit-learn Pipeline (skops format)
     registry/<model>/v<N>/profile/<file>      reference profile files handed in by the caller
     registry/<model>/v<N>/metadata.json       lineage + sha256 of every file; written LAST
-    registry/<model>/aliases/<alias>.json     {"version", "history", ...}; replaced atomically
+    registry/<model>/aliases/<alias>/<generation>.json   one file per change of the alias
     registry/<model>/events/<ns>-<id>.json    append-only event log, one object per event
+
+An alias is the newest of its generation files (``0000000001.json``, …), each written
+with a create-if-absent write (a hard link locally, ``If-None-Match: *`` on S3): a change
+reads generation N and creates N + 1, and when another writer created it first it reads
+again and retries. So concurrent promotions and rollbacks never lose one another, and the
+generation files are the alias's complete, append-only history (:meth:`Registry.alias_log`).
 
 ``metadata.json`` is the completeness marker: a version folder without it (a register in
 progress, or one that crashed) is invisible to every reader. Version numbers are claimed
@@ -40,6 +46,7 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
+import json
 import platform
 import random
 import re
@@ -47,6 +54,7 @@ import subprocess
 import threading
 import time
 import uuid
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,7 +62,14 @@ from typing import Any
 import numpy as np
 
 from ray_mlops import telemetry
-from ray_mlops.errors import IntegrityError, RegistryError, StorageError, VersionExistsError, VersionNotFoundError
+from ray_mlops.errors import (
+    AliasMovedError,
+    IntegrityError,
+    RegistryError,
+    StorageError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from ray_mlops.storage import Storage
 
 ALIASES = ("production", "candidate")
@@ -70,6 +85,8 @@ _TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _PACKAGES = {"sklearn": "scikit-learn", "numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow",
              "ray": "ray", "skops": "skops", "ray_mlops": "ray-mlops"}
 _CLAIM_ATTEMPTS = 50
+_CAS_ATTEMPTS = 200
+_GENERATION_RE = re.compile(r"^[0-9]{10}\.json$")
 EVENTS_METRIC = "ray_mlops_registry_events"  # a counter, tagged model and kind
 
 # Types skops flags as "untrusted" that a scikit-learn Pipeline legitimately contains.
@@ -217,6 +234,32 @@ def loads_model(artifact: bytes, trusted: list[str]) -> Any:
         return sio.loads(artifact, trusted=trusted)
     except Exception as exc:
         raise IntegrityError(f"artifact cannot be deserialized: {exc}") from exc
+
+
+# -- aliases -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AliasChange:
+    """One change of an alias: generation ``generation`` points it at ``version``.
+
+    ``stack`` is what :meth:`Registry.rollback` walks back through (ending with
+    ``version``); ``action`` is ``set``, ``promote`` or ``rollback``.
+    """
+
+    alias: str
+    generation: int
+    version: str
+    previous: str | None
+    stack: tuple[str, ...]
+    action: str
+    reason: str
+    updated: str
+
+    def to_doc(self) -> dict:
+        return {**asdict(self), "stack": list(self.stack)}
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "AliasChange":
+        return cls(**{**doc, "stack": tuple(doc["stack"])})
 
 
 # -- the registry --------------------------------------------------------------------
@@ -408,36 +451,68 @@ class Registry:
                 f"{expected[:12]}…; refusing to load it")
 
     # -- aliases ------------------------------------------------------------------------
-    def _alias_doc(self, name: str) -> dict | None:
-        rel = self._rel("aliases", f"{_check_alias(name)}.json")
-        return self.storage.read_json(rel) if self.storage.exists(rel) else None
+    def _alias_rel(self, name: str, *parts: str) -> str:
+        return self._rel("aliases", _check_alias(name), *parts)
 
-    def _write_alias(self, name: str, version: str, history: list[str], reason: str) -> None:
-        doc = {"alias": name, "version": version, "history": history, "updated": _now(), "reason": reason}
-        self.storage.write_json(self._rel("aliases", f"{name}.json"), doc)
+    def _alias_log_names(self, name: str) -> list[str]:
+        return [n for n in self.storage.list(self._alias_rel(name)) if _GENERATION_RE.match(n)]
+
+    def _alias_state(self, name: str) -> AliasChange | None:
+        """The alias's newest change (its current state), or None when it was never set."""
+        names = self._alias_log_names(name)
+        if names:
+            return AliasChange.from_doc(self.storage.read_json(self._alias_rel(name, names[-1])))
+        legacy = self._rel("aliases", f"{name}.json")  # a store written before compare-and-swap
+        if self.storage.exists(legacy):
+            doc = self.storage.read_json(legacy)
+            return AliasChange(name, 0, doc["version"], None, tuple(doc["history"]), "set", doc.get("reason", ""), "")
+        return None
+
+    def _change_alias(self, name: str, decide: Any) -> AliasChange:
+        """Compare-and-swap: ``decide(current) -> (action, version, stack, reason)``; retried on conflict.
+
+        The change is written as generation ``current + 1`` with a create-if-absent write,
+        so of two concurrent writers one wins and the other re-reads and decides again.
+        """
+        for attempt in range(_CAS_ATTEMPTS):
+            current = self._alias_state(name)
+            action, version, stack, reason = decide(current)
+            change = AliasChange(name, (current.generation if current else 0) + 1, version,
+                                 current.version if current else None, tuple(stack), action, reason, _now())
+            rel = self._alias_rel(name, f"{change.generation:010d}.json")
+            if self.storage.create(rel, json.dumps(change.to_doc(), sort_keys=True).encode()):
+                return change
+            time.sleep(random.uniform(0.002, 0.02) * min(attempt + 1, 10))
+        raise RegistryError(f"alias {name!r} of {self.model_name}: still contended after {_CAS_ATTEMPTS} attempts")
 
     def get_alias(self, name: str) -> str | None:
-        doc = self._alias_doc(name)
-        return doc["version"] if doc else None
+        state = self._alias_state(name)
+        return state.version if state else None
 
     def aliases(self) -> dict[str, str | None]:
         return {name: self.get_alias(name) for name in ALIASES}
 
     def alias_history(self, name: str) -> list[str]:
-        """Versions the alias has pointed to, oldest first, ending with the current one."""
-        doc = self._alias_doc(name)
-        return list(doc["history"]) if doc else []
+        """The versions a rollback walks back through, oldest first, ending with the current one."""
+        state = self._alias_state(name)
+        return list(state.stack) if state else []
 
-    def _point(self, name: str, ref: str, reason: str) -> tuple[str, str | None]:
-        """Point alias ``name`` at the version ``ref`` resolves to; returns (version, previous)."""
+    def alias_log(self, name: str) -> list[AliasChange]:
+        """Every change of alias ``name``, oldest first: append-only and complete."""
+        return [AliasChange.from_doc(self.storage.read_json(self._alias_rel(name, n)))
+                for n in self._alias_log_names(name)]
+
+    def _point(self, name: str, ref: str, reason: str, action: str) -> AliasChange:
+        """Point alias ``name`` at the version ``ref`` resolves to (compare-and-swap)."""
         version = self.resolve(ref)
-        doc = self._alias_doc(name)
-        previous = doc["version"] if doc else None
-        history = list(doc["history"]) if doc else []
-        if previous != version:
-            history.append(version)
-        self._write_alias(name, version, history, reason)
-        return version, previous
+
+        def decide(current: AliasChange | None) -> tuple:
+            stack = list(current.stack) if current else []
+            if not stack or stack[-1] != version:
+                stack.append(version)
+            return action, version, stack, reason
+
+        return self._change_alias(name, decide)
 
     def set_alias(self, name: str, version: str, *, reason: str = "") -> str:
         """Point ``name`` (``production`` or ``candidate``) at ``version``, atomically.
@@ -445,36 +520,43 @@ class Registry:
         ``version`` may itself be an alias (``set_alias("production", "candidate")``);
         returns the version the alias now points at.
         """
-        version, previous = self._point(_check_alias(name), version, reason)
-        self.record_event("alias", alias=name, version=version, previous=previous, reason=reason)
-        return version
+        change = self._point(_check_alias(name), version, reason, "set")
+        self.record_event("alias", alias=name, version=change.version, previous=change.previous, reason=reason,
+                          generation=change.generation)
+        return change.version
 
     def promote(self, version: str, *, reason: str, scores: dict | None = None) -> str:
         """Make ``version`` (or the version an alias names) the production model.
 
         The previous production version is remembered, so :meth:`rollback` can return to it.
         """
-        version, previous = self._point("production", version, reason)
-        self.record_event("promote", version=version, previous=previous, reason=reason,
-                          scores=plain(dict(scores or {})))
-        return version
+        change = self._point("production", version, reason, "promote")
+        self.record_event("promote", version=change.version, previous=change.previous, reason=reason,
+                          scores=plain(dict(scores or {})), generation=change.generation)
+        return change.version
 
-    def rollback(self, reason: str = "manual", *, details: dict | None = None) -> str:
+    def rollback(self, reason: str = "manual", *, details: dict | None = None, expected: str | None = None) -> str:
         """Point ``production`` back at the version before it; returns that version.
 
-        ``details`` (e.g. the evidence of an automatic rollback) go into the event.
+        ``expected``: roll back only while production still names this version (otherwise
+        :class:`AliasMovedError`); ``details`` (e.g. the evidence of an automatic rollback)
+        go into the event.
         """
-        doc = self._alias_doc("production")
-        history = list(doc["history"]) if doc else []
-        if len(history) < 2:
-            current = history[-1] if history else None
-            raise RegistryError(f"model {self.model_name} has no earlier production version to roll back to"
-                                + (f" (production is {current})" if current else ""))
-        current, target = history[-1], history[-2]
-        self._write_alias("production", target, history[:-1], f"rollback: {reason}")
-        self.record_event("rollback", **{**plain(dict(details or {})), "version": target, "previous": current,
-                                         "reason": reason})
-        return target
+        def decide(current: AliasChange | None) -> tuple:
+            stack = list(current.stack) if current else []
+            if expected is not None and (current is None or current.version != expected):
+                raise AliasMovedError(f"production of {self.model_name} is {current.version if current else None}, "
+                                    f"not {expected}: nothing rolled back")
+            if len(stack) < 2:
+                raise RegistryError(f"model {self.model_name} has no earlier production version to roll back to"
+                                    + (f" (production is {stack[-1]})" if stack else ""))
+            return "rollback", stack[-2], stack[:-1], f"rollback: {reason}"
+
+        change = self._change_alias("production", decide)
+        self.record_event("rollback", **{**plain(dict(details or {})), "version": change.version,
+                                         "previous": change.previous, "reason": reason,
+                                         "generation": change.generation})
+        return change.version
 
     # -- events -------------------------------------------------------------------------
     @classmethod
@@ -505,6 +587,7 @@ class Registry:
 
 __all__ = [
     "ALIASES",
+    "AliasChange",
     "Registry",
     "is_version",
     "package_versions",

@@ -11,13 +11,14 @@ standard ``AWS_ENDPOINT_URL`` environment variable.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -170,6 +171,41 @@ class Storage:
     def write_json(self, rel: str, document: Any) -> None:
         self.write_bytes(rel, json.dumps(document, indent=2, sort_keys=True, default=str).encode())
 
+    def create(self, rel: str, data: bytes) -> bool:
+        """Write ``rel`` only if it does not exist yet; False when another writer has it.
+
+        The building block of compare-and-swap: of any number of concurrent creates of
+        one name exactly one returns True, and readers see the whole file or none.
+        Locally a staged file is hard-linked into place (``link`` fails on an existing
+        name); on S3 a ``PutObject`` with ``If-None-Match: *``. Other filesystems have no
+        conditional write through ``pyarrow.fs``: there it is check-then-write, which is
+        not safe against concurrent writers.
+        """
+        try:
+            if self.is_local:
+                return self._create_local(self.path(rel), data)
+            if isinstance(self.fs, pafs.S3FileSystem):
+                return _S3Conditional(self.location).create(self.path(rel), data)
+        except (pa.ArrowException, OSError) as exc:
+            raise StorageError(f"cannot create {self.uri(rel)}: {exc}") from exc
+        if self.exists(rel):
+            return False
+        self.write_bytes(rel, data)
+        return True
+
+    def _create_local(self, target: str, data: bytes) -> bool:
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        staging = f"{target}.tmp-{uuid.uuid4().hex}"
+        with open(staging, "wb") as out:
+            out.write(data)
+        try:
+            os.link(staging, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(staging)
+        return True
+
     def delete(self, rel: str) -> None:
         """Remove a file or a folder tree; absent is fine."""
         info = self._info(rel)
@@ -186,6 +222,40 @@ class Storage:
             return self.fs.get_file_info(self.path(rel) if rel else self.root)
         except (pa.ArrowException, OSError) as exc:
             raise StorageError(f"cannot reach {self.uri(rel)}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(options: tuple) -> Any:
+    import boto3  # boto3 clients are thread-safe: one per endpoint and keys
+
+    return boto3.client("s3", **dict(options))
+
+
+class _S3Conditional:
+    """Conditional S3 writes (``pyarrow.fs`` has none): boto3 with the URI's endpoint and keys."""
+
+    def __init__(self, location: str):
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(location).query).items()}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        if "endpoint_override" in query:
+            endpoint = f"{query.get('scheme', 'https')}://{query['endpoint_override']}"
+        self.options = {"endpoint_url": endpoint, "region_name": query.get("region"),
+                        "aws_access_key_id": query.get("access_key"), "aws_secret_access_key": query.get("secret_key")}
+
+    def create(self, path: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = path.partition("/")
+        try:
+            _s3_client(tuple(sorted((k, v) for k, v in self.options.items() if v))).put_object(
+                Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise OSError(str(exc)) from exc
+        except BotoCoreError as exc:
+            raise OSError(str(exc)) from exc
+        return True
 
 
 __all__ = ["Storage", "resolve"]

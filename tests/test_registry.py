@@ -246,9 +246,10 @@ def test_alias_files_are_replaced_atomically(storage):
         stop.set()
         thread.join()
     assert bad == [] and seen <= {"v1", "v2"}
-    assert storage.list("registry/m/aliases") == ["candidate.json"]  # no staging leftovers
-    doc = json.loads(storage.read_bytes("registry/m/aliases/candidate.json"))
-    assert doc["version"] == "v2" and doc["alias"] == "candidate"
+    names = storage.list("registry/m/aliases/candidate")  # one file per change, no staging leftovers
+    assert names == [f"{g:010d}.json" for g in range(1, 14)]
+    doc = json.loads(storage.read_bytes(f"registry/m/aliases/candidate/{names[-1]}"))
+    assert doc["version"] == "v2" and doc["alias"] == "candidate" and doc["generation"] == 13
 
 
 def test_promote_and_rollback_walk_back(storage):

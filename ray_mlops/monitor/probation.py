@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ray_mlops.config import Config
+from ray_mlops.errors import AliasMovedError
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
@@ -118,8 +119,11 @@ def roll_back(config: Config, storage: Storage, plan: dict, *, swap: Callable[[C
         history = registry.alias_history("production")
         if len(history) < 2 or history[-2] != target:
             return _failed(registry, plan, "registry", f"production history {history[-3:]} does not go back to {target}")
-        registry.rollback(reason=f"probation: {version} worse in production than promoted",
-                          details={"automatic": True, "retrain": plan.get("retrain"), **plan["evidence"]})
+        try:
+            registry.rollback(reason=f"probation: {version} worse in production than promoted", expected=version,
+                              details={"automatic": True, "retrain": plan.get("retrain"), **plan["evidence"]})
+        except AliasMovedError as exc:  # an operator changed production since it was read
+            return {"status": "skipped", "version": version, "target": target, "reason": str(exc)}
     elif production != target:
         return {"status": "skipped", "version": version, "target": target,
                 "reason": f"production moved to {production} meanwhile; nothing rolled back"}
