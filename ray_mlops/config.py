@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -158,13 +159,67 @@ class SearchParam(_Strict):
         return self
 
 
+_IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+
 class FamilyConfig(_Strict):
+    """One model family: a built-in shortcut (named by its key) or any estimator by import path.
+
+    ``search_space`` keys are constructor parameters of the estimator; a key containing
+    ``__`` is a ``Pipeline.set_params`` path (``features__notes_word__tfidf__max_features``).
+    ``params`` are fixed constructor parameters (sampled ones override them).
+    ``trusted_types`` are the non-scikit-learn types the fitted model holds that the
+    registry may load (the ``estimator`` class itself is trusted by naming it here).
+    """
+
     enabled: bool = True
+    estimator: str | None = None  # e.g. sklearn.svm.SVC, mypkg.models.MyClassifier; null: the built-in of this name
+    params: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
+    trusted_types: list[str] = Field(default_factory=list)
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_IMPORT_PATH, value):
+            raise ValueError(f"estimator must be an import path module.Class (e.g. sklearn.svm.SVC), got {value!r}")
+        return value
+
+    @field_validator("trusted_types")
+    @classmethod
+    def _type_paths(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if not re.match(_IMPORT_PATH, t)]
+        if bad:
+            raise ValueError(f"trusted_types must be dotted type names module.Class, got {bad}")
+        return value
+
+
+class TextConfig(_Strict):
+    """The learned TF-IDF steps of each ``text`` feature (defaults; a family may search them)."""
+
+    word_ngrams: tuple[int, int] | None = (1, 2)  # word n-gram range; null: no word step
+    char_ngrams: tuple[int, int] | None = (2, 5)  # char_wb n-gram range; null: no char step
+    max_features: int | None = Field(default=20000, ge=1)  # per step; null: the whole vocabulary
+    min_df: int | float = Field(default=2, gt=0)  # a term must occur in this many documents (a float: a share)
+    sublinear_tf: bool = True
+    svd_components: int = Field(default=100, ge=1)  # for estimators that need dense input: TruncatedSVD per step
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "TextConfig":
+        for name in ("word_ngrams", "char_ngrams"):
+            low_high = getattr(self, name)
+            if low_high is not None and not 1 <= low_high[0] <= low_high[1]:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {list(low_high)}")
+        if self.word_ngrams is None and self.char_ngrams is None:
+            raise ValueError("word_ngrams and char_ngrams cannot both be null")
+        if isinstance(self.min_df, float) and self.min_df >= 1.0:
+            raise ValueError(f"min_df as a share must be below 1.0, got {self.min_df}")
+        return self
 
 
 class TrainConfig(_Strict):
     families: dict[str, FamilyConfig] = Field(default_factory=dict)
+    text: TextConfig = Field(default_factory=TextConfig)
     num_samples: int = Field(default=6, ge=1)
     max_concurrent_trials: int = Field(default=2, ge=1)
     metric: str = "roc_auc"

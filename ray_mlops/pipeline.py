@@ -60,6 +60,7 @@ def register_search(config: Config, storage: Storage, search: SearchResult, inge
         config_hash=config.digest(),
         profile_files=profile_files(storage, ingest),
         parent=registry.get_alias("production"),
+        trusted_types=search.trusted_types,
         extra={
             "trials": len(search.trials),
             "train_rows": search.train_rows,

@@ -139,6 +139,53 @@ def test_trusted_types_are_the_audited_sklearn_ones(models):
         trusted_types(b"definitely not a zip file")
 
 
+def _user_model():
+    """A Pipeline around a user's own estimator whose fitted state holds another user type."""
+    from user_estimators import SoftCentroidClassifier
+
+    return make_pipeline(SoftCentroidClassifier()).fit(X[NUMERIC].fillna(0).to_numpy(), FRAME["failed"].to_numpy())
+
+
+USER_TYPES = ["user_estimators.CentroidCounts", "user_estimators.SoftCentroidClassifier"]
+
+
+def test_declared_types_are_trusted_recorded_and_reused_on_load(storage):
+    registry = Registry(storage, "m")
+    model = _user_model()
+    version = registry.register(model, **REGISTER_ARGS, trusted_types=list(reversed(USER_TYPES)))
+    meta = registry.metadata(version)
+    assert meta["artifact"]["declared_types"] == USER_TYPES
+    assert set(USER_TYPES) <= set(meta["artifact"]["trusted_types"])
+    assert meta["classes"] == [0, 1]
+    loaded = registry.load(version)
+    data = X[NUMERIC].fillna(0).to_numpy()
+    assert np.array_equal(loaded.predict_proba(data), model.predict_proba(data))
+
+
+@pytest.mark.parametrize("declared", [[], ["user_estimators.SoftCentroidClassifier"]])
+def test_an_undeclared_user_type_is_refused_naming_what_to_declare_where(tmp_path, declared):
+    registry = Registry(Storage(str(tmp_path)), "m")
+    with pytest.raises(IntegrityError) as caught:
+        registry.register(_user_model(), **REGISTER_ARGS, trusted_types=declared)
+    message = str(caught.value)
+    assert "user_estimators.CentroidCounts" in message and "train.families.<family>.trusted_types" in message
+    assert ("user_estimators.SoftCentroidClassifier" in message) == (not declared)
+    assert registry.versions() == [] and registry.events() == []
+    with pytest.raises(RegistryError, match="dotted type names"):
+        registry.register(_user_model(), **REGISTER_ARGS, trusted_types="user_estimators.CentroidCounts")
+
+
+def test_a_declaration_does_not_outlive_its_version(tmp_path):
+    registry = Registry(Storage(str(tmp_path)), "m")
+    version = registry.register(_user_model(), **REGISTER_ARGS, trusted_types=USER_TYPES)
+    meta_path = tmp_path / f"registry/m/{version}/metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["artifact"]["declared_types"] = []  # what a version registered without declarations holds
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="user_estimators.CentroidCounts"):
+        registry.load(version)
+
+
 # -- immutability, validation, partial writes ----------------------------------------------
 def test_versions_are_immutable(storage):
     registry = Registry(storage, "m")

@@ -1,116 +1,71 @@
 """The model factory: plain scikit-learn Pipelines built from a feature table's schema.
 
-A model is ``Pipeline([("features", ColumnTransformer), ("model", estimator)])``:
+A model is ``Pipeline([("features", ColumnTransformer), ("model", estimator)])``; the
+ColumnTransformer's steps, by feature kind (their names are ``Pipeline.set_params`` paths
+under ``features__``):
 
-* numeric features: median imputation (with missing-value indicators) and scaling;
-* categorical features: missing values (``NaN`` or ``None``) become the level
-  ``"missing"``, then one-hot encoding that ignores levels unseen in training.
+* ``numeric``: median imputation (with missing-value indicators) and scaling;
+* ``vector``: the components of a fixed-length representation: median imputation and
+  scaling, no indicators;
+* ``categorical``: missing values (``NaN`` or ``None``) become the level ``"missing"``,
+  then one-hot encoding that ignores levels unseen in training;
+* each ``text`` column ``c``: ``<c>_word`` (word n-grams) and ``<c>_char`` (``char_wb``
+  n-grams), each ``Pipeline([("tfidf", TfidfVectorizer)])`` with the ``train.text``
+  defaults, plus ``("svd", TruncatedSVD)`` when the estimator takes no sparse input (by its
+  scikit-learn tags). ``c`` in a step name has runs of ``_`` collapsed to one
+  (``notes__text`` → ``notes_text_word``), so a search-space key
+  ``features__notes_text_word__tfidf__max_features`` reaches it.
 
-Nothing here is custom code, so the registered artifact loads and can be inspected with
-scikit-learn alone (and serialized with skops without trusting extra types).
+The vocabulary is learned in ``fit`` and travels with the artifact: training and serving
+cannot disagree. Nothing here is custom code, so the registered artifact loads and can be
+inspected with scikit-learn alone (and serialized with skops without trusting extra types).
 
 >>> from ray_mlops.data.schema import FeatureSchema
->>> schema = FeatureSchema("id", "y", "classification", {"x": "numeric", "c": "categorical"})
+>>> schema = FeatureSchema("id", "y", "classification", {"x": "numeric", "c": "categorical", "notes": "text"})
 >>> pipe = build_pipeline(schema, "logistic_regression", {"C": 0.5}, seed=0)
->>> [name for name, _ in pipe.steps]
-['features', 'model']
->>> pipe.named_steps["model"].C
-0.5
+>>> [name for name, _ in pipe.steps], pipe.named_steps["model"].C
+(['features', 'model'], 0.5)
+>>> [name for name, _, _ in pipe.named_steps["features"].transformers]
+['numeric', 'categorical', 'notes_word', 'notes_char']
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from ray_mlops.config import FamilyConfig, TextConfig, TrainConfig
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import TrainError
+from ray_mlops.train.estimators import accepts_sparse, build_estimator, families, is_iterative
 
 MISSING_LEVEL = "missing"
 
-#: Families whose estimator trains in stages (reported per stage, early-stoppable).
-ITERATIVE_FAMILIES = frozenset({"hist_gradient_boosting"})
-#: How many stages an iterative family is trained (and reported) in.
+#: How many stages an iterative family (:func:`~ray_mlops.train.estimators.is_iterative`) is trained (and reported) in.
 STAGES = 4
-
-
-def _logistic(params: dict[str, Any], seed: int) -> BaseEstimator:
-    return LogisticRegression(**{"max_iter": 1000, **params, "random_state": seed})
-
-
-def _hgb_classifier(params: dict[str, Any], seed: int) -> BaseEstimator:
-    return HistGradientBoostingClassifier(**{"early_stopping": False, **params, "random_state": seed})
-
-
-def _hgb_regressor(params: dict[str, Any], seed: int) -> BaseEstimator:
-    return HistGradientBoostingRegressor(**{"early_stopping": False, **params, "random_state": seed})
-
-
-def _rf_classifier(params: dict[str, Any], seed: int) -> BaseEstimator:
-    return RandomForestClassifier(**{**params, "n_jobs": 1, "random_state": seed})
-
-
-def _rf_regressor(params: dict[str, Any], seed: int) -> BaseEstimator:
-    return RandomForestRegressor(**{**params, "n_jobs": 1, "random_state": seed})
-
-
-def _ridge(params: dict[str, Any], seed: int) -> BaseEstimator:
-    return Ridge(**{**params, "random_state": seed})
-
-
-ESTIMATORS: dict[str, dict[str, Callable[[dict[str, Any], int], BaseEstimator]]] = {
-    "classification": {
-        "logistic_regression": _logistic,
-        "hist_gradient_boosting": _hgb_classifier,
-        "random_forest": _rf_classifier,
-    },
-    "regression": {
-        "ridge": _ridge,
-        "hist_gradient_boosting": _hgb_regressor,
-        "random_forest": _rf_regressor,
-    },
-}
-
-
-def families(task: str) -> list[str]:
-    """The estimator families available for ``task`` ("classification" or "regression")."""
-    return sorted(ESTIMATORS.get(task, {}))
-
-
-def build_estimator(task: str, family: str, params: dict[str, Any], seed: int) -> BaseEstimator:
-    """The bare estimator of ``family`` for ``task``; a :class:`TrainError` names a bad one."""
-    factories = ESTIMATORS.get(task)
-    if factories is None:
-        raise TrainError(f"unknown task {task!r}; expected one of {sorted(ESTIMATORS)}")
-    if family not in factories:
-        raise TrainError(
-            f"unknown model family {family!r} for {task}; expected one of {families(task)}"
-        )
-    try:
-        return factories[family](dict(params), seed)
-    except TypeError as exc:
-        raise TrainError(f"family {family!r}: bad parameters {sorted(params)}: {exc}") from exc
 
 
 def _numeric_branch() -> Pipeline:
     return Pipeline([
         ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+        ("scale", StandardScaler()),
+    ])
+
+
+def _vector_branch() -> Pipeline:
+    return Pipeline([
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
         ("scale", StandardScaler()),
     ])
 
@@ -123,22 +78,79 @@ def _categorical_branch() -> Pipeline:
     ])
 
 
-def build_preprocessor(schema: FeatureSchema) -> ColumnTransformer:
-    """The feature step: numeric and categorical branches over the schema's columns."""
+def text_step_name(column: str) -> str:
+    """The ColumnTransformer step prefix of a text column: runs of ``_`` collapsed.
+
+    >>> text_step_name("notes__text")
+    'notes_text'
+    """
+    return re.sub(r"_{2,}", "_", column).strip("_") or "text"
+
+
+def _tfidf_branch(analyzer: str, ngrams: tuple[int, int], text: TextConfig, dense: bool, seed: int) -> Pipeline:
+    steps: list[tuple[str, Any]] = [("tfidf", TfidfVectorizer(
+        analyzer=analyzer, ngram_range=tuple(ngrams), max_features=text.max_features,
+        min_df=text.min_df, sublinear_tf=text.sublinear_tf, dtype=np.float64))]
+    if dense:
+        steps.append(("svd", TruncatedSVD(n_components=text.svd_components, random_state=seed)))
+    return Pipeline(steps)
+
+
+def _text_branches(schema: FeatureSchema, text: TextConfig, dense: bool, seed: int) -> list[tuple[str, Any, str]]:
+    branches, used = [], set()
+    for column in schema.text:
+        prefix = text_step_name(column)
+        if prefix in used:
+            raise TrainError(f"text columns {sorted(c for c in schema.text if text_step_name(c) == prefix)} "
+                             f"share the step name {prefix!r}; rename one")
+        used.add(prefix)
+        for kind, analyzer, ngrams in (("word", "word", text.word_ngrams), ("char", "char_wb", text.char_ngrams)):
+            if ngrams is not None:
+                branches.append((f"{prefix}_{kind}", _tfidf_branch(analyzer, ngrams, text, dense, seed), column))
+    return branches
+
+
+def build_preprocessor(schema: FeatureSchema, text: TextConfig | None = None, *, dense: bool = False,
+                       seed: int = 0) -> ColumnTransformer:
+    """The feature step over the schema's columns (``dense``: text reduced by TruncatedSVD)."""
     if not schema.features:
         raise TrainError("the feature schema has no features to train on")
-    branches = []
+    branches: list[tuple[str, Any, Any]] = []
     if schema.numeric:
         branches.append(("numeric", _numeric_branch(), schema.numeric))
+    if schema.vector:
+        branches.append(("vector", _vector_branch(), schema.vector))
     if schema.categorical:
         branches.append(("categorical", _categorical_branch(), schema.categorical))
+    branches += _text_branches(schema, text or TextConfig(), dense, seed)
     return ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=True)
 
 
-def build_pipeline(schema: FeatureSchema, family: str, params: dict[str, Any], seed: int) -> Pipeline:
-    """A plain, unfitted Pipeline: feature step + the ``family`` estimator with ``params``."""
-    estimator = build_estimator(schema.task, family, params, seed)
-    return Pipeline([("features", build_preprocessor(schema)), ("model", estimator)])
+def _split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(estimator constructor params, ``Pipeline.set_params`` paths: keys with ``__``)."""
+    paths = {k: v for k, v in params.items() if "__" in k}
+    return {k: v for k, v in params.items() if k not in paths}, paths
+
+
+def build_pipeline(schema: FeatureSchema, family: str, params: dict[str, Any], seed: int,
+                   config: TrainConfig | None = None) -> Pipeline:
+    """A plain, unfitted Pipeline: feature step + the ``family`` estimator with ``params``.
+
+    ``config`` (default: the built-in train config) gives the family's ``estimator``
+    import path and fixed ``params``, and the ``text`` defaults. Keys of ``params`` with
+    ``__`` are set on the Pipeline (``features__notes_word__tfidf__min_df``).
+    """
+    config = config or TrainConfig()
+    family_config = config.families.get(family) or FamilyConfig()
+    own, paths = _split_params({**family_config.params, **params})
+    estimator = build_estimator(schema.task, family, own, seed, family_config.estimator)
+    features = build_preprocessor(schema, config.text, dense=not accepts_sparse(estimator), seed=seed)
+    pipeline = Pipeline([("features", features), ("model", estimator)])
+    try:
+        pipeline.set_params(**paths)
+    except ValueError as exc:
+        raise TrainError(f"family {family!r}: bad pipeline parameter in {sorted(paths)}: {exc}") from exc
+    return pipeline
 
 
 def label_values(label: pd.Series, task: str) -> np.ndarray:
@@ -175,21 +187,22 @@ def stage_schedule(total: int, stages: int = STAGES) -> list[int]:
     return sorted(points)
 
 
-def fit_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, family: str) -> Iterator[int]:
+def fit_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, family: str | None = None) -> Iterator[int]:
     """Fit ``pipeline`` in place, yielding the iteration count after each stage.
 
-    Non-iterative families fit once and yield ``0``. Iterative ones fit the feature step
+    Whether it is staged depends on its estimator (:func:`is_iterative`; ``family`` is only
+    named in errors). Non-iterative ones fit once and yield ``0``. Iterative ones fit the feature step
     once, then grow the estimator with ``warm_start`` to each point of
     :func:`stage_schedule`; the result after the last stage equals a direct fit with the
     same seed, and stopping after stage *k* is reproduced by fitting with
     ``max_iter`` set to the yielded count.
     """
-    if family not in ITERATIVE_FAMILIES:
-        pipeline.fit(X, y)
+    features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+    if not is_iterative(model):
+        _fit(pipeline, X, y, family)
         yield 0
         return
-    features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
-    transformed = features.fit_transform(X, y)
+    transformed = _fit(features, X, y, family, transform=True)
     for n_iter in stage_schedule(model.max_iter):
         model.set_params(warm_start=True, max_iter=n_iter)
         model.fit(transformed, y)
@@ -197,11 +210,25 @@ def fit_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, family: str) 
     model.set_params(warm_start=False)
 
 
+def _fit(step: Any, X: pd.DataFrame, y: np.ndarray, family: str | None, transform: bool = False) -> Any:
+    """``step.fit`` (or ``fit_transform``); a learned text step that cannot fit is a TrainError."""
+    try:
+        return step.fit_transform(X, y) if transform else step.fit(X, y)
+    except ValueError as exc:
+        message = str(exc)
+        if "vocabulary" in message or "n_components" in message:
+            raise TrainError(
+                f"family {family!r}: a text step cannot be fitted ({message}); lower train.text.min_df "
+                f"(or svd_components for estimators that need dense input)") from exc
+        raise
+
+
 def fit_pipeline(
-    schema: FeatureSchema, family: str, params: dict[str, Any], seed: int, frame: pd.DataFrame
+    schema: FeatureSchema, family: str, params: dict[str, Any], seed: int, frame: pd.DataFrame,
+    config: TrainConfig | None = None,
 ) -> Pipeline:
     """Build and fully fit the pipeline of ``family`` on ``frame`` (deterministic in ``seed``)."""
-    pipeline = build_pipeline(schema, family, params, seed)
+    pipeline = build_pipeline(schema, family, params, seed, config)
     X, y = features_and_label(frame, schema)
     for _ in fit_stages(pipeline, X, y, family):
         pass
@@ -236,13 +263,12 @@ def split_by_key(frame: pd.DataFrame, key: str, validation_fraction: float) -> t
 
 
 __all__ = [
-    "ESTIMATORS",
-    "ITERATIVE_FAMILIES",
     "MISSING_LEVEL",
     "STAGES",
     "build_estimator",
     "build_pipeline",
     "build_preprocessor",
+    "text_step_name",
     "families",
     "features_and_label",
     "fit_pipeline",

@@ -10,8 +10,8 @@ The search space is data: ``{"family": choice(enabled families), "<family>": {pa
 domain}}``. A trial reads the parameters of its own family only, and the first trials
 cover every enabled family once before random sampling takes over.
 
-Iterative families (:data:`~ray_mlops.train.pipelines.ITERATIVE_FAMILIES`) report after
-each of their stages and are early-stopped by ASHA; the others report once and are never
+Iterative families (whose estimator :func:`~ray_mlops.train.estimators.is_iterative`:
+gradient boosting without early stopping) report after each of their stages and are early-stopped by ASHA; the others report once and are never
 stopped. Trial results live under ``<storage>/tune/<name>``: a search with the same name
 (by default derived from the data, the schema and the train config) resumes where an
 interrupted one stopped.
@@ -50,12 +50,10 @@ from ray_mlops.train.metrics import (
     metric_names,
     regression_metrics,
 )
+from ray_mlops.train.estimators import declared_types, inner_estimator, is_iterative
 from ray_mlops.train.pipelines import (
-    ITERATIVE_FAMILIES,
     STAGES,
-    build_estimator,
     build_pipeline,
-    families,
     features_and_label,
     fit_pipeline,
     label_values,
@@ -133,20 +131,35 @@ def _candidate_values(spec: SearchParam) -> list[Any]:
     return [float(spec.low), float(spec.high)]
 
 
-def _check_family_space(task: str, family: str, space: dict[str, SearchParam], seed: int) -> None:
-    """Build the estimator at every edge value of every dimension; sklearn validates them."""
-    if family not in families(task):
-        hint = " (logistic_regression is for classification; use ridge)" if task == "regression" else ""
-        raise TrainError(
-            f"train.families: unknown model family {family!r} for {task}; "
-            f"expected one of {families(task)}{hint}"
-        )
+def _param_owner(pipeline: Pipeline, param: str) -> Any:
+    """The (sub-)estimator a search-space key sets: a ``__`` path's owner, else the model."""
+    if "__" in param:
+        return pipeline.get_params()[param.rsplit("__", 1)[0]]
+    return inner_estimator(pipeline.named_steps["model"])
+
+
+def _probe_schema(task: str) -> FeatureSchema:
+    return FeatureSchema("id", "y", task, {"x": "numeric"})  # type: ignore[arg-type]
+
+
+def _check_family_space(train_config: TrainConfig, task: str, family: str, schema: FeatureSchema | None) -> None:
+    """Build the pipeline at every edge value of every dimension; sklearn validates them.
+
+    Without ``schema`` the ``__`` paths (which depend on the feature columns) are skipped.
+    """
+    space = {p: spec for p, spec in train_config.families[family].search_space.items()
+             if schema is not None or "__" not in p}
+    probe = schema or _probe_schema(task)
     base = {p: _candidate_values(spec)[0] for p, spec in space.items()}
+    build_pipeline(probe, family, base, train_config.seed, train_config)  # the estimator itself, its kind
     for param, spec in space.items():
         for value in _candidate_values(spec):
-            estimator = build_estimator(task, family, {**base, param: value}, seed)
+            pipeline = build_pipeline(probe, family, {**base, param: value}, train_config.seed, train_config)
+            owner = _param_owner(pipeline, param)
+            if not hasattr(owner, "_parameter_constraints"):
+                continue  # a class without scikit-learn's declared constraints: validated when it fits
             try:
-                estimator._validate_params()
+                owner._validate_params()
             except (TypeError, ValueError) as exc:
                 raise TrainError(
                     f"train.families.{family}.search_space.{param}: value {value!r} is not "
@@ -154,11 +167,14 @@ def _check_family_space(task: str, family: str, space: dict[str, SearchParam], s
                 ) from exc
 
 
-def check_train_config(train_config: TrainConfig, task: str) -> None:
-    """A :class:`TrainError` naming the first problem of the config for ``task``."""
+def check_train_config(train_config: TrainConfig, task: str, schema: FeatureSchema | None = None) -> None:
+    """A :class:`TrainError` naming the first problem of the config for ``task``.
+
+    With the feature ``schema``, search-space paths into the feature step are checked too.
+    """
     search_space(train_config)
     for name in enabled_families(train_config):
-        _check_family_space(task, name, train_config.families[name].search_space, train_config.seed)
+        _check_family_space(train_config, task, name, schema)
     if train_config.metric not in METRICS[task]:
         raise TrainError(
             f"train.metric {train_config.metric!r} is not reported for {task}; "
@@ -252,6 +268,7 @@ class TrialData:
     valid: pd.DataFrame
     schema: FeatureSchema
     seed: int
+    config: TrainConfig | None = None  # families' estimators and fixed params, text defaults
 
 
 def family_params(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -267,7 +284,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     can stop them; the others report once with ``n_iter`` 0.
     """
     family, params = family_params(config)
-    pipeline = build_pipeline(data.schema, family, params, data.seed)
+    pipeline = build_pipeline(data.schema, family, params, data.seed, data.config)
     X, y = features_and_label(data.train, data.schema)
     node_id = ray.get_runtime_context().get_node_id()
     started = time.perf_counter()
@@ -277,11 +294,21 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
                      "fit_seconds": time.perf_counter() - started})
 
 
+def iterative_families(train_config: TrainConfig, schema: FeatureSchema) -> frozenset[str]:
+    """The enabled families whose estimator is grown (and reported) in stages."""
+    return frozenset(name for name in enabled_families(train_config)
+                     if is_iterative(build_pipeline(schema, name, {}, 0, train_config).named_steps["model"]))
+
+
 class IterativeASHA(AsyncHyperBandScheduler):
-    """ASHA that only judges trials of iterative families; the others always continue."""
+    """ASHA that only judges trials of ``iterative`` families; the others always continue."""
+
+    def __init__(self, *, iterative: frozenset[str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.iterative = iterative
 
     def _judged(self, trial: Any) -> bool:
-        return trial.config.get(FAMILY_KEY) in ITERATIVE_FAMILIES
+        return trial.config.get(FAMILY_KEY) in self.iterative
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if not self._judged(trial):
@@ -295,10 +322,11 @@ class IterativeASHA(AsyncHyperBandScheduler):
         super().on_trial_complete(tune_controller, trial, result)
 
 
-def _scheduler(names: list[str]) -> IterativeASHA | None:
-    if not ITERATIVE_FAMILIES.intersection(names):
+def _scheduler(iterative: frozenset[str]) -> IterativeASHA | None:
+    if not iterative:
         return None
-    return IterativeASHA(time_attr="training_iteration", max_t=STAGES, grace_period=1, reduction_factor=2)
+    return IterativeASHA(iterative=iterative, time_attr="training_iteration", max_t=STAGES, grace_period=1,
+                         reduction_factor=2)
 
 
 # -- the result --------------------------------------------------------------------------
@@ -308,7 +336,9 @@ class SearchResult:
 
     ``metrics`` are the refit model's metrics on ``validation`` (the held-out split the
     promotion gate should compare on); ``params`` rebuild it exactly with
-    ``build_pipeline(schema, family, params, seed)`` fit on the training split.
+    ``build_pipeline(schema, family, params, seed, train_config)`` fit on the training
+    split. ``trusted_types`` are the family's declared non-scikit-learn types: register
+    the model with ``Registry.register(..., trusted_types=result.trusted_types)``.
     """
 
     family: str
@@ -324,6 +354,7 @@ class SearchResult:
     experiment_path: str
     train_rows: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    trusted_types: list[str] = field(default_factory=list)  # to pass to Registry.register
 
     @property
     def score(self) -> float:
@@ -369,15 +400,15 @@ def _best_row(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series:
 
 def refit_params(family: str, params: dict[str, Any], n_iter: Any) -> dict[str, Any]:
     """The params that reproduce a trial's model, including where ASHA stopped it."""
-    if family in ITERATIVE_FAMILIES and n_iter and not math.isnan(float(n_iter)):
+    if n_iter and not math.isnan(float(n_iter)):  # only iterative trials report n_iter > 0
         return {**params, "max_iter": int(n_iter)}
     return dict(params)
 
 
-def _refit(schema: FeatureSchema, row: pd.Series, seed: int, train: pd.DataFrame) -> tuple[Pipeline, dict]:
+def _refit(schema: FeatureSchema, row: pd.Series, train_config: TrainConfig, train: pd.DataFrame) -> tuple[Pipeline, dict]:
     params = refit_params(row["family"], row["params"], row["n_iter"])
     with threadpool_limits(limits=1):  # what a 1-CPU trial used: same arithmetic
-        model = fit_pipeline(schema, row["family"], params, seed, train)
+        model = fit_pipeline(schema, row["family"], params, train_config.seed, train, train_config)
     return model, params
 
 
@@ -406,8 +437,9 @@ def _can_restore(path: str, fs: Any) -> bool:
 
 
 def _tuner(
-    trainable: Any, train_config: TrainConfig, names: list[str], storage_path: str, fs: Any, name: str
+    trainable: Any, train_config: TrainConfig, iterative: frozenset[str], storage_path: str, fs: Any, name: str
 ) -> tune.Tuner:
+    names = enabled_families(train_config)
     points = [{FAMILY_KEY: family} for family in names][: train_config.num_samples]
     return tune.Tuner(
         trainable,
@@ -421,7 +453,7 @@ def _tuner(
                 max_concurrent=train_config.max_concurrent_trials,
                 random_state=train_config.seed,
             ),
-            scheduler=_scheduler(names),
+            scheduler=_scheduler(iterative),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -457,7 +489,7 @@ def run_search(
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     check_table(frame, schema)
-    check_train_config(train_config, schema.task)
+    check_train_config(train_config, schema.task, schema)
     _check_metric(train_config.metric, _check_label(frame, schema))
     train, valid = _split(frame, schema, train_config.validation_fraction)
     name = name or f"search-{data_digest(frame, schema, train_config)[:16]}"
@@ -467,17 +499,17 @@ def run_search(
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         storage_path, path, fs = _experiment(storage, name)
         restorable = False
-    data = TrialData(train=train, valid=valid, schema=schema, seed=train_config.seed)
+    data = TrialData(train=train, valid=valid, schema=schema, seed=train_config.seed, config=train_config)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, data=data), {"cpu": train_config.cpus_per_trial}
     )
-    names = enabled_families(train_config)
+    iterative = iterative_families(train_config, schema)
     try:
         if restorable:
             log.info("resuming Tune search %s", path)
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
         else:
-            tuner = _tuner(trainable, train_config, names, storage_path, fs, name)
+            tuner = _tuner(trainable, train_config, iterative, storage_path, fs, name)
         started = time.perf_counter()
         grid = tuner.fit()
         tune_seconds = time.perf_counter() - started
@@ -494,7 +526,8 @@ def _result(
 ) -> SearchResult:
     trials = _trials_frame(grid, schema.task)
     best = _best_row(trials, train_config.metric, train_config.mode)
-    model, params = _refit(schema, best, train_config.seed, train)
+    model, params = _refit(schema, best, train_config, train)
+    family = train_config.families[best["family"]]
     metrics = evaluate(model, valid, schema)
     reported = best[train_config.metric]
     if not np.isclose(metrics[train_config.metric], reported, rtol=0, atol=1e-9):
@@ -504,6 +537,7 @@ def _result(
         validation=valid, metric=train_config.metric, mode=train_config.mode,
         seed=train_config.seed, name=name, experiment_path=path, train_rows=len(train),
         extra={"best_trial_id": best["trial_id"]},
+        trusted_types=declared_types(schema.task, best["family"], family.estimator, family.trusted_types),
     )
 
 
@@ -517,6 +551,7 @@ __all__ = [
     "enabled_families",
     "evaluate",
     "family_params",
+    "iterative_families",
     "refit_params",
     "run_search",
     "search_space",
