@@ -333,6 +333,9 @@ class ModelServer:
     def check_health(self) -> None:
         if self.serving is None:
             raise ServingError("no model version loaded")
+        # Ray drops a gauge from its Prometheus endpoint ~20 s after its last set; Serve's
+        # health check (every serve.health_check_period_s) keeps the served version visible.
+        metrics()["version"].set(1, {"version": self.serving.version})
 
     # -- predicting -----------------------------------------------------------------
     def make_job(self, body: Any) -> Job:
