@@ -140,3 +140,11 @@ def test_example_events_config_names_every_nested_measurement():
     expected = [realdata.exam_path(kind, m) for kind in ("error", "worst") for m in realdata._MEASUREMENTS]
     assert exams.numeric_fields == expected
     assert exams.list_fields == ["slides"]
+
+
+def test_another_split_gives_other_keys_that_file_names_keep_whole(tmp_path):
+    first = realdata.export("images", tmp_path / "a", limit=10)
+    second = realdata.export("images", tmp_path / "b", limit=10, split=1)
+    assert not set(first.keys) & set(second.keys)
+    assert all(not re.search(r"_\d+$", key) for key in first.keys + second.keys)
+    np.testing.assert_array_equal(first.inputs, second.inputs)

@@ -73,9 +73,11 @@ class Exported:
     files: int
 
 
-def _keys(prefix: str, n: int) -> list[str]:
+def _keys(prefix: str, n: int, split: int = 0) -> list[str]:
+    """Entity keys; another ``split`` gives other keys, so ray_mlops' hash split puts other rows in validation."""
     # no "_<digits>" suffix: the default filename pattern strips it as a document number
-    return [f"{prefix}{i:05d}" for i in range(n)]
+    tag = f"{prefix}{split}x" if split else prefix
+    return [f"{tag}{i:05d}" for i in range(n)]
 
 
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -107,14 +109,14 @@ def _exam_events(key: str, row: pd.Series, rng: np.random.Generator) -> list[dic
     return events
 
 
-def export_tabular(root: Path, *, limit: int | None = None, seed: int = 0) -> Exported:
+def export_tabular(root: Path, *, limit: int | None = None, seed: int = 0, split: int = 0) -> Exported:
     """Breast cancer over ``patients.csv`` + ``exams/part-{0,1}.jsonl`` + ``labels.parquet``."""
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer()
     rows = _subset(len(data.target), limit, seed)
     X, y = data.data[rows], data.target[rows].astype(int)
-    keys, frame = _keys("p", len(rows)), pd.DataFrame(X, columns=tabular_columns())
+    keys, frame = _keys("p", len(rows), split), pd.DataFrame(X, columns=tabular_columns())
     root.mkdir(parents=True, exist_ok=True)
     mean_columns = [c for c in frame.columns if c.startswith("mean_")]
     frame[mean_columns].assign(patient_id=keys)[["patient_id", *mean_columns]].to_csv(root / "patients.csv", index=False)
@@ -140,14 +142,14 @@ def digit_png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def export_images(root: Path, *, limit: int | None = None, seed: int = 0) -> Exported:
+def export_images(root: Path, *, limit: int | None = None, seed: int = 0, split: int = 0) -> Exported:
     """The digits as ``images/<scan_id>.png`` + ``labels.csv`` (``scan_id``, ``digit``)."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
     rows = _subset(len(data.target), limit, seed)
     X, y = data.data[rows], data.target[rows].astype(int)
-    keys = _keys("scan", len(rows))
+    keys = _keys("scan", len(rows), split)
     (root / "images").mkdir(parents=True, exist_ok=True)
     for key, pixels in zip(keys, X):
         (root / "images" / f"{key}.png").write_bytes(digit_png(pixels))
@@ -210,11 +212,11 @@ def text_corpus() -> tuple[list[list[str]], list[str]]:
     return documents, topics
 
 
-def export_text(root: Path, *, limit: int | None = None, seed: int = 0) -> Exported:
+def export_text(root: Path, *, limit: int | None = None, seed: int = 0, split: int = 0) -> Exported:
     """The documentation corpus as ``docs/<doc_id>_<n>.txt`` (one per paragraph) + ``topics.csv``."""
     documents, topics = text_corpus()
     rows = _subset(len(documents), limit, seed)
-    keys = _keys("doc", len(rows))
+    keys = _keys("doc", len(rows), split)
     (root / "docs").mkdir(parents=True, exist_ok=True)
     files = 0
     for key, row in zip(keys, rows):
@@ -230,11 +232,11 @@ def export_text(root: Path, *, limit: int | None = None, seed: int = 0) -> Expor
 EXPORTERS = {"tabular": export_tabular, "images": export_images, "text": export_text}
 
 
-def export(name: str, root: Path, *, limit: int | None = None, seed: int = 0) -> Exported:
-    """Write dataset ``name`` (one of :data:`DATASETS`) under ``root``."""
+def export(name: str, root: Path, *, limit: int | None = None, seed: int = 0, split: int = 0) -> Exported:
+    """Write dataset ``name`` (one of :data:`DATASETS`) under ``root`` (``split``: see :func:`_keys`)."""
     if name not in EXPORTERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
-    return EXPORTERS[name](Path(root), limit=limit, seed=seed)
+    return EXPORTERS[name](Path(root), limit=limit, seed=seed, split=split)
 
 
 def main(argv: list[str] | None = None) -> int:
