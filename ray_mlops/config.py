@@ -13,14 +13,13 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from ray_mlops.errors import ConfigError
 
-DEFAULT_FILENAME_PATTERN = r"^(?P<key>.+?)(?:_\d+)?\.[A-Za-z0-9]+$"
 
 
 class _Strict(BaseModel):
@@ -39,9 +38,13 @@ class ColumnSpec(_Strict):
     levels: list[str] | None = None
 
 
-class _SourceBase(_Strict):
+class SourceSettings(_Strict):
+    """What every source's config has; each source type (a plugin in ``ray_mlops.data.sources``)
+    subclasses it with its own keys, and is picked by ``format``."""
+
     name: str
     path: str
+    format: str
 
     @field_validator("name")
     @classmethod
@@ -50,53 +53,30 @@ class _SourceBase(_Strict):
             raise ValueError(f"source name {value!r} must be letters, digits and underscores")
         return value
 
-
-class TableSource(_SourceBase):
-    """One row per entity: CSV or Parquet."""
-
-    format: Literal["csv", "parquet"]
-    columns: dict[str, ColumnSpec]
+    def column_spec(self, column: str) -> ColumnSpec | None:
+        """The declared checks of ``column`` when this source provides it as a table column (else None)."""
+        return None
 
 
-class EventsSource(_SourceBase):
-    """Nested JSON Lines, several records per entity, aggregated to one row per entity."""
+def _source_settings(raw: Any, index: int) -> SourceSettings:
+    """One ``data.sources`` entry validated by the config model of its ``format``'s plugin."""
+    if isinstance(raw, SourceSettings):
+        return raw
+    from ray_mlops.data.sources import source_type  # plugins are found by name, at validation time
 
-    format: Literal["jsonl"]
-    numeric_fields: list[str] = Field(default_factory=list)
-    categorical_fields: dict[str, list[str]] = Field(default_factory=dict)
-    list_fields: list[str] = Field(default_factory=list)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{index}: expected a mapping with 'name', 'format' and 'path'")
+    plugin = source_type(raw.get("format"))
+    if plugin is None:
+        from ray_mlops.data.sources import formats
 
-
-class TextSource(_SourceBase):
-    """A folder of UTF-8 text files named after the entity."""
-
-    format: Literal["text"]
-    keywords: list[str] = Field(default_factory=list)
-    hash_features: int = Field(default=8, ge=0, le=256)
-    filename_pattern: str = DEFAULT_FILENAME_PATTERN
-
-
-class ImageSource(_SourceBase):
-    """A folder of PNG images named after the entity."""
-
-    format: Literal["image"]
-    size: int = Field(default=32, ge=4, le=512)
-    filename_pattern: str = DEFAULT_FILENAME_PATTERN
-
-
-class TimeseriesSource(_SourceBase):
-    """Long-format readings (entity, time, signals...) in Parquet."""
-
-    format: Literal["timeseries"]
-    time_column: str = "timestamp"
-    signals: list[str]
-    window: int = Field(default=24, ge=2)
-
-
-Source = Annotated[
-    Union[TableSource, EventsSource, TextSource, ImageSource, TimeseriesSource],
-    Field(discriminator="format"),
-]
+        raise ValueError(f"{index}.format: unknown format {raw.get('format')!r}; known formats: {', '.join(formats())}")
+    try:
+        return plugin.Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in (index, *first["loc"]))
+        raise ValueError(f"{where}: {first['msg']}") from None
 
 
 class DataConfig(_Strict):
@@ -108,7 +88,14 @@ class DataConfig(_Strict):
     task: Literal["classification", "regression"] = "classification"
     max_reject_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     reference_sample: int = Field(default=5000, ge=10)
-    sources: list[Source]
+    sources: list[SerializeAsAny[SourceSettings]]
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _plugin_settings(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [_source_settings(raw, i) for i, raw in enumerate(value)]
 
     @model_validator(mode="after")
     def _label_in_one_table(self) -> "DataConfig":
@@ -123,13 +110,20 @@ class DataConfig(_Strict):
             )
         return self
 
-    def label_sources(self) -> list[TableSource]:
-        return [s for s in self.sources if isinstance(s, TableSource) and self.label in s.columns]
+    def label_sources(self) -> list[SourceSettings]:
+        return [s for s in self.sources if s.column_spec(self.label) is not None]
 
     @property
-    def label_source(self) -> TableSource:
+    def label_source(self) -> SourceSettings:
         """The table source that holds the label: the spine of the join."""
         return self.label_sources()[0]
+
+    @property
+    def label_spec(self) -> ColumnSpec:
+        """The label column's declared type and checks."""
+        spec = self.label_source.column_spec(self.label)
+        assert spec is not None  # guaranteed by validation
+        return spec
 
 
 class RayConfig(_Strict):
@@ -321,7 +315,7 @@ class Config(_Strict):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def resolve_source_path(self, source: _SourceBase) -> str:
+    def resolve_source_path(self, source: SourceSettings) -> str:
         """A source's path, relative to ``data.root`` unless absolute or a URI."""
         if "://" in source.path or Path(source.path).is_absolute():
             return source.path
@@ -335,6 +329,8 @@ def _bundled_default() -> Path:
 def _format_validation_error(origin: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "value_error" and where.endswith(".sources"):  # a plugin's own error names its entry
+        return f"{origin}: {where}.{str(first['msg']).removeprefix('Value error, ')}"
     extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
     return f"{origin}: {where}: {first['msg']}{extra}"
 

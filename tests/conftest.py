@@ -25,6 +25,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 NAMESPACE = "ray_mlops"
+# Ray workers import what tests hand them (a toy source type, a user-style estimator) by
+# module name, as a user's own plugin must be importable on every node: put tests/ on
+# their path (they inherit this process's environment).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(Path(__file__).resolve().parent)) if p)
 
 
 def _start_local_ray() -> None:

@@ -221,8 +221,11 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="label column 'nope'"):
         load_config(overrides={"data.label": "nope"})
-    with pytest.raises(ConfigError, match=r"data\.sources\.0: .*'xlsx'.*'format'"):
+    with pytest.raises(ConfigError, match=r"data\.sources\.0\.format: unknown format 'xlsx'; known formats: csv, image, jsonl"):
         load_config(overrides={"data.sources": [{"name": "x", "format": "xlsx", "path": "x"}]})
+    with pytest.raises(ConfigError, match=r"data\.sources\.4\.hash_features: Input should be less than or equal to 256"):
+        load_config(overrides={"data.sources": [*load_config().model_dump()["data"]["sources"][:4],
+                                                {"name": "n", "format": "text", "path": "n", "hash_features": 999}]})
 
 
 def test_bring_your_own_tabular_data(ray_session, tmp_path, repo_root):

@@ -13,34 +13,25 @@ else succeeded. Nothing is collected on the driver but counts and a bounded samp
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 import ray.data
 import ray.exceptions
 
-from ray_mlops.config import (
-    Config,
-    EventsSource,
-    ImageSource,
-    TableSource,
-    TextSource,
-    TimeseriesSource,
-)
-from ray_mlops.data import featurize, records
+from ray_mlops.config import Config
 from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
 from ray_mlops.data.quarantine import Quarantine, reject_frame
+from ray_mlops.data.sources import SourceType, sources_of
 from ray_mlops.data.schema import FEATURES_DIR, LATEST, FeatureSchema, IngestResult, cast_features, feature_schema
 from ray_mlops.errors import DataError, RejectRateError
 from ray_mlops.storage import Storage
@@ -52,133 +43,9 @@ BUCKET = "_bucket"
 SOURCE = "_source"
 COUNTS = "_counts"
 BUCKET_BYTES = 32 << 20
-FILES_PER_TASK = 1024
-
-
-# -- reading ------------------------------------------------------------------------
-def _check_columns(found: list[str], needed: list[str], source: str, location: str) -> None:
-    missing = [c for c in needed if c not in found]
-    if missing:
-        raise DataError(f"source {source!r}: {location} has no column {missing[0]!r} (columns: {found})")
-
-
-def _csv_header(fs, path: str) -> list[str]:
-    with fs.open_input_stream(path) as stream:
-        first = stream.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    return [c.strip().strip('"') for c in first.strip().split(",")]
-
-
-def _read_table(source: TableSource, listed: SourceFiles, key: str) -> ray.data.Dataset:
-    fs, files = listed.fs, listed.paths
-    needed = [key, *source.columns]
-    if source.format == "csv":
-        for path in files:
-            _check_columns(_csv_header(fs, path), needed, source.name, path)
-        options = pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in needed}, include_columns=needed, strings_can_be_null=True
-        )
-        return ray.data.read_csv(files, filesystem=fs, convert_options=options)
-    for path in files:
-        _check_columns(pq.read_schema(path, filesystem=fs).names, needed, source.name, path)
-    return read_parquet_files(fs, files, needed)
-
-
-def _read_source(source: Any, listed: SourceFiles, key: str) -> ray.data.Dataset:
-    if isinstance(source, TableSource):
-        return _read_table(source, listed, key)
-    fs, files = listed.fs, listed.paths
-    if isinstance(source, TimeseriesSource):
-        needed = [key, source.time_column, *source.signals]
-        _check_columns(pq.read_schema(files[0], filesystem=fs).names, needed, source.name, files[0])
-        return read_parquet_files(fs, files, needed)
-    return read_files(fs, files, per_task=1 if isinstance(source, EventsSource) else FILES_PER_TASK)
-
-
-class _ReadFiles:
-    """Read a chunk of files' bytes in one task (``read_binary_files`` pays ~1 ms per file)."""
-
-    def __init__(self, fs: Any):
-        self.fs = fs
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        paths = [path for chunk in batch["paths"] for path in json.loads(chunk)]
-        return {"path": paths, "bytes": [self._read(path) for path in paths]}
-
-    def _read(self, path: str) -> bytes:
-        with self.fs.open_input_stream(path) as stream:
-            return stream.read()
-
-
-def _file_chunks(files: list[str], per_task: int) -> ray.data.Dataset:
-    chunks = [json.dumps(files[i : i + per_task]) for i in range(0, len(files), per_task)]
-    return ray.data.from_items([{"paths": chunk} for chunk in chunks], override_num_blocks=len(chunks))
-
-
-def read_files(fs: Any, files: list[str], per_task: int = FILES_PER_TASK) -> ray.data.Dataset:
-    """A Dataset of ``path`` + ``bytes`` rows, read in parallel tasks of ``per_task`` files."""
-    return _file_chunks(files, per_task).map_batches(_ReadFiles(fs), batch_size=1, batch_format="numpy")
-
-
-class _ReadParquet:
-    """Read one Parquet file's ``columns`` in a task."""
-
-    def __init__(self, fs: Any, columns: list[str]):
-        self.fs, self.columns = fs, columns
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        paths = [path for chunk in batch["paths"] for path in json.loads(chunk)]
-        return pa.concat_tables(pq.read_table(p, columns=self.columns, filesystem=self.fs) for p in paths)
-
-
-def read_parquet_files(fs: Any, files: list[str], columns: list[str]) -> ray.data.Dataset:
-    """A Dataset of the Parquet files' ``columns``, one file per task."""
-    return _file_chunks(files, 1).map_batches(_ReadParquet(fs, columns), batch_size=1, batch_format="numpy")
 
 
 # -- the record and entity steps ----------------------------------------------------
-def _jsonl_batch(batch: pd.DataFrame, source: EventsSource, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Binary JSON Lines files → lines (non-UTF-8 lines rejected) → event records."""
-    lines, bad = [], []
-    for data in batch["bytes"]:
-        for raw in bytes(data).split(b"\n"):
-            try:
-                lines.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                bad.append(raw.decode("utf-8", errors="replace"))
-    good, rejects = records.event_records(pd.DataFrame({"text": lines}), source, key)
-    return good, pd.concat([rejects, reject_frame(source.name, ["not UTF-8 text"] * len(bad), bad)])
-
-
-def record_step(source: Any) -> Callable[[pd.DataFrame, Any, str], tuple[pd.DataFrame, pd.DataFrame]]:
-    """The record-level function of a source's format."""
-    return {
-        TableSource: records.table_records,
-        EventsSource: _jsonl_batch,
-        TextSource: records.text_records,
-        ImageSource: records.image_records,
-        TimeseriesSource: records.telemetry_records,
-    }[type(source)]
-
-
-def _table_entities(frame: pd.DataFrame, source: TableSource, key: str, quarantine: Quarantine) -> pd.DataFrame:
-    good, rejects = records.duplicate_keys(frame, source.name, key)
-    quarantine.write(rejects)
-    return good
-
-
-def entity_step(source: Any, key: str, quarantine: Quarantine) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """The entity-level function of a source: all records of an entity → one row."""
-    if isinstance(source, TableSource):
-        return lambda frame: _table_entities(frame, source, key, quarantine)
-    aggregate = {
-        EventsSource: featurize.event_entity_features,
-        TextSource: featurize.text_entity_features,
-        ImageSource: featurize.image_entity_features,
-        TimeseriesSource: featurize.telemetry_entity_features,
-    }[type(source)]
-    return lambda frame: aggregate(frame, source, key)
-
-
 def bucket_of(keys: pd.Series, buckets: int) -> np.ndarray:
     """A stable bucket per key (the same in every process and on every machine)."""
     hashed = pd.util.hash_pandas_object(keys.astype(str), index=False).to_numpy()
@@ -186,41 +53,35 @@ def bucket_of(keys: pd.Series, buckets: int) -> np.ndarray:
 
 
 class _RecordStep:
-    """A picklable map_batches callable: validate + featurize records, quarantine rejects."""
+    """A picklable map_batches callable: a source's record step, rejects to the quarantine."""
 
-    def __init__(self, source: Any, key: str, quarantine: Quarantine, buckets: int):
-        self.source, self.key, self.quarantine, self.buckets = source, key, quarantine, buckets
+    def __init__(self, source: SourceType, quarantine: Quarantine, buckets: int):
+        self.source, self.quarantine, self.buckets = source, quarantine, buckets
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        good, rejects = record_step(self.source)(batch, self.source, self.key)
+        good, rejects = self.source.records(batch)
         self.quarantine.write(rejects)
-        good[BUCKET] = bucket_of(good[self.key], self.buckets)
+        good[BUCKET] = bucket_of(good[self.source.key], self.buckets)
         good[SOURCE] = self.source.name
         return good
 
 
-def staged_records(source: Any, listed: SourceFiles, key: str, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
-    """One source read with Ray Data → its good records, tagged with source and bucket."""
-    raw = _read_source(source, listed, key)
-    step = _RecordStep(source, key, quarantine, buckets)
-    return raw.map_batches(step, batch_format="pandas", batch_size=_record_batch_size(source))
+def staged_records(source: SourceType, listed: SourceFiles, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
+    """One source read with Ray Data → its good records, tagged with source and bucket.
 
-
-def _record_batch_size(source: Any) -> int | None:
-    """Tables: batches of a Ray Data read. Files: one read task's output (a chunk of files).
-
-    The record step of a file source fuses with its read, and a fused batch size is also
-    the minimum number of *input* rows (chunks) per task: any fixed size would bundle many
-    chunks into one task and run the source on one core.
+    A file source's record step fuses with its read, and a fused batch size is also the
+    minimum number of *input* rows (chunks of files) per task: such sources use
+    ``record_batch_size = None`` (one read task's output) so they run on every core.
     """
-    return 16384 if isinstance(source, TableSource) else None
+    step = _RecordStep(source, quarantine, buckets)
+    return source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
 
 
 def stage_all(
-    sources: list[Any], listed: dict[str, SourceFiles], key: str, quarantine: Quarantine, staging: Storage, buckets: int
+    sources: list[SourceType], listed: dict[str, SourceFiles], quarantine: Quarantine, staging: Storage, buckets: int
 ) -> None:
     """Read every source in one Ray Data execution; write records by source and key bucket."""
-    parts = [staged_records(s, listed[s.name], key, quarantine, buckets) for s in sources]
+    parts = [staged_records(s, listed[s.name], quarantine, buckets) for s in sources]
     combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     combined.write_parquet(staging.path(), filesystem=staging.fs, partition_cols=[SOURCE, BUCKET])
 
@@ -236,7 +97,7 @@ def _read_bucket(staging: Storage, source: str, bucket: int) -> pd.DataFrame | N
 class _BucketStep:
     """One bucket of every source → entity rows per source → merged, checked feature rows."""
 
-    def __init__(self, sources: list[Any], schema: FeatureSchema, staging: Storage, quarantine: Quarantine):
+    def __init__(self, sources: list[SourceType], schema: FeatureSchema, staging: Storage, quarantine: Quarantine):
         self.sources, self.schema, self.staging, self.quarantine = sources, schema, staging, quarantine
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -248,17 +109,19 @@ class _BucketStep:
         accepted, merged = {}, pd.DataFrame({key: pd.Series(dtype=object)})
         for source in self.sources:
             entities = self._entities(source, bucket)
-            accepted[source.name] = _accepted_records(source, entities)
+            accepted[source.name] = source.accepted(entities)
             merged = merged.merge(entities, on=key, how="outer")
         self.staging.write_json(f"{COUNTS}/{bucket}.json", accepted)
         return self._finish(merged)
 
-    def _entities(self, source: Any, bucket: int) -> pd.DataFrame:
+    def _entities(self, source: SourceType, bucket: int) -> pd.DataFrame:
         key = self.schema.entity_key
         staged = _read_bucket(self.staging, source.name, bucket)
         if staged is None:
             return pd.DataFrame({key: pd.Series(dtype=object)})
-        return entity_step(source, key, self.quarantine)(staged.drop(columns=[BUCKET, SOURCE], errors="ignore"))
+        rows, rejects = source.entities(staged.drop(columns=[BUCKET, SOURCE], errors="ignore"))
+        self.quarantine.write(rejects)
+        return rows
 
     def _finish(self, frame: pd.DataFrame) -> pd.DataFrame:
         label = self.schema.label
@@ -271,21 +134,7 @@ class _BucketStep:
         return cast_features(ordered, self.schema)
 
 
-def _accepted_records(source: Any, entities: pd.DataFrame) -> int:
-    """How many records of a source made it into its entity rows."""
-    count_column = {
-        EventsSource: "n_events",
-        TextSource: "n_notes",
-        ImageSource: "n_images",
-        TimeseriesSource: "n_readings",
-    }.get(type(source))
-    if count_column is None:
-        return len(entities)
-    column = featurize.feature_name(source.name, count_column)
-    return int(entities[column].sum()) if column in entities else 0
-
-
-def build_table(sources: list[Any], schema: FeatureSchema, staging: Storage, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
+def build_table(sources: list[SourceType], schema: FeatureSchema, staging: Storage, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
     """Every bucket in parallel with Ray Data → the feature table (not yet executed)."""
     step = _BucketStep(sources, schema, staging, quarantine)
     return ray.data.range(buckets, override_num_blocks=buckets).map_batches(step, batch_size=1, batch_format="numpy")
@@ -357,11 +206,12 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     quarantine = Quarantine(storage, f"{folder}/quarantine")
     staging = storage.child(folder, "staging")
     spine = config.data.label_source
-    ordered = [spine, *[s for s in config.data.sources if s is not spine]]
+    sources = sources_of(config)
+    ordered = [s for s in sources if s.settings is spine] + [s for s in sources if s.settings is not spine]
     buckets = _bucket_count(listed)
     try:
         with _unreserved_operators():
-            stage_all(ordered, listed, schema.entity_key, quarantine, staging, buckets)
+            stage_all(ordered, listed, quarantine, staging, buckets)
             table = build_table(ordered, schema, staging, quarantine, buckets)
             table.write_parquet(storage.path(folder, "table"), filesystem=storage.fs)
         accepted = _sum_counts(staging, buckets)
@@ -434,7 +284,7 @@ def _check_reject_rates(storage: Storage, folder: str, report: dict[str, Any], l
         raise DataError("the feature table is empty: no entity has both a label and valid data")
 
 
-def _count_summary(ordered: list[Any], accepted: dict[str, int], rejected: dict[str, dict[str, int]], rows: int) -> dict[str, dict[str, Any]]:
+def _count_summary(ordered: list[SourceType], accepted: dict[str, int], rejected: dict[str, dict[str, int]], rows: int) -> dict[str, dict[str, Any]]:
     counts: dict[str, dict[str, Any]] = {}
     for source in ordered:
         reasons = rejected.get(source.name, {})
@@ -455,4 +305,4 @@ def _count_summary(ordered: list[Any], accepted: dict[str, int], rejected: dict[
     return counts
 
 
-__all__ = ["ingest", "profile_of", "record_step", "entity_step", "stage_all", "build_table"]
+__all__ = ["ingest", "profile_of", "stage_all", "build_table"]

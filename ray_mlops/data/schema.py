@@ -23,12 +23,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ray_mlops.config import Config, EventsSource, TableSource, TextSource, TimeseriesSource
-from ray_mlops.data import featurize
+from ray_mlops.config import Config
+from ray_mlops.data.sources import FeatureKind, sources_of
 from ray_mlops.errors import DataError
 from ray_mlops.storage import Storage
 
-FeatureKind = Literal["numeric", "categorical", "text", "vector"]
 KINDS: tuple[str, ...] = ("numeric", "categorical", "text", "vector")
 
 FEATURES_DIR = "features"
@@ -43,6 +42,7 @@ class FeatureSchema:
     label: str
     task: Literal["classification", "regression"]
     features: dict[str, FeatureKind]
+    label_kind: Literal["int", "str", "float"] = "int"  # classification labels: int or str levels
 
     @property
     def numeric(self) -> list[str]:
@@ -77,6 +77,7 @@ class FeatureSchema:
             label=raw["label"],
             task=raw["task"],
             features=dict(raw["features"]),
+            label_kind=raw.get("label_kind", "float" if raw["task"] == "regression" else "int"),
         )
 
 
@@ -110,32 +111,16 @@ class IngestResult:
         return cls(raw["fingerprint"], FeatureSchema.from_dict(raw["schema"]), raw["rows"], raw.get("counts", {}))
 
 
-def source_features(source: Any, label: str) -> dict[str, FeatureKind]:
-    """The feature columns one source contributes, with their kinds."""
-    if isinstance(source, TableSource):
-        return {
-            name: "numeric" if spec.type in ("float", "int") else "categorical"
-            for name, spec in source.columns.items()
-            if name != label
-        }
-    names = {
-        EventsSource: featurize.event_feature_names,
-        TextSource: featurize.text_feature_names,
-        TimeseriesSource: featurize.telemetry_feature_names,
-    }.get(type(source))
-    columns = names(source) if names else featurize.image_feature_names()
-    return {featurize.feature_name(source.name, c): "numeric" for c in columns}
-
-
 def feature_schema(config: Config) -> FeatureSchema:
     """The feature table's schema, known from the configuration alone."""
     features: dict[str, FeatureKind] = {}
-    for source in config.data.sources:
-        for name, kind in source_features(source, config.data.label).items():
+    for source in sources_of(config):
+        for name, kind in source.features().items():
             if name in features or name == config.data.entity_key:
                 raise DataError(f"source {source.name!r}: column {name!r} is also produced by another source")
             features[name] = kind
-    return FeatureSchema(config.data.entity_key, config.data.label, config.data.task, features)
+    label_kind = "float" if config.data.task == "regression" else "str" if config.data.label_spec.type == "category" else "int"
+    return FeatureSchema(config.data.entity_key, config.data.label, config.data.task, features, label_kind)
 
 
 def cast_features(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
@@ -149,7 +134,7 @@ def cast_columns(columns: Mapping[str, Any], rows: int, schema: FeatureSchema) -
     if schema.entity_key in columns:
         out[schema.entity_key] = pd.Series(columns[schema.entity_key]).astype(object)
     if schema.label in columns:
-        out[schema.label] = _label_values(pd.Series(columns[schema.label]), schema.task)
+        out[schema.label] = _label_values(pd.Series(columns[schema.label]), schema.label_kind)
     for name, kind in schema.features.items():
         column = columns[name] if name in columns else np.full(rows, np.nan)
         out[name] = _CASTS[kind](column)
@@ -175,9 +160,11 @@ def _text(column: Any) -> pd.Series:
 _CASTS = {"numeric": _numeric, "vector": _numeric, "categorical": _categorical, "text": _text}
 
 
-def _label_values(column: pd.Series, task: str) -> pd.Series:
+def _label_values(column: pd.Series, kind: str) -> pd.Series:
+    if kind == "str":
+        return _categorical(column)
     numeric = pd.to_numeric(column, errors="coerce").astype("float64")
-    return numeric.astype("int64") if task == "classification" else numeric
+    return numeric.astype("int64") if kind == "int" else numeric
 
 
 def latest_ingest(storage: Storage) -> IngestResult:
@@ -206,7 +193,6 @@ def read_reference(storage: Storage, result: IngestResult | None = None) -> pd.D
 
 
 __all__ = [
-    "source_features",
     "feature_schema",
     "cast_features",
     "cast_columns",

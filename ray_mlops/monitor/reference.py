@@ -79,7 +79,7 @@ class Reference:
                  scores: np.ndarray | None, accuracy: tuple[int, int] | None, config: MonitorConfig):
         self.version, self.schema, self.config = version, schema, config
         level = config.alpha / len(DETECTORS)
-        self.columns = _usable_columns(features, list(schema.features))
+        self.columns = _usable_columns(features, schema.tested)  # text and vector features are not tested one by one
         categorical = [c for c in schema.categorical if c in self.columns]
         self.inputs = DriftDetector(features[self.columns], alpha=level, correction=config.correction,
                                     categorical=categorical)

@@ -20,118 +20,25 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for PredictRequ
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, Field, create_model
 
-from ray_mlops.config import (
-    ColumnSpec,
-    Config,
-    EventsSource,
-    ImageSource,
-    TableSource,
-    TextSource,
-    TimeseriesSource,
-)
-
-MAX_ITEMS_PER_FIELD = 1000        # events / notes / images / readings per instance
-MAX_STRING = 1_000_000            # characters in one string (a note, a base64 image)
-MAX_NESTING = 16                  # depth of a nested JSON event
-INT64 = 2**63 - 1
-
-_FORBID = ConfigDict(extra="forbid")
-FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Int64 = Annotated[int, Field(strict=True, ge=-INT64, le=INT64)]
-Text = Annotated[str, Field(strict=True, max_length=MAX_STRING)]
-
-
-def _check_json(value: Any, depth: int = 0) -> Any:
-    """Reject NaN/inf and too-deep nesting anywhere inside a nested JSON value."""
-    if depth > MAX_NESTING:
-        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("numbers must be finite (no NaN or Infinity)")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64:
-        raise ValueError("integer out of the 64-bit range")
-    if isinstance(value, str) and len(value) > MAX_STRING:
-        raise ValueError(f"string longer than {MAX_STRING} characters")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_json(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json(item, depth + 1)
-    return value
-
-
-def _column_type(spec: ColumnSpec) -> Any:
-    if spec.type == "float":
-        return FiniteFloat
-    if spec.type == "int":
-        return Int64
-    if spec.type == "bool":
-        return Annotated[bool, Field(strict=True)]
-    if spec.levels:
-        return Literal[tuple(spec.levels)]  # type: ignore[valid-type]
-    return Annotated[str, Field(strict=True, max_length=1024)]
-
-
-def _table_fields(source: TableSource, label: str) -> dict[str, tuple]:
-    fields = {}
-    for name, spec in source.columns.items():
-        if name == label:
-            continue
-        kind = _column_type(spec)
-        fields[name] = (kind, ...) if spec.required else (Optional[kind], None)
-    return fields
-
-
-def _reading_model(source: TimeseriesSource) -> type[BaseModel]:
-    fields: dict[str, Any] = {signal: (FiniteFloat, ...) for signal in source.signals}
-    fields[source.time_column] = (Optional[Union[Text, FiniteFloat]], None)
-    return create_model(f"{source.name.title()}Reading", __config__=_FORBID, **fields)
-
-
-def _many(item: Any, description: str) -> tuple:
-    listed = Annotated[list[item], Field(max_length=MAX_ITEMS_PER_FIELD)]
-    return (Optional[Union[listed, item]], Field(default=None, description=description))
-
-
-def _source_field(source: Any) -> tuple | None:
-    if isinstance(source, EventsSource):
-        return (Optional[Annotated[list[dict[str, Any]], Field(max_length=MAX_ITEMS_PER_FIELD)]],
-                Field(default=None, description=f"{source.name}: nested JSON events of this entity"))
-    if isinstance(source, TextSource):
-        return _many(Text, f"{source.name}: free-text notes")
-    if isinstance(source, ImageSource):
-        return _many(Text, f"{source.name}: base64-encoded PNG images")
-    if isinstance(source, TimeseriesSource):
-        reading = _reading_model(source)
-        return (Optional[Annotated[list[reading], Field(max_length=MAX_ITEMS_PER_FIELD)]],  # type: ignore[valid-type]
-                Field(default=None, description=f"{source.name}: recent readings, oldest first"))
-    return None
+from ray_mlops.config import Config
+from ray_mlops.data.sources import sources_of
+from ray_mlops.data.sources._request import FORBID, FiniteFloat, Int64
 
 
 def instance_model(config: Config) -> type[BaseModel]:
-    """The pydantic model of one raw record for ``config``'s sources."""
+    """The pydantic model of one raw record: the entity key, then each source type's fields."""
     fields: dict[str, Any] = {
         config.data.entity_key: (Optional[Union[Annotated[str, Field(max_length=256)], Int64]],
                                  Field(default=None, description="entity id (logged, not a feature)")),
     }
-    json_fields = []
-    for source in config.data.sources:
-        if isinstance(source, TableSource):
-            fields.update(_table_fields(source, config.data.label))
-            continue
-        fields[source.name] = _source_field(source)
-        if isinstance(source, EventsSource):
-            json_fields.append(source.name)
-    validators = {}
-    if json_fields:
-        validators["_finite_json"] = field_validator(*json_fields)(classmethod(lambda cls, v: _check_json(v)))
-    return create_model("Instance", __config__=_FORBID, __validators__=validators, **fields)
+    for source in sources_of(config):
+        fields.update(source.request_fields())
+    return create_model("Instance", __config__=FORBID, **fields)
 
 
 @dataclass(frozen=True)
@@ -148,12 +55,12 @@ def request_models(config: Config) -> RequestModels:
     instance = instance_model(config)
     limit = config.serve.max_instances
     predict = create_model(
-        "PredictRequest", __config__=_FORBID,
+        "PredictRequest", __config__=FORBID,
         instances=(Annotated[list[instance], Field(min_length=1, max_length=limit)], ...),  # type: ignore[valid-type]
     )
     label = Int64 if config.data.task == "classification" else FiniteFloat
     feedback = create_model(
-        "FeedbackRequest", __config__=_FORBID,
+        "FeedbackRequest", __config__=FORBID,
         request_id=(Annotated[str, Field(min_length=1, max_length=256)], ...),
         labels=(Annotated[list[label], Field(min_length=1, max_length=limit)], ...),  # type: ignore[valid-type]
     )

@@ -53,12 +53,13 @@ def _start_ray() -> None:
 def pandas_ingest(root: Path, storage: Path) -> int:
     """Validate, featurize and join every source with pandas in this process."""
     from ray_mlops.data.schema import cast_features, feature_schema
+    from ray_mlops.data.sources import sources_of
 
     config = _config(root, storage)
     key, schema = config.data.entity_key, feature_schema(config)
     merged = None
-    for source in config.data.sources:
-        entities = _pandas_source(source, Path(config.resolve_source_path(source)), key)
+    for source in sources_of(config):
+        entities = _pandas_source(source, Path(config.resolve_source_path(source.settings)), key)
         merged = entities if merged is None else merged.merge(entities, on=key, how="outer")
     table = cast_features(merged[merged[config.data.label].notna()], schema)
     storage.mkdir(parents=True, exist_ok=True)
@@ -67,29 +68,19 @@ def pandas_ingest(root: Path, storage: Path) -> int:
 
 
 def _pandas_source(source, path: Path, key: str):
+    """One source read with pandas / pyarrow on the driver, through the source type's own record and entity steps."""
     import pandas as pd
 
-    from ray_mlops.config import EventsSource, TableSource, TextSource, TimeseriesSource
-    from ray_mlops.data import featurize, records
-
-    if isinstance(source, TableSource):
-        frame = pd.read_csv(path, dtype=str) if source.format == "csv" else pd.read_parquet(path)
-        good, _ = records.table_records(frame, source, key)
-        return records.duplicate_keys(good, source.name, key)[0]
-    if isinstance(source, TimeseriesSource):
-        good, _ = records.telemetry_records(pd.read_parquet(path), source, key)
-        return featurize.telemetry_entity_features(good, source, key)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    if isinstance(source, EventsSource):
-        lines = [line for f in files for line in f.read_text().split("\n")]
-        good, _ = records.event_records(pd.DataFrame({"text": lines}), source, key)
-        return featurize.event_entity_features(good, source, key)
-    batch = pd.DataFrame({"path": [str(f) for f in files], "bytes": [f.read_bytes() for f in files]})
-    if isinstance(source, TextSource):
-        good, _ = records.text_records(batch, source, key)
-        return featurize.text_entity_features(good, source, key)
-    good, _ = records.image_records(batch, source, key)
-    return featurize.image_entity_features(good, source, key)
+    settings = source.settings
+    if settings.format in ("csv", "parquet"):
+        batch = pd.read_csv(path, dtype=str) if settings.format == "csv" else pd.read_parquet(path)
+    elif settings.format == "timeseries":
+        batch = pd.read_parquet(path)
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        batch = pd.DataFrame({"path": [str(f) for f in files], "bytes": [f.read_bytes() for f in files]})
+    good, _ = source.records(batch)
+    return source.entities(good)[0]
 
 
 def ours_ingest(root: Path, storage: Path) -> int:
