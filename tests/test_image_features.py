@@ -4,6 +4,7 @@ online and as a Ray Data actor pool."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -27,6 +28,7 @@ from ray_mlops.data.image_features import (
     embed_dataset,
     embedding_dim,
     feature_kinds,
+    providers_for,
     represent,
     resize,
     summary_matrix,
@@ -72,6 +74,20 @@ def test_represent_shape_and_determinism():
     assert first.shape == (4, len(feature_kinds(EVERYTHING))) and first.dtype == np.float64
     assert np.array_equal(first, represent([image.copy() for image in images], EVERYTHING))
     assert np.isfinite(first).all()
+
+
+@pytest.mark.parametrize(
+    "rep",
+    [
+        ImageRepresentation(),
+        ImageRepresentation(summary=False, pixels=PixelGrid(size=5, mode="rgb")),
+        ImageRepresentation(hog=Hog(size=20, pixels_per_cell=5, cells_per_block=3, orientations=4)),
+        ImageRepresentation(summary=False, color_histogram=ColorHistogram(bins=3)),
+        EVERYTHING,
+    ],
+)
+def test_represent_gives_the_named_columns(rep):
+    assert represent(_images([(13, 17), (8, 8)]), rep).shape == (2, len(feature_kinds(rep)))
 
 
 def test_a_row_is_the_same_in_any_batch():
@@ -222,6 +238,15 @@ def test_embeddings_equal_numpys_computation_of_the_model(tiny_model):
     assert (expected > 0).any() and (expected == 0).any()  # the Relu did something
 
 
+def test_gpus_only_when_onnxruntime_has_cuda(tiny_model):
+    import onnxruntime
+
+    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert providers_for(Embedding(model=tiny_model[0])) == ["CPUExecutionProvider"]
+    on_gpu = providers_for(Embedding(model=tiny_model[0], num_gpus=1))
+    assert on_gpu == (["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"])
+
+
 def test_embedding_columns_come_last_and_dim_is_read_from_the_model(tiny_model):
     path, _, _ = tiny_model
     settings = Embedding(model=path, input_size=8)
@@ -277,20 +302,24 @@ def test_the_callable_class_on_a_pandas_batch_of_bytes(tiny_model):
 
 
 def test_embed_dataset_on_a_ray_data_actor_pool(ray_session, tiny_model):
-    """Rows of key + image bytes → rows of key + embedding, the same numbers as online."""
+    """Rows of key + image bytes → rows of key + embedding, the same numbers as online
+    (both decode with the source's decoder; num_gpus on a cluster without GPUs runs on CPUs)."""
     import ray.data
 
     path, _, _ = tiny_model
-    settings = Embedding(model=path, input_size=8, batch_size=2, concurrency=2)
-    images = [np.round(image * 255) / 255 for image in _images([(8, 8)] * 3 + [(12, 9)] * 4, seed=12)]
+    settings = Embedding(model=path, input_size=8, batch_size=2, concurrency=2, num_gpus=1)
+    decode = functools.partial(featurize.decode_image, size=10)
+    images = _images([(8, 8)] * 3 + [(12, 9)] * 4, seed=12)
     rows = pd.DataFrame({"id": [f"e{i}" for i in range(7)], "bytes": [_png(image) for image in images]})
-    out = embed_dataset(ray.data.from_pandas([rows[:4], rows[4:]]), settings).to_pandas().sort_values("id").reset_index(drop=True)
+    out = embed_dataset(ray.data.from_pandas([rows[:4], rows[4:]]), settings, decode=decode).to_pandas()
+    out = out.sort_values("id").reset_index(drop=True)
     assert list(out.columns) == ["id", *[f"embed_{i}" for i in range(6)]]
     assert out["id"].tolist() == rows["id"].tolist()
-    online = OnnxEmbedder(settings).embed(images)
+    online = OnnxEmbedder(settings).embed([decode(data) for data in rows["bytes"]])
     np.testing.assert_allclose(out.filter(like="embed_").to_numpy(np.float64), online, rtol=1e-6, atol=1e-6)
 
-    arrays = ray.data.from_pandas(pd.DataFrame({"id": ["x", "y"], "pixels": list(np.stack(images[:2]))}))
+    pixels = [decode(data) for data in rows["bytes"][:2]]
+    arrays = ray.data.from_pandas(pd.DataFrame({"id": ["x", "y"], "pixels": pixels}))
     kept = embed_dataset(arrays, settings.model_copy(update={"concurrency": 1}), image_column="pixels", drop_image=False).to_pandas()
     assert list(kept.columns[:2]) == ["id", "pixels"]
     np.testing.assert_allclose(kept.sort_values("id").filter(like="embed_").to_numpy(np.float64), online[:2], rtol=1e-6, atol=1e-6)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import os
 from functools import lru_cache
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -193,12 +193,24 @@ def represent(images: Sequence[np.ndarray] | np.ndarray, rep: ImageRepresentatio
     if embedder is not None and embedder.settings != rep.embedding:
         raise ValueError("the embedder's settings are not this representation's embedding")
     stack = as_images(images)
-    out = np.empty((len(stack), len(feature_kinds(rep, embedding=False))))
+    out = np.empty((len(stack), _width(rep)))
     for rows, group in _groups(stack):
         out[rows] = _group_features(group, rep)
     if embedder is not None:
         out = np.concatenate([out, embedder.embed(stack)], axis=1)
     return out
+
+
+def _width(rep: ImageRepresentation) -> int:
+    """``len(feature_kinds(rep, embedding=False))``, without building the names."""
+    width = len(SUMMARY_FEATURES) if rep.summary else 0
+    if rep.pixels is not None:
+        width += rep.pixels.size**2 * (1 if rep.pixels.mode == "gray" else 3)
+    if rep.hog is not None:
+        width += rep.hog.length
+    if rep.color_histogram is not None:
+        width += 3 * rep.color_histogram.bins
+    return width
 
 
 def as_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
@@ -335,12 +347,20 @@ class OnnxEmbedder:
     """An ONNX image model: ``embed(images)`` online, or a Ray Data ``map_batches`` callable class.
 
     As a callable (see :func:`embed_dataset`) it takes a pandas batch whose ``image_column``
-    holds encoded image bytes or H×W×3 RGB arrays in [0, 1], and returns the batch with the
-    embedding columns (``embed_0`` …) appended and, if ``drop_image``, the image column dropped.
+    holds encoded image bytes (turned into pixels by ``decode``) or H×W×3 RGB arrays in [0, 1],
+    and returns the batch with the embedding columns (``embed_0`` …) appended and, if
+    ``drop_image``, the image column dropped. Pass the ``decode`` the online path uses, so both
+    embed the same pixels.
     """
 
-    def __init__(self, settings: Embedding, image_column: str = "bytes", drop_image: bool = True):
-        self.settings, self.image_column, self.drop_image = settings, image_column, drop_image
+    def __init__(
+        self,
+        settings: Embedding,
+        image_column: str = "bytes",
+        drop_image: bool = True,
+        decode: Callable[[bytes], np.ndarray] = decode_rgb,
+    ):
+        self.settings, self.image_column, self.drop_image, self.decode = settings, image_column, drop_image, decode
         self.session = _load_session(settings.model, providers_for(settings), settings.threads)
         self.input_name = settings.input_name or self.session.get_inputs()[0].name
         self.names = embedding_names(settings)
@@ -382,40 +402,55 @@ class OnnxEmbedder:
         return output
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        images = [_image_of(value) for value in batch[self.image_column]]
+        images = [self._image_of(value) for value in batch[self.image_column]]
         embedded = pd.DataFrame(self.embed(images), columns=self.names, index=batch.index)
         kept = batch.drop(columns=[self.image_column]) if self.drop_image else batch
         return pd.concat([kept, embedded], axis=1)
 
 
-def _image_of(value: Any) -> np.ndarray:
-    """One cell of an image column: encoded bytes, or an RGB array."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return decode_rgb(bytes(value))
-    return np.asarray(value, dtype=np.float64)
+    def _image_of(self, value: Any) -> np.ndarray:
+        """One cell of an image column: encoded bytes, or an RGB array."""
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self.decode(bytes(value))
+        return np.asarray(value, dtype=np.float64)
 
 
-def embed_dataset(dataset: Any, settings: Embedding, *, image_column: str = "bytes", drop_image: bool = True) -> Any:
+def embed_dataset(
+    dataset: Any,
+    settings: Embedding,
+    *,
+    image_column: str = "bytes",
+    drop_image: bool = True,
+    decode: Callable[[bytes], np.ndarray] = decode_rgb,
+) -> Any:
     """Append the embedding columns to a Ray Data dataset, on an actor pool of ``settings.concurrency``.
 
     Rows keep all their columns (the entity key, any features already computed); the
-    ``image_column`` (encoded bytes or H×W×3 RGB arrays in [0, 1]) is dropped unless
-    ``drop_image`` is False. Batches of ``settings.batch_size`` rows; each actor asks for
-    ``settings.num_gpus`` GPUs and uses CUDA when onnxruntime has it.
+    ``image_column`` (encoded bytes, turned into pixels by ``decode``, or H×W×3 RGB arrays in
+    [0, 1]) is dropped unless ``drop_image`` is False. Batches of ``settings.batch_size`` rows.
+    Each actor asks for ``settings.num_gpus`` GPUs, and uses CUDA when onnxruntime has it, if
+    the cluster has that many; on a cluster without, the pool runs on CPUs.
     """
     import ray.data
 
-    gpus = {"num_gpus": settings.num_gpus} if settings.num_gpus > 0 else {}
+    gpus = {"num_gpus": settings.num_gpus} if 0 < settings.num_gpus <= _cluster_gpus() else {}
     return dataset.map_batches(
         OnnxEmbedder,
         fn_constructor_args=(settings,),
-        fn_constructor_kwargs={"image_column": image_column, "drop_image": drop_image},
+        fn_constructor_kwargs={"image_column": image_column, "drop_image": drop_image, "decode": decode},
         batch_size=settings.batch_size,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
         udf_modifying_row_count=False,
         **gpus,
     )
+
+
+def _cluster_gpus() -> float:
+    """The GPUs of the connected Ray cluster (not connected yet: no limit, the config is trusted)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else float("inf")
 
 
 __all__ = [
