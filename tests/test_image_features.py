@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 from skimage.feature import hog as skimage_hog
 
-from ray_mlops.data import featurize
+from ray_mlops.data.sources import image as image_source
 from ray_mlops.data.image_features import (
     SUMMARY_FEATURES,
     ColorHistogram,
@@ -120,10 +120,10 @@ def test_settings_reject_unknown_keys_and_impossible_configs():
 # -- each representation ------------------------------------------------------------------
 def test_summary_is_todays_five_statistics():
     stack = np.stack(_images([(32, 32)] * 5, seed=3))
-    assert np.array_equal(summary_matrix(stack), featurize.image_record_matrix(stack))
+    assert np.array_equal(summary_matrix(stack), image_source.summary_matrix(stack))
     rep = ImageRepresentation()
-    assert list(feature_kinds(rep)) == featurize.IMAGE_RECORD_FEATURES
-    assert np.array_equal(represent(stack, rep), featurize.image_record_matrix(stack))
+    assert list(feature_kinds(rep)) == image_source.SUMMARY
+    assert np.array_equal(represent(stack, rep), image_source.summary_matrix(stack))
 
 
 def test_pixel_grid_of_a_known_image():
@@ -308,7 +308,7 @@ def test_embed_dataset_on_a_ray_data_actor_pool(ray_session, tiny_model):
 
     path, _, _ = tiny_model
     settings = Embedding(model=path, input_size=8, batch_size=2, concurrency=2, num_gpus=1)
-    decode = functools.partial(featurize.decode_image, size=10)
+    decode = functools.partial(image_source.decode_image, size=10)
     images = _images([(8, 8)] * 3 + [(12, 9)] * 4, seed=12)
     rows = pd.DataFrame({"id": [f"e{i}" for i in range(7)], "bytes": [_png(image) for image in images]})
     out = embed_dataset(ray.data.from_pandas([rows[:4], rows[4:]]), settings, decode=decode).to_pandas()
