@@ -127,8 +127,11 @@ def build_preprocessor(schema: FeatureSchema, text: TextConfig | None = None, *,
 
 
 def _split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(estimator constructor params, ``Pipeline.set_params`` paths: keys with ``__``)."""
-    paths = {k: v for k, v in params.items() if "__" in k}
+    """(estimator constructor params, ``Pipeline.set_params`` paths: keys with ``__``).
+
+    A list value of a path becomes a tuple (YAML has no tuples; ``ngram_range`` wants one).
+    """
+    paths = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if "__" in k}
     return {k: v for k, v in params.items() if k not in paths}, paths
 
 
@@ -216,7 +219,7 @@ def _fit(step: Any, X: pd.DataFrame, y: np.ndarray, family: str | None, transfor
         return step.fit_transform(X, y) if transform else step.fit(X, y)
     except ValueError as exc:
         message = str(exc)
-        if "vocabulary" in message or "n_components" in message:
+        if any(hint in message for hint in ("vocabulary", "no terms remain", "n_components")):
             raise TrainError(
                 f"family {family!r}: a text step cannot be fitted ({message}); lower train.text.min_df "
                 f"(or svd_components for estimators that need dense input)") from exc
