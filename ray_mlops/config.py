@@ -297,6 +297,14 @@ class MonitorConfig(_Strict):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
 
+class TrackingConfig(_Strict):
+    """Optional experiment tracking in MLflow (the registry stays the source of truth)."""
+
+    mlflow_uri: str | None = None  # e.g. http://mlflow.internal:5000; None: off
+    timeout_s: float = Field(default=5.0, gt=0)  # per MLflow HTTP request
+    retries: int = Field(default=0, ge=0)  # MLflow's own HTTP retries (its default, 7, waits minutes)
+
+
 class Config(_Strict):
     """The whole configuration of a ray_mlops project."""
 
@@ -309,6 +317,7 @@ class Config(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def digest(self) -> str:
         """A stable sha256 of the configuration (recorded as lineage with every model)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from ray_mlops import tracking
 from ray_mlops.config import Config
 from ray_mlops.data.schema import IngestResult, latest_ingest, read_feature_table
 from ray_mlops.promotion import GateDecision, gate_and_promote
@@ -87,10 +88,13 @@ def train_and_promote(
     """
     ingest = latest_ingest(storage)
     frame = read_feature_table(storage, ingest)
-    search = run_search(frame, ingest.schema, config.train, storage, name=name, resume=resume)
+    search = run_search(frame, ingest.schema, config.train, storage, name=name, resume=resume,
+                        callbacks=tracking.tune_callbacks(config))
     version = register_search(config, storage, search, ingest)
     registry = Registry(storage, config.model_name)
     decision = gate_and_promote(registry, version, search.validation if holdout is None else holdout, ingest.schema, config.gate)
+    tracking.log_registration(config, registry.metadata(version), promoted=decision.promoted, reason=decision.reason,
+                              search_name=search.name)
     return TrainOutcome(version, search, decision, ingest)
 
 

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,7 +437,8 @@ def _can_restore(path: str, fs: Any) -> bool:
 
 
 def _tuner(
-    trainable: Any, train_config: TrainConfig, iterative: frozenset[str], storage_path: str, fs: Any, name: str
+    trainable: Any, train_config: TrainConfig, iterative: frozenset[str], storage_path: str, fs: Any, name: str,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> tune.Tuner:
     names = enabled_families(train_config)
     points = [{FAMILY_KEY: family} for family in names][: train_config.num_samples]
@@ -462,6 +463,7 @@ def _tuner(
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=train_config.max_failures),
             verbose=0,
+            callbacks=list(callbacks),
         ),
     )
 
@@ -475,6 +477,7 @@ def run_search(
     name: str | None = None,
     resume: bool = True,
     trial_fn: Callable[[dict[str, Any], TrialData], None] = train_trial,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> SearchResult:
     """Run (or resume) the Tune search and return the refit best model.
 
@@ -482,7 +485,8 @@ def run_search(
     the same search again resumes it (or, when finished, just reads its results). With
     ``resume=False`` an existing experiment of that name is left alone and a new one with
     a time suffix is started. ``trial_fn`` is the per-trial function (default
-    :func:`train_trial`); wrappers of it can inject faults or record timings.
+    :func:`train_trial`); wrappers of it can inject faults or record timings. ``callbacks``
+    go to Tune (e.g. :func:`ray_mlops.tracking.tune_callbacks`; a resumed search keeps its own).
 
     Raises :class:`TrainError` before any trial for an unusable table or config, and
     after the search when no trial produced metrics.
@@ -509,7 +513,7 @@ def run_search(
             log.info("resuming Tune search %s", path)
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
         else:
-            tuner = _tuner(trainable, train_config, iterative, storage_path, fs, name)
+            tuner = _tuner(trainable, train_config, iterative, storage_path, fs, name, callbacks)
         started = time.perf_counter()
         grid = tuner.fit()
         tune_seconds = time.perf_counter() - started
