@@ -55,6 +55,12 @@ def monitored(sample_ingest) -> Monitored:
     return Monitored(config, schema, reference, traffic, model, accuracy, len(valid))
 
 
+def split_extra(monitored: Monitored) -> dict:
+    """The split record a registration writes (how ``monitored.model`` was split)."""
+    return {"validation_fraction": monitored.config.train.validation_fraction, "key": monitored.schema.entity_key,
+            "key_hash": "sha1", "validation_rows": monitored.validation_rows}
+
+
 def fresh_storage(monitored: Monitored, root, **monitor_overrides):
     """A new storage with the model registered and promoted; returns (config, storage, registry)."""
     from ray_mlops.registry import Registry
@@ -72,7 +78,7 @@ def fresh_storage(monitored: Monitored, root, **monitor_overrides):
         monitored.model, params={"family": "logistic_regression", "C": VERSION_C},
         metrics={"roc_auc": 0.8, "accuracy": monitored.accuracy}, data_fingerprint="monitor-tests",
         config_hash=config.digest(), profile_files={"reference.parquet": _parquet(monitored.reference)},
-        extra={"validation_rows": monitored.validation_rows})
+        extra={"validation_rows": monitored.validation_rows, "split": split_extra(monitored)})
     registry.promote(version, reason="monitor tests")
     return config, storage, registry
 
@@ -132,7 +138,8 @@ def promote_retrained(monitored: Monitored, storage, registry, *, retrain: str =
         monitored.model, params={"family": "logistic_regression", "C": VERSION_C},
         metrics={"roc_auc": 0.8, "accuracy": monitored.accuracy}, data_fingerprint="monitor-tests",
         config_hash="retrained", profile_files={"reference.parquet": _parquet(monitored.reference)},
-        parent=parent, extra={"validation_rows": monitored.validation_rows, "retrain": retrain})
+        parent=parent, extra={"validation_rows": monitored.validation_rows, "split": split_extra(monitored),
+                              "retrain": retrain})
     registry.promote(version, reason=f"retraining {retrain}")
     return version
 

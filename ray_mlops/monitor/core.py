@@ -204,8 +204,7 @@ class Monitor:
         if production is None or (self.reference is not None and self.reference.version == production):
             return
         try:
-            reference = Reference.load(self.registry, production, self.schema, self.cfg,
-                                       self.config.train.validation_fraction)
+            reference = Reference.load(self.registry, production, self.schema, self.cfg)
         except (RayMlopsError, ValueError, OSError) as exc:
             self._event("monitor_reference_failed", version=production, error=str(exc)[:500])
             return

@@ -99,15 +99,18 @@ class Reference:
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
-    def load(cls, registry: Registry, ref: str, schema: FeatureSchema, config: MonitorConfig,
-             validation_fraction: float) -> "Reference":
-        """Build the reference of ``ref`` (a version or alias) from the registry."""
+    def load(cls, registry: Registry, ref: str, schema: FeatureSchema, config: MonitorConfig) -> "Reference":
+        """Build the reference of ``ref`` (a version or alias) from the registry.
+
+        The rows the version was not fitted on come from its metadata (its out-of-sample
+        reference, or the split recorded at registration), never from today's config.
+        """
         meta = registry.metadata(ref)
         version = meta["version"]
         raw = pd.read_parquet(io.BytesIO(registry.read_profile_file(version, REFERENCE_FILE)))
         rows = cast_features(raw, schema)
         features = rows[list(schema.features)]
-        unseen = _unseen_rows(rows, schema, meta, validation_fraction)
+        unseen = _unseen_rows(rows, meta)
         scores = None
         if len(unseen) >= MIN_REFERENCE_ROWS:
             model = registry.load(version)
@@ -161,13 +164,15 @@ def _combine(reports: dict[str, DriftReport], alpha: float, rows: int) -> DriftR
                        n_tests=sum(r.n_tests for r in reports.values()), n_window=rows)
 
 
-def _unseen_rows(rows: pd.DataFrame, schema: FeatureSchema, meta: dict, validation_fraction: float) -> pd.DataFrame:
-    """Reference rows the version was not fitted on."""
-    if meta.get("extra", {}).get("reference_out_of_sample"):
+def _unseen_rows(rows: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """Reference rows the version was not fitted on (none when its metadata cannot tell)."""
+    extra = meta.get("extra", {})
+    if extra.get("reference_out_of_sample"):
         return rows
-    if schema.entity_key not in rows:
+    split = extra.get("split")
+    if not isinstance(split, dict) or split.get("key") not in rows or split.get("key_hash") != "sha1":
         return rows.iloc[:0]
-    return split_by_key(rows, schema.entity_key, validation_fraction)[1]
+    return split_by_key(rows, split["key"], float(split["validation_fraction"]))[1]
 
 
 def _model_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:

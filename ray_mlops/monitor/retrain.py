@@ -24,7 +24,6 @@ with the stage it failed in. ``search`` is injectable (default
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -35,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from ray_mlops.config import Config
-from ray_mlops.data.ingest import ingest, profile_of
-from ray_mlops.data.schema import FeatureSchema, IngestResult, cast_features, read_feature_table
+from ray_mlops.data.ingest import ingest
+from ray_mlops.data.schema import FeatureSchema, cast_features, read_feature_table
 from ray_mlops.errors import RayMlopsError
-from ray_mlops.monitor.store import FEEDBACK_DIR, PREDICTIONS_DIR, parquet_bytes, read_partitioned, record_keys
-from ray_mlops.pipeline import profile_files
+from ray_mlops.monitor.store import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys
+from ray_mlops.pipeline import register_search
 from ray_mlops.promotion import gate_and_promote
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
@@ -118,41 +117,6 @@ def _training_frame(table: pd.DataFrame, extra: pd.DataFrame, holdout: pd.DataFr
     return frame[~frame[key].astype(str).isin(set(holdout[key].astype(str)))].reset_index(drop=True)
 
 
-def _profile(storage: Storage, ingested: IngestResult, holdout: pd.DataFrame | None) -> tuple[dict[str, bytes], dict]:
-    """The version's profile files: the post-drift holdout when there is one, else the ingest's."""
-    if holdout is None:
-        return profile_files(storage, ingested), {"reference": f"ingest {ingested.fingerprint[:12]}"}
-    schema = ingested.schema
-    profile = {"schema": schema.to_dict(), "fingerprint": ingested.fingerprint, "rows": len(holdout),
-               "source": "post-drift holdout", "features": profile_of(holdout, schema)}
-    files = {"reference.parquet": parquet_bytes(holdout),
-             "profile.json": json.dumps(profile, default=str).encode()}
-    return files, {"reference": f"post-drift holdout ({len(holdout)} rows)", "reference_out_of_sample": True}
-
-
-def _reference_accuracy(model: Any, holdout: pd.DataFrame | None, schema: FeatureSchema) -> dict:
-    """The candidate's accuracy on its (out-of-sample) reference rows: the monitor's baseline."""
-    if holdout is None or schema.task != "classification":
-        return {}
-    correct = int((model.predict(holdout[list(schema.features)]) == holdout[schema.label].to_numpy()).sum())
-    return {"reference_accuracy": {"correct": correct, "total": len(holdout)}}
-
-
-def _register(config: Config, storage: Storage, search: SearchResult, ingested: IngestResult,
-              holdout: pd.DataFrame | None, job: dict) -> str:
-    registry = Registry(storage, config.model_name)
-    files, reference = _profile(storage, ingested, holdout)
-    reference.update(_reference_accuracy(search.model, holdout, ingested.schema))
-    return registry.register(
-        search.model, params={"family": search.family, **search.params}, metrics=search.metrics,
-        data_fingerprint=ingested.fingerprint, config_hash=config.digest(), profile_files=files,
-        parent=registry.get_alias("production"),
-        extra={"trials": len(search.trials), "train_rows": search.train_rows,
-               "validation_rows": len(search.validation), "experiment": search.experiment_path,
-               "seed": search.seed, "schema": ingested.schema.to_dict(), "retrain": job["id"],
-               "drift_onset": job.get("onset"), "trigger_window": job.get("trigger_window"), **reference})
-
-
 def _swap(config: Config, registry: Registry, version: str, swap: Swap | None) -> str | None:
     if swap is None:
         return None
@@ -201,7 +165,9 @@ def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: 
     if config.monitor.retrain.num_samples:
         train_config = train_config.model_copy(update={"num_samples": config.monitor.retrain.num_samples})
     result = _stage("search", lambda: search(frame, schema, train_config, storage, name=f"retrain-{job['id']}"), seconds)
-    version = _stage("register", lambda: _register(config, storage, result, ingested, holdout, job), seconds)
+    lineage = {"retrain": job["id"], "drift_onset": job.get("onset"), "trigger_window": job.get("trigger_window")}
+    version = _stage("register", lambda: register_search(config, storage, result, ingested, holdout=holdout,
+                                                         lineage=lineage), seconds)
     gate_rows = holdout if holdout is not None else result.validation
     decision = _stage("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate), seconds)
     served = None
