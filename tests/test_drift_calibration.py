@@ -1,6 +1,8 @@
 """Calibration under no shift and power under known shifts, by seeded simulation.
 
-Simulations are shared between tests (one per data kind and window size). Each
+The per-feature part of the family (``multivariate=False``; the multivariate and
+model-output parts are proven in ``test_drift_multivariate.py``). Simulations are shared
+between tests (one per data kind and window size). Each
 window is tested once with DriftDetector; the raw p-values of its family are then
 re-decided under every correction and combination (the equivalence with a detector
 built for that option is checked in ``test_family_decision_equals_detector``).
@@ -69,7 +71,8 @@ def _simulate(kind: str, size: int, seed: int = 0) -> tuple[list[np.ndarray], li
     rng = np.random.default_rng(seed)
     reports = []
     for _ in range(N_WINDOWS // N_PER_REFERENCE):
-        detector = DriftDetector(_frame(rng, 2000, kind), alpha=ALPHA, correction="none")
+        detector = DriftDetector(_frame(rng, 2000, kind), alpha=ALPHA, correction="none",
+                                 multivariate=False)
         reports += [detector.test(_frame(rng, size, kind)) for _ in range(N_PER_REFERENCE)]
     return [_family_p_values(r) for r in reports], reports
 
@@ -128,7 +131,7 @@ def test_family_decision_equals_detector(correction: str, combination: str | Non
     rng = np.random.default_rng(14)
     ref = _frame(rng, 3000, "mixed")
     raw = DriftDetector(ref, correction="none")
-    det = DriftDetector(ref, correction=correction, combine=combination)
+    det = DriftDetector(ref, correction=correction, combine=combination, multivariate=False)
     for w in range(40):
         window = _frame(rng, 200, "mixed", shift=0.1 * (w % 4))
         expected = _multitest.family_p_value(_family_p_values(raw.test(window)),
@@ -190,7 +193,7 @@ def test_power_category_frequency() -> None:
 def test_power_many_small_shifts_fisher_beats_bonferroni(reference: pd.DataFrame) -> None:
     def window(r: np.random.Generator) -> pd.DataFrame:
         return _normal(r, 200, 10, loc=0.12, moved=10)
-    bonferroni = _power(window, reference)
-    fisher = _power(window, reference, combine="fisher")
+    bonferroni = _power(window, reference, multivariate=False)
+    fisher = _power(window, reference, combine="fisher", multivariate=False)
     assert fisher >= 0.6
     assert fisher >= bonferroni + 0.2

@@ -89,9 +89,10 @@ def test_all_missing_window_column_is_flagged_by_missing_share(
 
 def test_window_of_one_row(detector: DriftDetector, reference: pd.DataFrame) -> None:
     report = detector.test(reference.iloc[[3]])
-    assert not report.drift
-    assert report.features["x"].n_window == 1
+    assert report.features["x"].n_window == 1 and report.multivariate.n_window == 1
     assert 0.0 < report.features["x"].p_value <= 1.0
+    assert report.drift == (report.p_value <= report.alpha)
+    assert not DriftDetector(reference, multivariate=False).test(reference.iloc[[3]]).drift
 
 
 def test_constant_columns_have_documented_verdicts() -> None:

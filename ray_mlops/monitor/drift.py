@@ -36,6 +36,7 @@ from scipy import stats
 from ray_mlops.monitor import _multitest
 from ray_mlops.monitor._categorical import CategoricalReference, jensen_shannon, table_test
 from ray_mlops.monitor._ks import NumericComparison, NumericReference
+from ray_mlops.monitor._multivariate import MahalanobisTest
 
 __all__ = [
     "DriftDetector",
@@ -83,7 +84,14 @@ class FeatureResult:
 
 @dataclass(frozen=True)
 class DriftReport:
-    """Fixed-shape result of one test: window verdict, family p-value, per feature."""
+    """Fixed-shape result of one test: window verdict, family p-value, per feature.
+
+    ``multivariate`` is the Mahalanobis-score test across the numeric features (``None``
+    when the detector has none) and ``outputs`` the tests of the model's outputs (empty
+    without a model); their ``adjusted_p_value`` and ``drift`` are on the same scale as
+    the features', so ``drift`` is True iff some feature, the multivariate test or an
+    output is flagged.
+    """
 
     drift: bool
     p_value: float
@@ -93,6 +101,8 @@ class DriftReport:
     combine: str | None = None
     n_tests: int = 0
     n_window: int = 0
+    multivariate: FeatureResult | None = None
+    outputs: dict[str, FeatureResult] = field(default_factory=dict)
 
     @property
     def drifted_features(self) -> list[str]:
@@ -101,15 +111,16 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict (``DriftReport.from_dict`` reverses it)."""
-        out = asdict(self)
-        out["features"] = {k: v.to_dict() for k, v in self.features.items()}
-        return out
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftReport:
         """Rebuild a report from :meth:`to_dict` output."""
         feats = {k: FeatureResult(**v) for k, v in data["features"].items()}
-        return cls(**{**data, "features": feats})
+        outputs = {k: FeatureResult(**v) for k, v in (data.get("outputs") or {}).items()}
+        multi = data.get("multivariate")
+        return cls(**{**data, "features": feats, "outputs": outputs,
+                      "multivariate": None if multi is None else FeatureResult(**multi)})
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -124,9 +135,12 @@ def _check_options(alpha: float, correction: str, combine: str | None) -> None:
                          f"got {combine!r}")
 
 
+def _is_numeric_dtype(dtype: Any) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
 def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(
-        series.dtype)
+    return _is_numeric_dtype(series.dtype)
 
 
 def _is_categorical_dtype(series: pd.Series) -> bool:
@@ -174,7 +188,7 @@ def _numeric_matrix(frame: pd.DataFrame, names: list[str], where: str) -> np.nda
     """Rows × features float matrix (NaN = missing)."""
     if not names:
         return np.empty((len(frame), 0))
-    if all(_is_numeric(frame[n]) for n in names):
+    if all(_is_numeric_dtype(d) for d in frame.dtypes[names]):
         return frame[names].to_numpy(dtype=float, na_value=np.nan)
     return np.column_stack([_numeric_column(frame[n], n, where) for n in names])
 
@@ -229,8 +243,44 @@ class _Partial:
     adjusted: list[float] = field(default_factory=list)
 
 
+#: Shares of α for the parts of a window's family, normalised over the parts a detector
+#: has: the per-feature tests, the multivariate test, the model's outputs. Whatever the
+#: shares, a part at level ``share · α`` and the union over parts keep the window's
+#: false-alarm rate at most α (Bonferroni across parts, valid under any dependence).
+SHARES = {"inputs": 0.5, "multivariate": 0.5, "outputs": 0.5}
+
+
+def _model_outputs(model: Any, frame: pd.DataFrame, where: str) -> tuple[np.ndarray, list[str]]:
+    """The model's outputs on ``frame`` as rows × outputs, with their names.
+
+    ``predict_proba`` when the model has it (one column fewer than the classes for two
+    classes: the other is its complement), else ``predict`` (a regression's value).
+    """
+    try:
+        if hasattr(model, "predict_proba"):
+            values = np.asarray(model.predict_proba(frame), dtype=float)
+            classes = list(getattr(model, "classes_", range(values.shape[1])))
+            names = [f"proba[{c}]" for c in classes]
+            if values.shape[1] == 2:
+                values, names = values[:, 1:], names[1:]
+        else:
+            values = np.asarray(model.predict(frame), dtype=float).reshape(len(frame), -1)
+            names = ["prediction"] if values.shape[1] == 1 else [
+                f"prediction[{i}]" for i in range(values.shape[1])]
+    except Exception as exc:  # a model's own errors: say which input it failed on
+        raise ValueError(f"model could not score the {where}: {exc}") from exc
+    return values, names
+
+
 class DriftDetector:
-    """Test windows of production data against a reference sample, feature by feature.
+    """Test windows of production data against a reference sample.
+
+    The family of one window has up to three parts, each given a share of α
+    (:data:`SHARES`): the per-feature tests (KS, chi-squared, missing share, combined by
+    ``correction``), one multivariate test (the squared Mahalanobis distance of the rows,
+    KS-tested against held-out reference rows, see ``_multivariate``) and, when a
+    ``model`` is given, KS tests of its predicted probabilities (black-box shift
+    detection). The window drifts when any part rejects at its share.
 
     Args:
         reference: the reference sample (e.g. the training feature table or the
@@ -240,9 +290,15 @@ class DriftDetector:
         correction: ``"bonferroni"`` (default), ``"bh"`` or ``"none"``.
         categorical: names of categorical columns; the rest must be numeric. ``None``
             infers from dtypes (object, string, category, bool → categorical).
-        combine: ``None`` (window verdict = any feature flagged), ``"fisher"`` or
-            ``"cauchy"`` (window verdict = a combination test across all tests; more
-            power when many features move a little; see ``_multitest``).
+        combine: ``None`` (the feature part rejects when a feature is flagged),
+            ``"fisher"`` or ``"cauchy"`` (the feature part is a combination test across
+            all its tests; see ``_multitest``).
+        multivariate: add the multivariate test (default; needs two numeric features
+            and 20 reference rows). It sees noise, broken correlations and shifts spread
+            over many features that per-feature tests miss.
+        model: a fitted model (``predict_proba`` or ``predict`` on a frame like the
+            reference) whose outputs are tested too. The reference must be data the
+            model was *not* trained on, or its outputs there look unlike any window's.
 
     Raises:
         ValueError: naming the option or column at fault (bad ``alpha``, unknown
@@ -263,11 +319,13 @@ class DriftDetector:
 
     def __init__(self, reference: pd.DataFrame, *, alpha: float = 0.05,
                  correction: str = "bonferroni", categorical: Iterable[str] | None = None,
-                 combine: str | None = None) -> None:
+                 combine: str | None = None, multivariate: bool = True,
+                 model: Any = None) -> None:
         _check_options(alpha, correction, combine)
         if not isinstance(reference, pd.DataFrame) or reference.shape[0] == 0 or reference.shape[1] == 0:
             raise ValueError("reference must be a non-empty pandas DataFrame")
-        empty = [c for c in reference.columns if reference[c].isna().all()]
+        missing = reference.isna().sum()
+        empty = [c for c in reference.columns if missing[c] == len(reference)]
         if empty:
             raise ValueError(f"reference columns with no non-missing value: {empty}")
         self.alpha = float(alpha)
@@ -278,9 +336,22 @@ class DriftDetector:
         self.numeric_ = [c for c in self.columns_ if self.kinds_[c] == NUMERIC]
         self.categorical_ = [c for c in self.columns_ if self.kinds_[c] == CATEGORICAL]
         self.n_reference_ = len(reference)
-        self._numeric = NumericReference(_numeric_matrix(reference, self.numeric_, "reference"))
+        matrix = _numeric_matrix(reference, self.numeric_, "reference")
+        self._numeric = NumericReference(matrix)
         self._categorical = {c: CategoricalReference(reference[c]) for c in self.categorical_}
-        self._ref_missing = {c: int(n) for c, n in reference.isna().sum().items()}
+        self._ref_missing = {c: int(missing[c]) for c in self.columns_}
+        self._multivariate = MahalanobisTest(matrix) if multivariate else None
+        if self._multivariate is not None and not self._multivariate.available:
+            self._multivariate = None
+        self.model = model
+        self._outputs, self.outputs_ = None, []
+        if model is not None:
+            values, self.outputs_ = _model_outputs(model, reference, "reference")
+            self._outputs = NumericReference(values)
+        present = ["inputs"] + ["multivariate"] * (self._multivariate is not None) + [
+            "outputs"] * (model is not None)
+        total = sum(SHARES[p] for p in present)
+        self.shares_ = {p: SHARES[p] / total for p in present}
 
     def test(self, window: pd.DataFrame) -> DriftReport:
         """Test one window (same columns as the reference) and return a DriftReport.
@@ -290,26 +361,60 @@ class DriftDetector:
                 type changed (the message names it).
         """
         _check_window_frame(window, self.columns_)
-        parts = {**self._numeric_parts(window), **self._categorical_parts(window)}
+        numeric = _numeric_matrix(window, self.numeric_, "window")
+        parts = {**self._numeric_parts(numeric), **self._categorical_parts(window)}
         self._add_missing_tests(window, parts)
         tests = [t for name in self.columns_ for t in self._family(name, parts[name])]
         p = np.array([t.p_value for t in tests])
-        adjusted = _multitest.adjust(p, self.correction)
+        share = self.shares_["inputs"]
+        adjusted = np.minimum(1.0, _multitest.adjust(p, self.correction) / share)
         for t, a in zip(tests, adjusted):
             parts[t.feature].adjusted.append(float(a))
-        family_p = _multitest.family_p_value(p, self.correction, self.combine)
+        family_p = _multitest.family_p_value(p, self.correction, self.combine) / share
+        multivariate = self._multivariate_result(numeric)
+        if multivariate is not None:
+            family_p = min(family_p, multivariate.adjusted_p_value)
+        outputs = self._output_results(window)
+        family_p = min([1.0, family_p] + [r.adjusted_p_value for r in outputs.values()])
         features = {name: self._result(parts[name]) for name in self.columns_}
         return DriftReport(drift=bool(family_p <= self.alpha), p_value=family_p,
                            features=features, alpha=self.alpha, correction=self.correction,
-                           combine=self.combine, n_tests=len(tests), n_window=len(window))
+                           combine=self.combine,
+                           n_tests=len(tests) + (multivariate is not None) + len(outputs),
+                           n_window=len(window), multivariate=multivariate, outputs=outputs)
+
+    # -- the multivariate and model-output parts ----------------------------------
+
+    def _ks_result(self, test: str, res: NumericComparison, i: int, adjusted: float) -> FeatureResult:
+        return FeatureResult(
+            test=test, statistic=float(res.statistic[i]), p_value=float(res.p_value[i]),
+            drift=bool(adjusted <= self.alpha), adjusted_p_value=adjusted,
+            effect_size=float(res.wasserstein[i]), effect_metric="wasserstein",
+            n_reference=int(res.n_reference[i]), n_window=int(res.n_window[i]))
+
+    def _multivariate_result(self, numeric: np.ndarray) -> FeatureResult | None:
+        if self._multivariate is None:
+            return None
+        res = self._multivariate.compare(numeric)
+        adjusted = min(1.0, float(res.p_value[0]) / self.shares_["multivariate"])
+        return self._ks_result("ks (squared mahalanobis)", res, 0, adjusted)
+
+    def _output_results(self, window: pd.DataFrame) -> dict[str, FeatureResult]:
+        if self._outputs is None:
+            return {}
+        values, _ = _model_outputs(self.model, window, "window")
+        res = self._outputs.compare(values)
+        scale = len(self.outputs_) / self.shares_["outputs"]  # Bonferroni within the part
+        return {name: self._ks_result("ks (model output)", res, i,
+                                      min(1.0, float(res.p_value[i]) * scale))
+                for i, name in enumerate(self.outputs_)}
 
     # -- per kind ---------------------------------------------------------------
 
-    def _numeric_parts(self, window: pd.DataFrame) -> dict[str, _Partial]:
+    def _numeric_parts(self, matrix: np.ndarray) -> dict[str, _Partial]:
         if not self.numeric_:
             return {}
-        res: NumericComparison = self._numeric.compare(
-            _numeric_matrix(window, self.numeric_, "window"))
+        res: NumericComparison = self._numeric.compare(matrix)
         parts = {}
         for i, name in enumerate(self.numeric_):
             has = bool(res.n_window[i] > 0)
