@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
-from ray_mlops.monitor import _multitest
+from ray_mlops.monitor import _ks, _multitest
 from ray_mlops.monitor._categorical import chi2_table, table_test
 from ray_mlops.monitor._ks import NumericReference
 from ray_mlops.monitor.drift import DriftDetector
@@ -75,11 +75,38 @@ def test_detector_numeric_p_values_equal_ks_2samp() -> None:
     rng = np.random.default_rng(5)
     ref = pd.DataFrame(rng.normal(size=(4000, 5)), columns=list("abcde"))
     win = pd.DataFrame(rng.normal(0.05, 1, size=(700, 5)), columns=list("abcde"))
-    report = DriftDetector(ref).test(win)
+    report = DriftDetector(ref, exact_p_values=True).test(win)
     for name in ref.columns:
         expected = stats.ks_2samp(ref[name], win[name]).pvalue
         assert abs(report.features[name].p_value - expected) <= 1e-9
-        assert report.features[name].test == "ks"
+        assert report.features[name].test == "ks" and report.features[name].exact
+
+
+def test_detector_default_p_values_are_exact_or_far_from_the_threshold() -> None:
+    """Large samples: the exact p-value only near the threshold, the same decisions."""
+    rng = np.random.default_rng(15)
+    cols = [f"x{i}" for i in range(12)]
+    ref = pd.DataFrame(rng.normal(size=(4000, 12)), columns=cols)
+    exact_det, fast_det = DriftDetector(ref, exact_p_values=True), DriftDetector(ref)
+    approximate = 0
+    for shift in (0.0, 0.05, 0.1, 0.15, 0.3):
+        win = pd.DataFrame(rng.normal(size=(700, 12)), columns=cols)
+        win["x0"] += shift
+        _ks.clear_memo()  # else the fast detector finds the exact p-values memoised
+        fast, exact = fast_det.test(win), exact_det.test(win)
+        assert fast.drift == exact.drift and fast.drifted_features == exact.drifted_features
+        for name in cols:
+            f, e = fast.features[name], exact.features[name]
+            expected = stats.ks_2samp(ref[name], win[name]).pvalue
+            assert abs(e.p_value - expected) <= 1e-9
+            if f.exact:
+                assert abs(f.p_value - expected) <= 1e-9
+            else:
+                approximate += 1
+                assert 1 / 1.25 <= f.p_value / expected <= 1.25
+        mv_fast, mv_exact = fast.multivariate, exact.multivariate
+        assert mv_fast.drift == mv_exact.drift
+    assert approximate > 0
 
 
 def test_chi2_equals_chi2_contingency() -> None:

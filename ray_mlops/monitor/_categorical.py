@@ -145,15 +145,19 @@ class CategoricalReference:
         self.counts = counts.to_numpy(dtype=np.int64)
         self.string_levels = all(isinstance(v, str) for v in self.levels)
 
-    def window_counts(self, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """``(reference counts, window counts)`` aligned on reference + unseen levels."""
-        arr = values.to_numpy()
-        present = arr[~pd.isna(arr)]
-        codes = self.levels.get_indexer(present)
-        counts = np.bincount(codes[codes >= 0], minlength=len(self.levels))
-        unseen = present[codes < 0]
-        if unseen.size == 0:
+    def window_counts(self, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(reference counts, window counts)`` aligned on reference + unseen levels.
+
+        ``present`` holds the window's non-missing values. They are hashed once
+        (``pd.factorize``) and only the distinct values are looked up in the levels.
+        """
+        codes, uniques = pd.factorize(present)
+        per_unique = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
+        where = self.levels.get_indexer(uniques)
+        counts = np.zeros(len(self.levels), dtype=np.int64)
+        counts[where[where >= 0]] = per_unique[where >= 0]
+        extra = np.sort(per_unique[where < 0])[::-1]
+        if extra.size == 0:
             return self.counts, counts
-        extra = pd.Series(unseen).value_counts().to_numpy(dtype=np.int64)
         return (np.concatenate([self.counts, np.zeros(len(extra), np.int64)]),
                 np.concatenate([counts, extra]))

@@ -9,21 +9,36 @@ otherwise, using scipy's own distribution code.  The exact p-value depends only 
 ``(n1, n2, h)`` with ``h = round(D * lcm(n1, n2))``; it is memoised because a monitor
 tests window after window of one size against one reference, where the same few
 hundred values of ``h`` recur.
+
+Speed from the first window: when both sizes are large (``min(n1, n2) >= FAST_MIN_N``
+and ``n1 · n2 >= FAST_MIN_CELLS``) one exact p-value costs milliseconds. Given the
+decision threshold of each feature, :meth:`NumericReference.compare` then computes the
+exact p-value only when Stephens' asymptotic one lies within a factor :data:`BAND` of the
+threshold (or is already memoised); elsewhere it reports the asymptotic value, flagged
+``exact = False``. In that regime the asymptotic value is within a factor 1.25 of the
+exact one (checked over a grid of sizes by ``tests/test_drift_speed.py``), far inside
+the band, so every decision ``p <= threshold`` is the one scipy's exact p-value gives.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from scipy.stats import _stats_py  # scipy's own exact two-sample KS p-value
 
 __all__ = ["NumericComparison", "NumericReference", "ks_p_value"]
 
 #: ``scipy.stats.ks_2samp(method="auto")`` is exact when both sizes are at most this.
 MAX_EXACT_N = 10_000
+#: Sizes from which the exact p-value is computed only near a decision threshold.
+FAST_MIN_N = 500
+FAST_MIN_CELLS = 1_000_000
+#: Exact p-values are computed when the asymptotic one is within this factor of the threshold.
+BAND = 2.0
+#: Memoised exact p-values kept (a dict, cleared when full).
+MEMO_SIZE = 1 << 16
+_MEMO: dict[tuple[int, int, int], float] = {}
 
 
 def _window_right_counts(window_sorted: np.ndarray) -> np.ndarray:
@@ -68,14 +83,43 @@ def _d_statistics(right: np.ndarray, left: np.ndarray, window_sorted: np.ndarray
     return np.maximum(max_s, min_s)
 
 
-@lru_cache(maxsize=1 << 16)
 def _exact_p(n1: int, n2: int, h: int) -> float:
-    """scipy's exact two-sided p-value for D = h / lcm(n1, n2); NaN when it fails."""
-    g = math.gcd(n1, n2)
-    lcm = (n1 // g) * n2
-    with np.errstate(all="ignore"):
-        ok, _, prob = _stats_py._attempt_exact_2kssamp(n1, n2, g, h / lcm, "two-sided")
-    return float(prob) if ok else math.nan
+    """scipy's exact two-sided p-value for D = h / lcm(n1, n2); NaN when it fails (memoised)."""
+    key = (n1, n2, h)
+    if key not in _MEMO:
+        g = math.gcd(n1, n2)
+        lcm = (n1 // g) * n2
+        with np.errstate(all="ignore"):
+            ok, _, prob = _stats_py._attempt_exact_2kssamp(n1, n2, g, h / lcm, "two-sided")
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[key] = float(prob) if ok else math.nan
+    return _MEMO[key]
+
+
+def clear_memo() -> None:
+    """Forget every memoised exact p-value (benchmarks time the first window with it)."""
+    _MEMO.clear()
+
+
+def stephens_p(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Asymptotic two-sided p-value with Stephens' small-sample correction (vectorized)."""
+    root = np.sqrt(n1 * n2 / (n1 + n2))
+    return special.kolmogorov(d * (root + 0.12 + 0.11 / root))
+
+
+def _fast_rows(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Where the band applies: large on both sides, still on scipy's exact path."""
+    n1, n2 = n1.astype(float), n2.astype(float)
+    return ((np.minimum(n1, n2) >= FAST_MIN_N) & (n1 * n2 >= FAST_MIN_CELLS)
+            & (np.maximum(n1, n2) <= MAX_EXACT_N))
+
+
+def _lattice_d(d: float, n1: int, n2: int) -> tuple[float, int]:
+    """D rounded to the lattice h / lcm(n1, n2), as scipy rounds it, and h."""
+    lcm = (n1 // math.gcd(n1, n2)) * n2
+    h = int(np.round(d * lcm))
+    return h / lcm, h
 
 
 def _asymptotic_p(d: float, n1: int, n2: int) -> float:
@@ -87,9 +131,7 @@ def _asymptotic_p(d: float, n1: int, n2: int) -> float:
 def ks_p_value(d: float, n1: int, n2: int) -> tuple[float, float]:
     """``(statistic, p)`` as ``scipy.stats.ks_2samp(method="auto")`` reports them."""
     if max(n1, n2) <= MAX_EXACT_N:
-        lcm = (n1 // math.gcd(n1, n2)) * n2
-        h = int(np.round(d * lcm))
-        d = h / lcm
+        d, h = _lattice_d(d, n1, n2)
         p = 1.0 if h == 0 else _exact_p(n1, n2, h)
         if not math.isnan(p) and 0.0 <= p <= 1.0:
             return d, p
@@ -143,15 +185,17 @@ def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
 class NumericComparison:
     """Per-feature KS statistic, p-value, Wasserstein distance and non-missing sizes."""
 
-    __slots__ = ("statistic", "p_value", "wasserstein", "n_reference", "n_window")
+    __slots__ = ("statistic", "p_value", "wasserstein", "n_reference", "n_window", "exact")
 
     def __init__(self, statistic: np.ndarray, p_value: np.ndarray, wasserstein: np.ndarray,
-                 n_reference: np.ndarray, n_window: np.ndarray) -> None:
+                 n_reference: np.ndarray, n_window: np.ndarray,
+                 exact: np.ndarray | None = None) -> None:
         self.statistic = statistic
         self.p_value = p_value
         self.wasserstein = wasserstein
         self.n_reference = n_reference
         self.n_window = n_window
+        self.exact = np.ones(len(p_value), dtype=bool) if exact is None else exact
 
 
 class NumericReference:
@@ -172,11 +216,14 @@ class NumericReference:
         self.cumsum = np.ascontiguousarray(np.concatenate(
             [np.zeros((len(filled), 1)), np.cumsum(filled, axis=1)], axis=1))
 
-    def compare(self, window: np.ndarray) -> NumericComparison:
+    def compare(self, window: np.ndarray, thresholds: np.ndarray | None = None) -> NumericComparison:
         """KS (as ``scipy.stats.ks_2samp``) and Wasserstein of each column of ``window``.
 
         ``window`` is rows × features and may hold NaN (dropped per feature); features
-        with no window values get NaN statistics.
+        with no window values get NaN statistics. ``thresholds`` (one per feature: the
+        p-value at or below which it is rejected) lets large samples skip the exact
+        p-value away from the threshold (see the module docstring); without it every
+        p-value is scipy's.
         """
         window_sorted = np.ascontiguousarray(np.sort(window, axis=0).T)
         n_win = np.count_nonzero(~np.isnan(window_sorted), axis=1)
@@ -184,8 +231,23 @@ class NumericReference:
         d_raw = _d_statistics(right, left, window_sorted, self.n, n_win)
         stat = np.full(len(self.n), np.nan)
         p = np.full(len(self.n), np.nan)
-        for f in np.flatnonzero(n_win > 0):
+        exact = np.ones(len(self.n), dtype=bool)
+        fast = (n_win > 0) & _fast_rows(self.n, n_win) if thresholds is not None else n_win < 0
+        for f in np.flatnonzero(fast):
+            stat[f], p[f], exact[f] = self._banded(float(d_raw[f]), int(self.n[f]),
+                                                   int(n_win[f]), float(thresholds[f]))
+        for f in np.flatnonzero((n_win > 0) & ~fast):
             stat[f], p[f] = ks_p_value(float(d_raw[f]), int(self.n[f]), int(n_win[f]))
         dist = _wasserstein(self.centered, self.cumsum, self.n, window_sorted, left, n_win,
                             self.shift)
-        return NumericComparison(stat, p, dist, self.n.copy(), n_win)
+        return NumericComparison(stat, p, dist, self.n.copy(), n_win, exact)
+
+    @staticmethod
+    def _banded(d: float, n1: int, n2: int, threshold: float) -> tuple[float, float, bool]:
+        """(D, p, exact): the exact p when memoised or near the threshold, else Stephens'."""
+        d, h = _lattice_d(d, n1, n2)
+        approx = float(stephens_p(np.array(d), np.array(n1, float), np.array(n2, float)))
+        near = threshold / BAND < approx < threshold * BAND
+        if h == 0 or near or (n1, n2, h) in _MEMO or threshold < 1e-12:
+            return ks_p_value(d, n1, n2) + (True,)
+        return d, float(np.clip(approx, 0.0, 1.0)), False

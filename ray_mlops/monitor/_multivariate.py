@@ -97,6 +97,8 @@ class MahalanobisTest:
         """How many standardized features the score uses."""
         return self._score.dimension if self.available else 0
 
-    def compare(self, window: np.ndarray) -> NumericComparison:
-        """KS of the window's scores against the held-out reference scores."""
-        return self._reference.compare(self._score(window)[:, None])
+    def compare(self, window: np.ndarray, threshold: float | None = None) -> NumericComparison:
+        """KS of the window's scores against the held-out reference scores
+        (``threshold``: the decision level, see ``NumericReference.compare``)."""
+        thresholds = None if threshold is None else np.array([threshold])
+        return self._reference.compare(self._score(window)[:, None], thresholds)

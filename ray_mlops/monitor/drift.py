@@ -62,6 +62,9 @@ class FeatureResult:
     after the detector's correction; ``adjusted_p_value`` is the smaller corrected
     p-value of the two. When the window has no non-missing value the distribution test
     is ``"<test> (no values)"`` with ``p_value = 1.0``: the missing-share test decides.
+    ``exact`` is False when a large-sample KS p-value is the asymptotic one (Stephens),
+    reported because it is far from the decision threshold (see ``_ks``); the decision
+    is then the one scipy's exact p-value gives.
     """
 
     test: str
@@ -76,6 +79,7 @@ class FeatureResult:
     missing_share_window: float = 0.0
     n_reference: int = 0
     n_window: int = 0
+    exact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
@@ -193,12 +197,13 @@ def _numeric_matrix(frame: pd.DataFrame, names: list[str], where: str) -> np.nda
     return np.column_stack([_numeric_column(frame[n], n, where) for n in names])
 
 
-def _holds_strings(series: pd.Series) -> bool | None:
-    """Whether the non-missing values are strings (None when there are none)."""
+def _holds_strings(series: pd.Series, present: np.ndarray) -> bool | None:
+    """Whether the non-missing values (``present``) are strings (None when there are none)."""
+    if present.size == 0:
+        return None
     if _is_numeric(series) or pd.api.types.is_bool_dtype(series.dtype):
-        return None if series.isna().all() else False
-    first = series.first_valid_index()
-    return None if first is None else isinstance(series.loc[first], str)
+        return False
+    return isinstance(present[0], str)
 
 
 def _check_window_frame(window: Any, columns: list[str]) -> None:
@@ -241,6 +246,7 @@ class _Partial:
     missing_share_reference: float = 0.0
     missing_share_window: float = 0.0
     adjusted: list[float] = field(default_factory=list)
+    exact: bool = True
 
 
 #: Shares of α for the parts of a window's family, normalised over the parts a detector
@@ -299,6 +305,9 @@ class DriftDetector:
         model: a fitted model (``predict_proba`` or ``predict`` on a frame like the
             reference) whose outputs are tested too. The reference must be data the
             model was *not* trained on, or its outputs there look unlike any window's.
+        exact_p_values: report scipy's exact KS p-value for every test. By default a
+            large-sample KS p-value far from its decision threshold is the asymptotic
+            one (``FeatureResult.exact`` is False); decisions are identical either way.
 
     Raises:
         ValueError: naming the option or column at fault (bad ``alpha``, unknown
@@ -320,7 +329,7 @@ class DriftDetector:
     def __init__(self, reference: pd.DataFrame, *, alpha: float = 0.05,
                  correction: str = "bonferroni", categorical: Iterable[str] | None = None,
                  combine: str | None = None, multivariate: bool = True,
-                 model: Any = None) -> None:
+                 model: Any = None, exact_p_values: bool = False) -> None:
         _check_options(alpha, correction, combine)
         if not isinstance(reference, pd.DataFrame) or reference.shape[0] == 0 or reference.shape[1] == 0:
             raise ValueError("reference must be a non-empty pandas DataFrame")
@@ -331,6 +340,7 @@ class DriftDetector:
         self.alpha = float(alpha)
         self.correction = correction
         self.combine = combine
+        self.exact_p_values = exact_p_values
         self.kinds_ = _infer_kinds(reference, categorical)
         self.columns_ = list(reference.columns)
         self.numeric_ = [c for c in self.columns_ if self.kinds_[c] == NUMERIC]
@@ -362,8 +372,12 @@ class DriftDetector:
         """
         _check_window_frame(window, self.columns_)
         numeric = _numeric_matrix(window, self.numeric_, "window")
-        parts = {**self._numeric_parts(numeric), **self._categorical_parts(window)}
-        self._add_missing_tests(window, parts)
+        win_missing = window.isna().sum()
+        categorical = self._categorical_parts(window)
+        n_inputs = self._count_tests(numeric, categorical, win_missing)
+        parts = {**self._numeric_parts(numeric, self._threshold("inputs", n_inputs)),
+                 **categorical}
+        self._add_missing_tests(win_missing, len(window), parts)
         tests = [t for name in self.columns_ for t in self._family(name, parts[name])]
         p = np.array([t.p_value for t in tests])
         share = self.shares_["inputs"]
@@ -383,6 +397,22 @@ class DriftDetector:
                            n_tests=len(tests) + (multivariate is not None) + len(outputs),
                            n_window=len(window), multivariate=multivariate, outputs=outputs)
 
+    def _threshold(self, part: str, n_tests: int) -> float | None:
+        """The raw p-value at or below which a test of ``part`` is rejected; None when
+        the decision needs every exact p-value (BH, combinations)."""
+        if self.exact_p_values or self.combine is not None or self.correction == "bh":
+            return None
+        share = self.alpha * self.shares_[part]
+        return share / max(n_tests, 1) if self.correction == "bonferroni" else share
+
+    def _count_tests(self, numeric: np.ndarray, categorical: dict[str, _Partial],
+                     win_missing: pd.Series) -> int:
+        """The size of the per-feature family, known before any numeric test is run."""
+        with_values = int(np.count_nonzero((~np.isnan(numeric)).any(axis=0)))
+        active = sum(part.active for part in categorical.values())
+        missing = sum(self._ref_missing[c] + int(win_missing[c]) > 0 for c in self.columns_)
+        return with_values + active + missing
+
     # -- the multivariate and model-output parts ----------------------------------
 
     def _ks_result(self, test: str, res: NumericComparison, i: int, adjusted: float) -> FeatureResult:
@@ -390,12 +420,13 @@ class DriftDetector:
             test=test, statistic=float(res.statistic[i]), p_value=float(res.p_value[i]),
             drift=bool(adjusted <= self.alpha), adjusted_p_value=adjusted,
             effect_size=float(res.wasserstein[i]), effect_metric="wasserstein",
-            n_reference=int(res.n_reference[i]), n_window=int(res.n_window[i]))
+            n_reference=int(res.n_reference[i]), n_window=int(res.n_window[i]),
+            exact=bool(res.exact[i]))
 
     def _multivariate_result(self, numeric: np.ndarray) -> FeatureResult | None:
         if self._multivariate is None:
             return None
-        res = self._multivariate.compare(numeric)
+        res = self._multivariate.compare(numeric, self._threshold("multivariate", 1))
         adjusted = min(1.0, float(res.p_value[0]) / self.shares_["multivariate"])
         return self._ks_result("ks (squared mahalanobis)", res, 0, adjusted)
 
@@ -403,7 +434,9 @@ class DriftDetector:
         if self._outputs is None:
             return {}
         values, _ = _model_outputs(self.model, window, "window")
-        res = self._outputs.compare(values)
+        threshold = self._threshold("outputs", len(self.outputs_))
+        res = self._outputs.compare(values, None if threshold is None else
+                                    np.full(len(self.outputs_), threshold))
         scale = len(self.outputs_) / self.shares_["outputs"]  # Bonferroni within the part
         return {name: self._ks_result("ks (model output)", res, i,
                                       min(1.0, float(res.p_value[i]) * scale))
@@ -411,10 +444,11 @@ class DriftDetector:
 
     # -- per kind ---------------------------------------------------------------
 
-    def _numeric_parts(self, matrix: np.ndarray) -> dict[str, _Partial]:
+    def _numeric_parts(self, matrix: np.ndarray, threshold: float | None) -> dict[str, _Partial]:
         if not self.numeric_:
             return {}
-        res: NumericComparison = self._numeric.compare(matrix)
+        res: NumericComparison = self._numeric.compare(
+            matrix, None if threshold is None else np.full(len(self.numeric_), threshold))
         parts = {}
         for i, name in enumerate(self.numeric_):
             has = bool(res.n_window[i] > 0)
@@ -423,7 +457,8 @@ class DriftDetector:
                 statistic=float(res.statistic[i]) if has else 0.0,
                 p_value=float(res.p_value[i]) if has else 1.0,
                 effect_size=float(res.wasserstein[i]), effect_metric="wasserstein",
-                n_reference=int(res.n_reference[i]), n_window=int(res.n_window[i]), active=has)
+                n_reference=int(res.n_reference[i]), n_window=int(res.n_window[i]), active=has,
+                exact=bool(res.exact[i]))
         return parts
 
     def _categorical_parts(self, window: pd.DataFrame) -> dict[str, _Partial]:
@@ -431,12 +466,14 @@ class DriftDetector:
 
     def _categorical_part(self, name: str, values: pd.Series) -> _Partial:
         ref = self._categorical[name]
-        strings = _holds_strings(values)
+        arr = values.to_numpy()
+        present = arr[~pd.isna(arr)]
+        strings = _holds_strings(values, present)
         if strings is not None and strings != ref.string_levels:
             raise ValueError(f"column {name!r} changed type: reference levels are "
                              f"{'strings' if ref.string_levels else 'not strings'}, "
                              f"window has {values.dtype}")
-        ref_counts, win_counts = ref.window_counts(values)
+        ref_counts, win_counts = ref.window_counts(present)
         n_win = int(win_counts.sum())
         if n_win == 0:
             return _Partial("chi2 (no values)", 0.0, 1.0, float("nan"), "jensen_shannon",
@@ -446,9 +483,8 @@ class DriftDetector:
                         jensen_shannon(ref_counts, win_counts), "jensen_shannon",
                         int(ref_counts.sum()), n_win, active=res.table.shape[1] > 1)
 
-    def _add_missing_tests(self, window: pd.DataFrame, parts: dict[str, _Partial]) -> None:
-        win_missing = window.isna().sum()
-        n_win = len(window)
+    def _add_missing_tests(self, win_missing: pd.Series, n_win: int,
+                           parts: dict[str, _Partial]) -> None:
         for name in self.columns_:
             ref_m, win_m = self._ref_missing[name], int(win_missing[name])
             part = parts[name]
@@ -475,7 +511,7 @@ class DriftDetector:
             missing_p_value=part.missing_p_value,
             missing_share_reference=part.missing_share_reference,
             missing_share_window=part.missing_share_window,
-            n_reference=part.n_reference, n_window=part.n_window)
+            n_reference=part.n_reference, n_window=part.n_window, exact=part.exact)
 
 
 # ---------------------------------------------------------------- predictions and labels

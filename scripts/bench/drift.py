@@ -48,8 +48,9 @@ def scipy_loop(ref: pd.DataFrame, win: pd.DataFrame, categorical: list[str]) -> 
     return out
 
 
-def decisions(pvals: dict[str, float]) -> set[str]:
-    return {k for k, p in pvals.items() if p * len(pvals) <= ALPHA}
+def decisions(pvals: dict[str, float], share: float = 1.0) -> set[str]:
+    """Features Bonferroni flags at level ``share * ALPHA`` (our per-feature part's level)."""
+    return {k for k, p in pvals.items() if p * len(pvals) <= ALPHA * share}
 
 
 def timed(fn, *args):
@@ -62,9 +63,9 @@ def bench_mixed() -> None:
     rng = np.random.default_rng(0)
     ref = make_frame(rng, N_REF, N_NUM, N_CAT)
     cats = [f"c{i}" for i in range(N_CAT)]
-    _ks._exact_p.cache_clear()
+    _ks.clear_memo()
     det, t_build = timed(lambda: DriftDetector(ref, categorical=cats))
-    t_ours, t_scipy, flagged = [], [], 0
+    t_ours, t_scipy, flagged, n_exact = [], [], 0, 0
     for w in range(N_WINDOWS):
         win = make_frame(rng, N_WIN, N_NUM, N_CAT, shift=0.2 if w % 5 == 0 else 0.0)
         report, t1 = timed(det.test, win)
@@ -73,13 +74,19 @@ def bench_mixed() -> None:
         if w % SCIPY_EVERY == 0:
             base, t2 = timed(scipy_loop, ref, win, cats)
             ours = {k: v.p_value for k, v in report.features.items()}
-            assert decisions(ours) == set(report.drifted_features) == decisions(base), w
-            assert max(abs(ours[k] - base[k]) for k in base) < 1e-9
+            assert set(report.drifted_features) == decisions(base, det.shares_["inputs"]), w
+            exact = [k for k, v in report.features.items() if v.exact]
+            assert max(abs(ours[k] - base[k]) for k in exact) < 1e-9
+            assert all(abs(np.log(ours[k] / base[k])) < np.log(1.25) for k in base)
+            n_exact += len(exact)
             t_scipy.append(t2)
     scipy_ms = np.median(t_scipy) * 1e3
     print(f"mixed: reference {N_REF} rows, window {N_WIN}, {N_NUM} numeric + {N_CAT} "
-          f"categorical; {N_WINDOWS} windows ({flagged} drifted); p-values within 1e-9 and "
-          f"decisions identical on the {len(t_scipy)} windows also run through scipy")
+          f"categorical; {N_WINDOWS} windows ({flagged} drifted); on the {len(t_scipy)} "
+          f"windows also run through scipy, per-feature decisions are identical to scipy's "
+          f"exact p-values at our level, the {n_exact} p-values computed exactly are within "
+          f"1e-9 and the other {len(t_scipy) * len(ref.columns) - n_exact} (asymptotic, far "
+          f"from the threshold) within a factor 1.25")
     print(f"  detector construction (once)         {t_build * 1e3:8.2f} ms")
     print(f"  scipy loop per window (median)       {scipy_ms:8.2f} ms")
     for label, ms in (("ours, first window (cold memo)", t_ours[0] * 1e3),
