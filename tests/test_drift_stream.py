@@ -103,3 +103,29 @@ def test_performance_drift_detects_accuracy_drop_only() -> None:
     with pytest.raises(ValueError, match="label"):
         det.test(pd.DataFrame({"prediction": [1]}))
     assert PerformanceDriftDetector.from_counts(90, 100).test(labelled(200, 0.5)).drift
+
+
+@pytest.mark.timeout(120)
+def test_thousand_unchanged_windows_raise_at_most_one_confirmed_alarm() -> None:
+    """The monitor-level promise at the defaults (MonitorConfig: alpha 0.01 shared by
+    three detectors, patience 2, cooldown 3): correlated numeric features with ties and
+    a categorical, 1,000 windows of 200 rows against one reference, seeded."""
+    from ray_mlops.config import MonitorConfig
+
+    config = MonitorConfig()
+    rng = np.random.default_rng(31)
+    mix = rng.normal(size=(6, 6))
+
+    def frame(rows: int) -> pd.DataFrame:
+        x = rng.normal(size=(rows, 6)) @ mix
+        data = {f"x{i}": x[:, i] for i in range(6)}
+        data["count"] = rng.poisson(3, rows).astype(float)
+        data["c"] = rng.choice(["a", "b", "c", "d"], rows, p=[0.4, 0.3, 0.2, 0.1])
+        return pd.DataFrame(data)
+
+    detector = DriftDetector(frame(5000), alpha=config.alpha / 3)
+    stream = DriftStream(detector, patience=config.patience, cooldown=config.cooldown,
+                         max_history=1000)
+    verdicts = [stream.update(frame(config.window_size)) for _ in range(1000)]
+    assert len(stream.alarms) <= 1
+    assert np.mean([v.drift for v in verdicts]) <= 0.01  # each window: at most alpha / 3 + noise

@@ -3,11 +3,14 @@ reference, then KS-test the scores of the rest of the reference against the wind
 
 Per-feature tests miss a shift that moves many correlated features a little, or breaks
 their correlations without moving any margin (noise on a sensor, a feature stuck at a
-constant). The squared Mahalanobis distance of a row from the reference sees both. Its
-null distribution on real, non-Gaussian data is unknown, so it is not compared with a
-chi-squared: the reference is split once, at construction, into a *fit* part (median
-imputation, standardization, a Ledoit–Wolf shrunk covariance) and a *held-out* part
-whose scores are sorted once. A window's scores are then compared with the held-out
+constant). The squared Mahalanobis distance of a row from the reference sees both. Real
+features are skewed, heavy-tailed and tied, so the distance is taken between *normal
+scores* (a Gaussian copula: each feature through its reference ECDF, mid-ranks for ties,
+then the normal quantile), where correlations are measured robustly. Its null
+distribution is still unknown, so it is not compared with a chi-squared: the reference
+is split once, at construction, into a *fit* part (median imputation, the ECDFs, a
+Ledoit–Wolf shrunk correlation of the normal scores) and a *held-out* part whose
+scores are sorted once. A window's scores are then compared with the held-out
 scores by the two-sample KS test (scipy's exact p-value). Under no drift the held-out
 rows and the window rows are draws from one distribution and the score was fitted on
 neither, so the p-value is valid whatever the features' dependence, their marginals
@@ -17,6 +20,7 @@ or ties (a conditional test given the fit part: no permutations, no asymptotics)
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 
 from ray_mlops.monitor._ks import NumericComparison, NumericReference
 
@@ -43,17 +47,19 @@ def ledoit_wolf(z: np.ndarray) -> np.ndarray:
 
 
 class _Score:
-    """Median imputation, standardization and whitening learned from the fit rows."""
+    """Median imputation, normal scores and whitening learned from the fit rows."""
 
     def __init__(self, fit: np.ndarray) -> None:
         median = np.nanmedian(fit, axis=0)
         self.fill = np.where(np.isnan(median), 0.0, median)
         filled = self._impute(fit)
-        self.mean = filled.mean(axis=0)
-        sd = filled.std(axis=0)
-        self.keep = sd > 1e-12 * np.maximum(1.0, np.abs(self.mean))
+        self.sorted = np.sort(filled, axis=0).T  # features × fit rows
+        scores = self._normal_scores(filled)
+        self.mean = scores.mean(axis=0)
+        sd = scores.std(axis=0)
+        self.keep = sd > 1e-9
         self.sd = sd[self.keep]
-        z = (filled[:, self.keep] - self.mean[self.keep]) / self.sd
+        z = (scores[:, self.keep] - self.mean[self.keep]) / self.sd
         values, vectors = np.linalg.eigh(ledoit_wolf(z))
         floor = max(values.max(), 1.0) * 1e-9
         self.whiten = vectors / np.sqrt(np.maximum(values, floor))
@@ -65,9 +71,22 @@ class _Score:
     def _impute(self, matrix: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(matrix), self.fill, matrix)
 
+    def _normal_scores(self, filled: np.ndarray) -> np.ndarray:
+        """Φ⁻¹ of each value's mid-rank in the fit ECDF, kept inside (0.5/n, 1 - 0.5/n)."""
+        n = self.sorted.shape[1]
+        order = np.argsort(filled, axis=0)  # sorted queries: cache-friendly lookups
+        out = np.empty(filled.shape)
+        for j, ordered in enumerate(self.sorted):
+            values = filled[order[:, j], j]
+            ranks = np.searchsorted(ordered, values, side="left").astype(float)
+            ranks += np.searchsorted(ordered, values, side="right")
+            out[order[:, j], j] = ranks / (2.0 * n)
+        return special.ndtri(np.clip(out, 0.5 / n, 1.0 - 0.5 / n))
+
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance of every row (NaN imputed by the fit median)."""
-        z = (self._impute(matrix)[:, self.keep] - self.mean[self.keep]) / self.sd
+        """Squared Mahalanobis distance of every row's normal scores (NaN: the fit median)."""
+        scores = self._normal_scores(self._impute(matrix))
+        z = (scores[:, self.keep] - self.mean[self.keep]) / self.sd
         return np.sum((z @ self.whiten) ** 2, axis=1)
 
 
