@@ -109,9 +109,17 @@ def test_a_text_step_that_cannot_fit_is_a_train_error(split):
     schema, train, _ = split
     with pytest.raises(TrainError, match="text step cannot be fitted.*min_df"):
         fit_pipeline(schema, "logistic_regression", {}, 0, train, text_config(text={"min_df": 0.99}))
-    with pytest.raises(TrainError, match="svd_components"):
-        fit_pipeline(schema, "hist_gradient_boosting", {"max_iter": 2}, 0, train.head(20),
-                     text_config(text={"svd_components": 5000, "max_features": 100}))
+
+
+
+def test_a_vocabulary_smaller_than_svd_components_caps_the_svd(split):
+    schema, train, valid = split
+    cfg = text_config(text={"svd_components": 5000, "max_features": 40, "char_ngrams": None})
+    model = fit_pipeline(schema, "hist_gradient_boosting", {"max_iter": 5}, 0, train, cfg)
+    word = model.named_steps["features"].named_transformers_["doc_text_word"]
+    assert word.named_steps["svd"].n_components == len(word.named_steps["tfidf"].vocabulary_) == 40
+    X, _ = features_and_label(valid, schema)
+    assert model.predict_proba(X).shape == (len(valid), 3)
 
 
 def test_a_text_model_round_trips_through_the_registry_with_sklearn_types_only(split, tmp_path):

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -201,6 +202,7 @@ def fit_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, family: str |
     ``max_iter`` set to the yielded count.
     """
     features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+    _guarded(lambda: _cap_svd(features, X), family)
     if not is_iterative(model):
         _fit(pipeline, X, y, family)
         yield 0
@@ -213,10 +215,29 @@ def fit_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, family: str |
     model.set_params(warm_start=False)
 
 
+def _cap_svd(features: ColumnTransformer, X: pd.DataFrame) -> None:
+    """Lower each text step's TruncatedSVD to its vocabulary size when that is smaller.
+
+    A short vocabulary (a few dozen distinct words) cannot give ``svd_components``
+    components; the capped value is a plain parameter of the fitted Pipeline.
+    """
+    for _, branch, column in features.transformers:
+        if isinstance(branch, Pipeline) and "svd" in branch.named_steps:
+            svd = branch.named_steps["svd"]
+            size = len(clone(branch.named_steps["tfidf"]).fit(X[column]).vocabulary_)
+            if size < svd.n_components:
+                svd.set_params(n_components=max(2, size))
+
+
 def _fit(step: Any, X: pd.DataFrame, y: np.ndarray, family: str | None, transform: bool = False) -> Any:
     """``step.fit`` (or ``fit_transform``); a learned text step that cannot fit is a TrainError."""
+    return _guarded(lambda: step.fit_transform(X, y) if transform else step.fit(X, y), family)
+
+
+def _guarded(call: Callable[[], Any], family: str | None) -> Any:
+    """``call()``; the ValueErrors of a text step that cannot be learned become a TrainError."""
     try:
-        return step.fit_transform(X, y) if transform else step.fit(X, y)
+        return call()
     except ValueError as exc:
         message = str(exc)
         if any(hint in message for hint in ("vocabulary", "no terms remain", "n_components")):
