@@ -74,7 +74,8 @@ def staged_records(source: SourceType, listed: SourceFiles, quarantine: Quaranti
     ``record_batch_size = None`` (one read task's output) so they run on every core.
     """
     step = _RecordStep(source, quarantine, buckets)
-    return source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
+    records = source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
+    return source.after_records(records)
 
 
 def stage_all(

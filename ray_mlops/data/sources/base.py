@@ -121,6 +121,10 @@ class SourceType(ABC):
     def records(self, batch: pd.DataFrame) -> Split:
         """Record step: (good records: entity key + record columns, rejects with their reason)."""
 
+    def after_records(self, records: "ray.data.Dataset") -> "ray.data.Dataset":
+        """Batch stages after the record step (e.g. an embedding model on an actor pool); none by default."""
+        return records
+
     @abstractmethod
     def entities(self, records: pd.DataFrame) -> Split:
         """Entity step: the records of some entities → (one row each: key + feature columns, rejects)."""

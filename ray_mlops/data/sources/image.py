@@ -1,14 +1,17 @@
 """Images (``image``): a folder of PNG/JPEG files named after the entity.
 
-Each image is decoded once to an RGB array of ``size``×``size`` and turned into a
-fixed-length representation by stateless code (the same in a Ray Data task and in a
-Serve replica); an entity with several images gets the mean of each component and its
-image count.
+Each image is decoded once to an RGB array of ``size``×``size`` and turned into the
+configured ``representation`` (:mod:`ray_mlops.data.image_features`: summary statistics,
+a pixel grid, HOG, colour histograms, an ONNX embedding) by stateless code, the same in a
+Ray Data task and in a Serve replica. An entity with several images gets the mean of each
+component and its image count. The embedding runs in batch as a Ray Data actor pool
+(``num_gpus`` when the cluster has GPUs) after the record step.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import io
 from typing import Any, ClassVar, Literal
@@ -21,6 +24,7 @@ from pydantic import Field
 
 from ray_mlops.config import SourceSettings
 from ray_mlops.data.grouped import Groups
+from ray_mlops.data.image_features import Hog, ImageRepresentation, OnnxEmbedder, PixelGrid, embed_dataset, feature_kinds, represent
 from ray_mlops.data.quarantine import reject_frame
 from ray_mlops.data.sources._read import read_files
 from ray_mlops.data.sources._request import Text, many
@@ -36,14 +40,20 @@ from ray_mlops.data.sources.base import (
     key_from_path,
 )
 
-SUMMARY = ["mean", "std", "dark_fraction", "edge_density", "redness"]
+IMAGE = "_image"  # a record's encoded image, kept for the embedding stage only
+
+
+def _learnable() -> ImageRepresentation:
+    """The default: summary statistics (drift-tested), a 16×16 grey pixel grid and HOG (what a model learns from)."""
+    return ImageRepresentation(summary=True, pixels=PixelGrid(size=16, mode="gray"), hog=Hog())
 
 
 class ImageSettings(SourceSettings):
     """A folder of images named after the entity (``<key>.png`` or ``<key>_<n>.png``)."""
 
     format: Literal["image"]
-    size: int = Field(default=32, ge=4, le=512)  # decoded to size × size RGB
+    size: int = Field(default=32, ge=4, le=512)  # decoded to size × size RGB, then represented
+    representation: ImageRepresentation = Field(default_factory=_learnable)
     filename_pattern: str = DEFAULT_FILENAME_PATTERN
 
 
@@ -60,15 +70,6 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float64) / 255.0
 
 
-def summary_matrix(pixels: np.ndarray) -> np.ndarray:
-    """Per image of a stack (N×size×size×3): brightness, contrast, dark-spot share, edge density, redness."""
-    grey = pixels.mean(axis=3)
-    edges = np.abs(np.diff(grey, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(grey, axis=2)).mean(axis=(1, 2))
-    dark = (grey < 0.4).mean(axis=(1, 2))
-    redness = (pixels[..., 0] - pixels[..., 2]).mean(axis=(1, 2))
-    return np.column_stack([grey.mean(axis=(1, 2)), grey.std(axis=(1, 2)), dark, edges, redness])
-
-
 class ImageSource(MultiRecordSource):
     """Per entity: its image count, then the mean of each per-image component."""
 
@@ -76,16 +77,27 @@ class ImageSource(MultiRecordSource):
     Settings = ImageSettings
     count_feature: ClassVar[str] = "n_images"
 
+    _embedder: OnnxEmbedder | None = None
+
+    @property
+    def representation(self) -> ImageRepresentation:
+        return self.settings.representation
+
     def record_kinds(self) -> dict[str, FeatureKind]:
-        """The per-image components (unprefixed) and their kinds."""
-        return {name: "numeric" for name in SUMMARY}
+        """The per-image components (unprefixed) and their kinds, embedding included."""
+        return dict(feature_kinds(self.representation))
 
     def features(self) -> dict[str, FeatureKind]:
         return {self.column("n_images"): "numeric", **{self.column(n): k for n, k in self.record_kinds().items()}}
 
-    def represent(self, pixels: np.ndarray) -> np.ndarray:
-        """Per-image components (N × len(record_kinds)) of a stack of decoded images."""
-        return summary_matrix(pixels)
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_embedder": None}  # a loaded ONNX session stays in its process
+
+    def embedder(self) -> OnnxEmbedder | None:
+        """The ONNX embedder of an online request, loaded once per source instance (None without an embedding)."""
+        if self.representation.embedding is not None and self._embedder is None:
+            self._embedder = OnnxEmbedder(self.representation.embedding)
+        return self._embedder
 
     def entity_columns(self, groups: Groups, per_image: np.ndarray) -> Columns:
         columns = {self.column("n_images"): groups.sizes.astype(np.float64)}
@@ -93,19 +105,25 @@ class ImageSource(MultiRecordSource):
         columns.update({self.column(name): means[:, j] for j, name in enumerate(self.record_kinds())})
         return columns
 
-    def _width(self) -> int:
-        return len(self.record_kinds())
-
-    def _represent_all(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.represent(np.stack(images)) if images else np.empty((0, self._width()))
+    def _represent_all(self, images: list[np.ndarray], embedder: OnnxEmbedder | None) -> np.ndarray:
+        """Per-image components; without ``embedder`` the embedding columns are left out."""
+        width = len(feature_kinds(self.representation, embedding=embedder is not None))
+        return represent(np.stack(images), self.representation, embedder) if images else np.empty((0, width))
 
     # -- batch ----------------------------------------------------------------------
     def read(self, listed: Any) -> ray.data.Dataset:
         return read_files(listed.fs, listed.paths)
 
+    def after_records(self, records: ray.data.Dataset) -> ray.data.Dataset:
+        """The embedding of each accepted image, on an actor pool (when configured)."""
+        if self.representation.embedding is None:
+            return records
+        decode = functools.partial(decode_image, size=self.settings.size)  # the pixels online requests embed
+        return embed_dataset(records, self.representation.embedding, image_column=IMAGE, decode=decode)
+
     def records(self, batch: pd.DataFrame) -> Split:
         """Image files (``bytes`` + ``path``) → one row of components per image; unreadable and unnamed rejected."""
-        images, keys, reasons, bad = [], [], [], []
+        images, keys, encoded, reasons, bad = [], [], [], [], []
         for path, data in zip(batch["path"], batch["bytes"]):
             entity = key_from_path(path, self.settings.filename_pattern)
             if entity is None:
@@ -119,8 +137,12 @@ class ImageSource(MultiRecordSource):
                 bad.append(path)
                 continue
             keys.append(entity)
-        good = pd.DataFrame(self._represent_all(images), columns=list(self.record_kinds()))
+            encoded.append(bytes(data))
+        names = list(feature_kinds(self.representation, embedding=False))
+        good = pd.DataFrame(self._represent_all(images, None), columns=names)
         good.insert(0, self.key, pd.Series(keys, dtype=object))
+        if self.representation.embedding is not None:
+            good[IMAGE] = pd.Series(encoded, dtype=object)
         return good, reject_frame(self.name, reasons, bad)
 
     def entities(self, records: pd.DataFrame) -> Split:
@@ -139,11 +161,11 @@ class ImageSource(MultiRecordSource):
 
     def online(self, instances: list[dict]) -> Columns:
         images, rows = self.items(instances, self._pixels)
-        per_image = self._represent_all(images)
+        per_image = self._represent_all(images, self.embedder())
         return self.per_instance(rows, len(instances), lambda groups: self.entity_columns(groups, per_image))
 
     def request_fields(self) -> dict[str, tuple]:
         return {self.name: many(Text, f"{self.name}: base64-encoded PNG/JPEG images")}
 
 
-__all__ = ["ImageSource", "ImageSettings", "decode_image", "summary_matrix"]
+__all__ = ["ImageSource", "ImageSettings", "decode_image"]
