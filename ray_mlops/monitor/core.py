@@ -240,7 +240,7 @@ class Monitor:
                 "served_versions": sorted(window["model_version"].astype(str).unique().tolist()),
                 "drift": verdict.drift, "alarm": verdict.alarm, "streak": verdict.streak,
                 "cooling_down": verdict.cooling_down, "p_value": tested.report.p_value,
-                "detectors": tested.parts, "labeled": tested.labeled, "accuracy": tested.accuracy,
+                "detectors": tested.parts, "labeled": tested.labeled, "accuracy": tested.accuracy, "mae": tested.error,
                 "drifted_features": list(verdict.drifted_features),
                 "features": {k: _feature_summary(v) for k, v in tested.report.features.items()}}
         self.store.save_verdict(index, full)

@@ -12,7 +12,8 @@ tests all use the same code.
   distance (categorical) are reported beside the p-values.
 * :class:`PredictionDriftDetector` — drift of the model's outputs.
 * :class:`PerformanceDriftDetector` — accuracy drop once labels come back (concept
-  drift, which input tests cannot see).
+  drift, which input tests cannot see); :class:`ErrorDriftDetector` — its regression
+  counterpart (larger absolute errors).
 * :class:`DriftStream` — patience and cooldown over a stream of windows, with a
   verdict history and a plain-dict state for checkpointing.
 
@@ -42,6 +43,7 @@ __all__ = [
     "DriftDetector",
     "DriftReport",
     "DriftStream",
+    "ErrorDriftDetector",
     "FeatureResult",
     "PerformanceDriftDetector",
     "PredictionDriftDetector",
@@ -625,6 +627,52 @@ class PerformanceDriftDetector:
                                 n_window=total)
         return DriftReport(drift=drift, p_value=p, features={"accuracy": feature},
                            alpha=self.alpha, correction="none", n_tests=1, n_window=total)
+
+
+class ErrorDriftDetector:
+    """Regression's accuracy test: are a window's absolute errors larger than the reference's?
+
+    One-sided Mann–Whitney U (``scipy.stats.mannwhitneyu(window, reference,
+    alternative="greater")``): the null is "a window error is not stochastically larger
+    than a reference error". It needs no normality and is calibrated whatever the error
+    distribution (exchangeable samples under the null). The reference holds the model's
+    absolute errors on labeled rows it was not fitted on; rows without a label are ignored.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> det = ErrorDriftDetector(np.abs(rng.normal(size=400)))
+        >>> det.test(np.abs(rng.normal(size=100))).drift, det.test(np.abs(rng.normal(scale=2, size=100))).drift
+        (False, True)
+    """
+
+    def __init__(self, reference_errors: Any, *, alpha: float = 0.05) -> None:
+        _check_options(alpha, "none", None)
+        self.alpha = float(alpha)
+        self.reference_ = self._errors(reference_errors, "reference")
+
+    @staticmethod
+    def _errors(values: Any, where: str) -> np.ndarray:
+        errors = np.abs(np.asarray(values, dtype=float).ravel())
+        errors = errors[np.isfinite(errors)]
+        if errors.size == 0:
+            raise ValueError(f"{where} has no finite errors")
+        return errors
+
+    def test(self, errors: Any) -> DriftReport:
+        """Test one window's absolute errors; the report has one feature, ``"error"``."""
+        window = self._errors(errors, "window")
+        result = stats.mannwhitneyu(window, self.reference_, alternative="greater")
+        p = float(result.pvalue)
+        drift = p <= self.alpha
+        auc = float(result.statistic) / (window.size * self.reference_.size)
+        feature = FeatureResult(test="mannwhitneyu (one-sided: larger errors)", statistic=auc, p_value=p,
+                                drift=drift, adjusted_p_value=p,
+                                effect_size=float(window.mean() - self.reference_.mean()),
+                                effect_metric="mae_increase", n_reference=int(self.reference_.size),
+                                n_window=int(window.size))
+        return DriftReport(drift=drift, p_value=p, features={"error": feature}, alpha=self.alpha,
+                           correction="none", n_tests=1, n_window=int(window.size))
 
 
 # ---------------------------------------------------------------- streaming

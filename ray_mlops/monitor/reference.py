@@ -3,14 +3,21 @@
 A version's reference comes from the registry (the profile files stored with it):
 
 - **inputs**: the ``reference.parquet`` sample (the ingest's, or the post-drift rows a
-  retraining kept) → :class:`DriftDetector` over every feature;
+  retraining kept) → :class:`DriftDetector` over the features the schema tests
+  (``schema.tested``: numeric and categorical; raw text and vector components are not
+  tested one by one);
 - **predictions**: the version's own outputs on reference rows it was *not* fitted on
   (the key-hash validation split, or every row when the version says its reference is
-  out-of-sample) → :class:`PredictionDriftDetector` (KS on the positive-class
-  probability, or on the value for regression). In-sample outputs would be sharper than
-  anything production sees and would flag drift forever;
-- **accuracy**: the validation accuracy in the version's metadata →
-  :class:`PerformanceDriftDetector` on the labeled rows of a window (classification).
+  out-of-sample) → a :class:`DriftDetector` over :mod:`ray_mlops.monitor.outputs`'
+  columns: KS on P(last class) for binary classification, chi-squared on the predicted
+  labels plus KS on the largest probability for multi-class, KS on the value for
+  regression. In-sample outputs would be sharper than anything production sees and would
+  flag drift forever;
+- **accuracy**: classification: the validation accuracy in the version's metadata →
+  :class:`PerformanceDriftDetector` on the labeled rows of a window (correct = label ==
+  prediction, any number of classes); regression: the version's absolute errors on the
+  same unseen reference rows → :class:`ErrorDriftDetector` (one-sided Mann–Whitney: are
+  the window's errors larger?). Probation uses this detector's p-value for both tasks.
 
 The three share the window's level ``alpha`` (Bonferroni: ``alpha / 3`` each), so an
 unchanged stream is flagged with probability at most ``alpha`` per window whatever
@@ -33,10 +40,11 @@ from ray_mlops.data.schema import FeatureSchema, cast_features
 from ray_mlops.monitor.drift import (
     DriftDetector,
     DriftReport,
+    ErrorDriftDetector,
     FeatureResult,
     PerformanceDriftDetector,
-    PredictionDriftDetector,
 )
+from ray_mlops.monitor.outputs import PREDICTION, abs_errors, agreement, model_outputs, record_outputs
 from ray_mlops.registry import Registry
 from ray_mlops.train.pipelines import split_by_key
 
@@ -44,8 +52,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.parquet"
 DETECTORS = ("inputs", "predictions", "accuracy")
-PREDICTION_FEATURE = "prediction"
-ACCURACY_FEATURE = "accuracy"
 MIN_PREDICTION_ROWS = 20
 MIN_REFERENCE_ROWS = 30
 
@@ -58,13 +64,7 @@ class WindowTest:
     parts: dict[str, float | None]
     labeled: int
     accuracy: float | None
-
-
-def positive_scores(frame: pd.DataFrame, task: str) -> np.ndarray:
-    """The score the prediction test compares: P(class 1), or the predicted value."""
-    if task != "classification":
-        return pd.to_numeric(frame["prediction"], errors="coerce").to_numpy(dtype=float)
-    return np.array([p[-1] if p is not None and len(p) else np.nan for p in frame["probabilities"]], dtype=float)
+    error: float | None = None  # regression: the labeled rows' mean absolute error
 
 
 def _usable_columns(reference: pd.DataFrame, names: list[str]) -> list[str]:
@@ -76,21 +76,21 @@ class Reference:
     """Detectors built for one registry version; :meth:`test` judges a window."""
 
     def __init__(self, version: str, schema: FeatureSchema, features: pd.DataFrame, *,
-                 scores: np.ndarray | None, accuracy: tuple[int, int] | None, config: MonitorConfig):
+                 outputs: pd.DataFrame | None, accuracy: tuple[int, int] | None,
+                 errors: np.ndarray | None = None, config: MonitorConfig):
         self.version, self.schema, self.config = version, schema, config
         level = config.alpha / len(DETECTORS)
         self.columns = _usable_columns(features, schema.tested)  # text and vector features are not tested one by one
         categorical = [c for c in schema.categorical if c in self.columns]
         self.inputs = DriftDetector(features[self.columns], alpha=level, correction=config.correction,
                                     categorical=categorical)
+        outputs = None if outputs is None else outputs.dropna().reset_index(drop=True)
+        self.prediction_rows = 0 if outputs is None else len(outputs)
         self.predictions = None
-        if scores is not None and np.isfinite(scores).sum() >= MIN_REFERENCE_ROWS:
-            self.predictions = PredictionDriftDetector(scores[np.isfinite(scores)], alpha=level, categorical=False)
-        self.accuracy = None
-        if accuracy is not None and schema.task == "classification":
-            self.accuracy = PerformanceDriftDetector.from_counts(*accuracy, alpha=level)
+        if self.prediction_rows >= MIN_REFERENCE_ROWS:
+            self.predictions = DriftDetector(outputs, alpha=level, correction="bonferroni")
+        self.accuracy = _accuracy_detector(schema.task, accuracy, errors, level)
         self.rows = len(features)
-        self.prediction_rows = 0 if scores is None else int(np.isfinite(scores).sum())
         self.reference_accuracy = None if accuracy is None else accuracy[0] / accuracy[1]
 
     def describe(self) -> dict[str, Any]:
@@ -109,35 +109,42 @@ class Reference:
         version = meta["version"]
         raw = pd.read_parquet(io.BytesIO(registry.read_profile_file(version, REFERENCE_FILE)))
         rows = cast_features(raw, schema)
-        features = rows[list(schema.features)]
         unseen = _unseen_rows(rows, meta)
-        scores = None
+        outputs = errors = None
         if len(unseen) >= MIN_REFERENCE_ROWS:
-            model = registry.load(version)
-            scores = _model_scores(model, unseen[list(schema.features)], schema.task)
-        return cls(version, schema, features, scores=scores, accuracy=_validation_accuracy(meta), config=config)
+            outputs = model_outputs(registry.load(version), unseen[list(schema.features)], schema.task)
+            if schema.task != "classification" and schema.label in unseen:
+                errors = abs_errors(unseen[schema.label], outputs[PREDICTION])
+        return cls(version, schema, rows[list(schema.features)], outputs=outputs,
+                   accuracy=_validation_accuracy(meta), errors=errors, config=config)
 
     # -- testing ----------------------------------------------------------------------
     def test(self, window: pd.DataFrame) -> WindowTest:
         """Test a window of prediction records (features, ``model_version``, outputs, ``label``)."""
         _check_numeric(window, self.schema.numeric)
-        features = cast_features(window, self.schema)[self.columns]
+        features = cast_features(window.drop(columns=[self.schema.label], errors="ignore"), self.schema)[self.columns]
         reports = {"inputs": self.inputs.test(features)}
         own = window[window["model_version"].astype(str) == self.version]
-        scores = positive_scores(own, self.schema.task) if len(own) else np.array([])
-        scores = scores[np.isfinite(scores)]
-        if self.predictions is not None and len(scores) >= MIN_PREDICTION_ROWS:
-            reports["predictions"] = self.predictions.test(scores)
+        outputs = record_outputs(own, self.schema.task).dropna()
+        if (self.predictions is not None and len(outputs) >= MIN_PREDICTION_ROWS
+                and list(outputs.columns) == self.predictions.columns_):
+            reports["predictions"] = self.predictions.test(outputs.reset_index(drop=True))
         labeled = own[own["label"].notna()] if "label" in own else own.iloc[:0]
-        accuracy = None
+        score = None
         if self.accuracy is not None and len(labeled) >= self.config.min_labels:
-            frame = pd.DataFrame({"label": labeled["label"].astype(int).to_numpy(),
-                                  "prediction": pd.to_numeric(labeled["prediction"], errors="coerce").to_numpy()})
-            reports["accuracy"] = self.accuracy.test(frame)
-            accuracy = float((frame["label"] == frame["prediction"]).mean())
+            reports["accuracy"], score = self._test_labels(labeled)
+        accuracy, error = (score, None) if self.schema.task == "classification" else (None, score)
         return WindowTest(_combine(reports, self.config.alpha, len(window)),
                           {name: (reports[name].p_value if name in reports else None) for name in DETECTORS},
-                          len(labeled), accuracy)
+                          len(labeled), accuracy, error)
+
+    def _test_labels(self, labeled: pd.DataFrame) -> tuple[DriftReport, float]:
+        """The accuracy test (classification: label == prediction) or the error test (regression)."""
+        if self.schema.task == "classification":
+            hits = agreement(labeled["label"], labeled["prediction"])
+            return self.accuracy.test_counts(int(hits.sum()), len(hits)), float(hits.mean())
+        errors = abs_errors(labeled["label"], labeled["prediction"])
+        return self.accuracy.test(errors), float(np.nanmean(errors))
 
 
 def _check_numeric(window: pd.DataFrame, names: list[str]) -> None:
@@ -154,10 +161,9 @@ def _check_numeric(window: pd.DataFrame, names: list[str]) -> None:
 def _combine(reports: dict[str, DriftReport], alpha: float, rows: int) -> DriftReport:
     """One report: drift if any detector drifts at alpha/3; p = Bonferroni over the three."""
     features: dict[str, FeatureResult] = dict(reports["inputs"].features)
-    if "predictions" in reports:
-        features[PREDICTION_FEATURE] = reports["predictions"].features["prediction"]
-    if "accuracy" in reports:
-        features[ACCURACY_FEATURE] = reports["accuracy"].features["accuracy"]
+    for name in ("predictions", "accuracy"):  # prediction[, prediction_confidence]; accuracy or error
+        if name in reports:
+            features.update(reports[name].features)
     p_value = min(1.0, len(DETECTORS) * min(r.p_value for r in reports.values()))
     drift = any(r.drift for r in reports.values())
     return DriftReport(drift=drift, p_value=p_value, features=features, alpha=alpha, correction="bonferroni",
@@ -175,10 +181,14 @@ def _unseen_rows(rows: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return split_by_key(rows, split["key"], float(split["validation_fraction"]))[1]
 
 
-def _model_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
+def _accuracy_detector(task: str, accuracy: tuple[int, int] | None, errors: np.ndarray | None,
+                       level: float) -> PerformanceDriftDetector | ErrorDriftDetector | None:
+    """Classification: Fisher on the version's correct/total; regression: Mann–Whitney on its errors."""
     if task == "classification":
-        return np.asarray(model.predict_proba(X), dtype=float)[:, -1]
-    return np.asarray(model.predict(X), dtype=float)
+        return None if accuracy is None else PerformanceDriftDetector.from_counts(*accuracy, alpha=level)
+    if errors is None or np.isfinite(errors).sum() < MIN_REFERENCE_ROWS:
+        return None
+    return ErrorDriftDetector(errors, alpha=level)
 
 
 def _validation_accuracy(meta: dict) -> tuple[int, int] | None:
@@ -193,4 +203,4 @@ def _validation_accuracy(meta: dict) -> tuple[int, int] | None:
     return int(round(accuracy * total)), total
 
 
-__all__ = ["Reference", "WindowTest", "positive_scores", "DETECTORS", "REFERENCE_FILE"]
+__all__ = ["Reference", "WindowTest", "DETECTORS", "REFERENCE_FILE"]

@@ -165,9 +165,8 @@ class FeedbackIndex:
         return len(frame)
 
     def attach(self, window: pd.DataFrame) -> pd.DataFrame:
-        """``window`` with a ``label`` column (NaN where no label came back yet)."""
-        labels = record_keys(window).map(self.labels)
-        return window.assign(label=pd.to_numeric(labels, errors="coerce"))
+        """``window`` with a ``label`` column as sent back (int, str or float; NaN where none came back yet)."""
+        return window.assign(label=record_keys(window).map(self.labels))
 
 
 __all__ = ["MonitorStore", "FeedbackIndex", "record_keys", "read_partitioned", "parquet_bytes",

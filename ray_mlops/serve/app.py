@@ -450,11 +450,20 @@ class ModelServer:
             raise _http(404, "request_id: unknown request id (not issued by this service)")
         if len(body.labels) != expected:
             raise _http(422, f"labels: expected {expected} labels (one per instance), got {len(body.labels)}")
-        frame = pd.DataFrame({"request_id": body.request_id, "row": range(expected), "label": body.labels,
+        self._check_classes(body.labels)
+        frame = pd.DataFrame({"request_id": body.request_id, "row": range(expected),
+                              "label": pd.Series(body.labels, dtype=object if self.schema.task == "classification" else float),
                               "time": pd.Timestamp.now(tz="UTC")})
         await asyncio.to_thread(self._feedback.write, frame)
         version = self.serving.version if self.serving else ""
         return JSONResponse({"request_id": body.request_id, "accepted": expected, "model_version": version})
+
+    def _check_classes(self, labels: list) -> None:
+        """422 naming ``labels[i]`` when a classification label is not one of the model's classes."""
+        serving = self.serving
+        bad = serving.unknown_label(labels) if serving is not None else None
+        if bad is not None:
+            raise _http(422, f"labels[{bad}]: {labels[bad]!r} is not one of the model's classes {serving.classes[:20]}")
 
     def health(self) -> dict:
         return {"status": "degraded" if self.swap_error else "ok",
@@ -465,7 +474,9 @@ class ModelServer:
     def model_info(self) -> dict:
         if self.serving is None:
             raise _http(503, "model: no version loaded")
-        return {"model_version": self.serving.version, "classes": self.serving.classes, **self.serving.metadata}
+        classes = self.serving.classes if self.serving.task == "classification" else None
+        return {"model_version": self.serving.version, "task": self.serving.task, "classes": classes,
+                **self.serving.metadata}
 
     async def close(self) -> None:
         """Flush the prediction log (Serve calls ``__del__`` on graceful shutdown)."""

@@ -38,15 +38,32 @@ class ServedModel:
     model: Any
     metadata: dict
     task: str
-    classes: list = field(default_factory=list)
+    classes: list = field(default_factory=list)  # the model's ``classes_`` (ints or strings); [] for regression
+
+    def unknown_label(self, labels: list) -> int | None:
+        """The index of the first of ``labels`` that is not one of ``classes`` (classification), else None."""
+        if self.task != "classification":
+            return None
+        known = {(type(c), c) for c in self.classes}
+        return next((i for i, label in enumerate(labels) if (type(label), label) not in known), None)
 
     def predict(self, features: pd.DataFrame) -> Prediction:
+        """Regression: values. Classification: the labels of ``classes`` (ints or strings, as
+        the model's ``classes_``) and one probability list per row in that order; a
+        classifier without ``predict_proba`` gives its ``predict`` labels and no probabilities."""
         if self.task != "classification":
             values = np.asarray(self.model.predict(features), dtype=float)
             return Prediction(values.tolist(), None)
+        if not hasattr(self.model, "predict_proba"):
+            return Prediction(_plain_labels(self.model.predict(features)), None)
         proba = np.asarray(self.model.predict_proba(features), dtype=float)
-        labels = np.asarray(self.classes)[proba.argmax(axis=1)]
-        return Prediction(labels.tolist(), proba.round(6).tolist())
+        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        return Prediction(_plain_labels(labels), proba.round(6).tolist())
+
+
+def _plain_labels(labels: Any) -> list:
+    """Class labels as JSON-ready Python values (``int``/``str``/``bool``, never numpy scalars)."""
+    return [label.item() if isinstance(label, np.generic) else label for label in np.asarray(labels, dtype=object)]
 
 
 def _warmup_sample(registry: Registry, version: str, metadata: dict, schema: FeatureSchema) -> pd.DataFrame:
@@ -73,9 +90,14 @@ def _check_features(version: str, model: Any, schema: FeatureSchema) -> None:
         raise ServingError(f"{version} expects features this config does not produce: {unknown[:5]}")
 
 
-def _check_outputs(version: str, out: Prediction, rows: int) -> None:
+def _check_outputs(version: str, out: Prediction, rows: int, classes: list) -> None:
     if len(out.predictions) != rows:
         raise ServingError(f"{version}: {len(out.predictions)} predictions for {rows} warm-up rows")
+    if classes and out.probabilities is None:
+        unknown = [p for p in out.predictions if p not in classes]
+        if unknown:
+            raise ServingError(f"{version}: predicted {unknown[0]!r}, not one of its classes {classes[:10]}")
+        return
     values = np.asarray(out.probabilities if out.probabilities is not None else out.predictions, dtype=float)
     if not np.isfinite(values).all():
         raise ServingError(f"{version}: non-finite outputs on the warm-up rows")
@@ -88,12 +110,12 @@ def load_version(registry: Registry, ref: str, schema: FeatureSchema) -> ServedM
         version = metadata["version"]
         model = registry.load(version)  # verifies the artifact's sha256 first
         _check_features(version, model, schema)
-        classes = list(np.asarray(getattr(model, "classes_", [])).tolist())
+        classes = _plain_labels(getattr(model, "classes_", [])) if schema.task == "classification" else []
         if schema.task == "classification" and not classes:
             raise ServingError(f"{version} is not a classifier (no classes_)")
         served = ServedModel(version, model, metadata, schema.task, classes)
         sample = _warmup_sample(registry, version, metadata, schema)
-        _check_outputs(version, served.predict(sample), len(sample))
+        _check_outputs(version, served.predict(sample), len(sample), classes)
     except ServingError:
         raise
     except RayMlopsError as exc:

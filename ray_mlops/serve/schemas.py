@@ -23,11 +23,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema, create_model
 
 from ray_mlops.config import Config
 from ray_mlops.data.sources import sources_of
-from ray_mlops.data.sources._request import FORBID, FiniteFloat, Int64
+from ray_mlops.data.sources._request import FORBID, INT64, FiniteFloat, Int64
+
+
+def _class_label(value: Any) -> Any:
+    """An int or a non-empty string, as sent: never coerced (``True``, ``1.0``, ``"1"`` stay what they are)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT64:
+        return value
+    if isinstance(value, str) and 0 < len(value) <= 1024:
+        return value
+    raise ValueError(f"a class label is an integer or a non-empty string (at most 1024 characters), "
+                     f"got {type(value).__name__} {str(value)[:40]!r}")
+
+
+#: A classification label as sent back to ``/feedback`` (the route then checks it is one of
+#: the serving model's classes).
+ClassLabel = Annotated[Union[int, str], PlainValidator(_class_label),
+                       WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "minLength": 1}]})]
 
 
 def instance_model(config: Config) -> type[BaseModel]:
@@ -58,7 +74,7 @@ def request_models(config: Config) -> RequestModels:
         "PredictRequest", __config__=FORBID,
         instances=(Annotated[list[instance], Field(min_length=1, max_length=limit)], ...),  # type: ignore[valid-type]
     )
-    label = Int64 if config.data.task == "classification" else FiniteFloat
+    label = ClassLabel if config.data.task == "classification" else FiniteFloat
     feedback = create_model(
         "FeedbackRequest", __config__=FORBID,
         request_id=(Annotated[str, Field(min_length=1, max_length=256)], ...),
