@@ -475,8 +475,8 @@ class ModelServer:
         if self.serving is None:
             raise _http(503, "model: no version loaded")
         classes = self.serving.classes if self.serving.task == "classification" else None
-        return {"model_version": self.serving.version, "task": self.serving.task, "classes": classes,
-                **self.serving.metadata}
+        return {**self.serving.metadata, "model_version": self.serving.version, "task": self.serving.task,
+                "classes": classes}
 
     async def close(self) -> None:
         """Flush the prediction log (Serve calls ``__del__`` on graceful shutdown)."""

@@ -78,7 +78,7 @@ def _warmup_sample(registry: Registry, version: str, metadata: dict, schema: Fea
     missing = [name for name in schema.features if name not in frame.columns]
     if missing:
         raise ServingError(f"{version}: warm-up rows lack features {missing[:5]}")
-    return cast_features(frame.head(WARMUP_ROWS), schema)[list(schema.features)]
+    return cast_features(frame.head(WARMUP_ROWS).drop(columns=[schema.label], errors="ignore"), schema)[list(schema.features)]
 
 
 def _check_features(version: str, model: Any, schema: FeatureSchema) -> None:
