@@ -1,8 +1,7 @@
 """Multi-class (string labels) and regression end to end: ingest → register → Serve over HTTP → monitor.
 
 Real data shipped with scikit-learn (iris with its species names; diabetes progression),
-written as a CSV table source, ingested with the real ingest (diabetes; iris is fitted on
-its raw table until the ingest keeps string labels), fitted as a plain
+written as a CSV table source, ingested with the real ingest, fitted as a plain
 scikit-learn Pipeline, registered and served by real Serve on the shared Ray. The
 prediction and feedback logs the replicas write are read back by the real monitor
 (:class:`ray_mlops.monitor.core.Monitor`, without its actor), which tests windows of them.
@@ -62,29 +61,18 @@ def _config(root: Path, data: Path, name: str, port: int, columns: dict, label: 
     }, origin=f"{name} test config")
 
 
-def _feature_table(config: Config, storage, raw: pd.DataFrame, ingested: bool) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(feature table, reference sample, data fingerprint): from the real ingest, or the raw
-    table itself (a table source's features are its columns) while the ingest cannot cast
-    string labels yet (``data/schema.py`` casts classification labels to int)."""
+def _register(config: Config, raw: pd.DataFrame, family: str) -> Project:
+    """Ingest (real, on the shared Ray), fit on the key-split training rows, register, promote."""
     from ray_mlops.data.ingest import ingest
     from ray_mlops.data.schema import read_feature_table, read_reference
-
-    if not ingested:
-        return raw, raw, "raw-table"
-    result = ingest(config, storage)
-    return read_feature_table(storage, result), read_reference(storage, result), result.fingerprint
-
-
-def _register(config: Config, raw: pd.DataFrame, family: str, *, ingested: bool = True) -> Project:
-    """Ingest (real, on the shared Ray), fit on the key-split training rows, register, promote."""
-    from ray_mlops.data.schema import feature_schema
     from ray_mlops.registry import Registry
     from ray_mlops.storage import Storage
     from ray_mlops.train.pipelines import fit_pipeline, split_by_key
 
     storage = Storage(config.storage)
-    schema = feature_schema(config)
-    table, reference, fingerprint = _feature_table(config, storage, raw, ingested)
+    result = ingest(config, storage)
+    schema, fingerprint = result.schema, result.fingerprint
+    table, reference = read_feature_table(storage, result), read_reference(storage, result)
     train, valid = split_by_key(table, schema.entity_key, VALIDATION_FRACTION)
     model = fit_pipeline(schema, family, {}, 0, train)
     predicted = model.predict(valid[list(schema.features)])
@@ -112,7 +100,7 @@ def iris(ray_session, serve_instance, tmp_path_factory) -> Project:
     raw["species"] = np.asarray(data.target_names, dtype=object)[data.target]
     spec = {c: {"type": "float"} for c in columns} | {"species": {"type": "category"}}
     config = _config(root, _write_table(root, raw), "iris", serve_instance, spec, "species", "classification")
-    project = _register(config, raw, "logistic_regression", ingested=False)
+    project = _register(config, raw, "logistic_regression")
     project.url = serving.deploy(config)
     return project
 
