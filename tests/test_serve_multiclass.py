@@ -85,7 +85,9 @@ def _register(config: Config, raw: pd.DataFrame, family: str) -> Project:
     registry = Registry(storage, config.model_name)
     version = registry.register(model, params={"family": family}, metrics=metrics, data_fingerprint=fingerprint,
                                 config_hash=config.digest(), profile_files={"reference.parquet": buffer.getvalue()},
-                                extra={"validation_rows": len(valid)})
+                                extra={"validation_rows": len(valid), "split": {
+                                    "validation_fraction": VALIDATION_FRACTION, "key": schema.entity_key,
+                                    "key_hash": "sha1", "train_rows": len(train), "validation_rows": len(valid)}})
     registry.promote(version, reason="multi-class/regression serve tests")
     return Project(config, storage, registry, raw, model)
 
