@@ -88,7 +88,7 @@ class Reference:
         self.prediction_rows = 0 if outputs is None else len(outputs)
         self.predictions = None
         if self.prediction_rows >= MIN_REFERENCE_ROWS:
-            self.predictions = DriftDetector(outputs, alpha=level, correction="bonferroni")
+            self.predictions = DriftDetector(outputs, alpha=level, correction="bonferroni", multivariate=False)
         self.accuracy = _accuracy_detector(schema.task, accuracy, errors, level)
         self.rows = len(features)
         self.reference_accuracy = None if accuracy is None else accuracy[0] / accuracy[1]
