@@ -183,7 +183,7 @@ class Traffic:
             self.stats.requests += 1
             self.stats.rows += len(records)
             self.stats.versions[version] += len(records)
-            self.stats.correct[version] += sum(int(p) == y for p, y in zip(body["predictions"], labels))
+            self.stats.correct[version] += sum(p == y for p, y in zip(body["predictions"], labels))
             self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
         if self.feedback:
             self._send_feedback(session, body["request_id"], labels)

@@ -127,7 +127,9 @@ td,th{{border:1px solid #ddd;padding:3px 6px;text-align:left}} th{{background:#f
 <h2>Summary</h2>{_table(facts, ["figure", "value"])}
 <h2>Drift per window</h2>
 <p>Family p-value of each detector per window (inputs: KS/chi-squared over every feature, Bonferroni;
-predictions: KS on the model's scores; accuracy: one-sided Fisher exact on feedback labels).
+predictions: KS on P(last class), on the values (regression), or chi-squared on the predicted labels + KS
+on the largest probability (multi-class); accuracy: one-sided Fisher exact on feedback labels, or one-sided
+Mann-Whitney on absolute errors (regression)).
 Each detector is tested at alpha/3.</p>
 {pvalue_chart(verdicts, alpha)}
 <h2>Drift per feature</h2>{heatmap(verdicts)}
