@@ -84,9 +84,10 @@ def request_models(config: Config) -> RequestModels:
 
 
 class PredictResponse(BaseModel):
-    predictions: list[Union[int, float, str]]
+    predictions: list[Union[int, float, str]] = Field(
+        description="class labels (ints or strings, as GET /model's classes); values for regression")
     probabilities: Optional[list[list[float]]] = Field(
-        description="per-class probabilities (classes in the model's order); null for regression")
+        description="one list per instance, in the order of GET /model's classes; null for regression")
     model_version: str
     request_id: str
 
