@@ -87,6 +87,7 @@ class Result:
     error: str | None = None
     seconds: float | None = None
     baselines: dict[str, float] = field(default_factory=dict)
+    trials: dict[str, float] = field(default_factory=dict)
 
 
 # -- the same rows -----------------------------------------------------------------------
@@ -164,6 +165,7 @@ class Ours:
     keys: list[str]
     predictions: np.ndarray
     model: str
+    trials: dict[str, float]  # per family: the best validation accuracy among its Tune trials
 
 
 def run_ours(name: str, data: realdata.Exported, storage_dir: Path, overrides: dict[str, Any]) -> Ours:
@@ -186,8 +188,15 @@ def run_ours(name: str, data: realdata.Exported, storage_dir: Path, overrides: d
     model = registry.load("production")
     valid = outcome.search.validation
     features = valid[list(model.feature_names_in_)] if hasattr(model, "feature_names_in_") else valid
-    family = outcome.search.family
-    return Ours([str(k) for k in valid[config.data.entity_key]], np.asarray(model.predict(features)), family)
+    keys = [str(k) for k in valid[config.data.entity_key]]
+    return Ours(keys, np.asarray(model.predict(features)), outcome.search.family, _trial_accuracy(outcome.search.trials))
+
+
+def _trial_accuracy(trials: pd.DataFrame) -> dict[str, float]:
+    if "accuracy" not in trials.columns:
+        return {}
+    best = trials.groupby("family")["accuracy"].max()
+    return {family: round(float(value), 4) for family, value in best.items()}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -230,7 +239,7 @@ def _judge(result: Result, ours: Ours, keys: np.ndarray, truth: np.ndarray, base
             aligned[position[key]] = prediction
     ours_right = aligned.astype(str) == truth.astype(str)
     base_right = baseline.astype(str) == truth.astype(str)
-    result.ours, result.ours_model = float(ours_right.mean()), ours.model
+    result.ours, result.ours_model, result.trials = float(ours_right.mean()), ours.model, ours.trials
     result.difference_points = round(100 * (result.ours - result.baseline), 2)
     result.only_ours_right = int((ours_right & ~base_right).sum())
     result.only_baseline_right = int((~ours_right & base_right).sum())
@@ -283,7 +292,8 @@ def print_table(results: list[Result]) -> None:
               f"{diff:>6}  {'-' + format(r.goal_points, '.0f'):>5}  {paired:>20}  {verdict}")
     print()
     for r in results:
-        extra = f"; ours: {r.ours_model} in {r.seconds}s" if r.ours_model else ""
+        trials = ", ".join(f"{k} {v:.3f}" for k, v in r.trials.items())
+        extra = f"; ours: {r.ours_model} in {r.seconds}s (best trial accuracy per family: {trials})" if r.ours_model else ""
         rows = "" if r.same_rows in (None, True) else "; WARNING: the product validated on other rows"
         print(f"{r.dataset}/{r.split}: baseline {r.baseline_name} ({', '.join(f'{k} {v:.3f}' for k, v in r.baselines.items())}){extra}{rows}")
         if r.error:
