@@ -16,6 +16,7 @@ previous pointer in place, so nothing half-written ever looks valid.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -129,16 +130,40 @@ def cast_features(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
 
 
 def cast_columns(columns: Mapping[str, Any], rows: int, schema: FeatureSchema) -> pd.DataFrame:
-    """:func:`cast_features` of columns by name (arrays or default-indexed Series of ``rows`` values; absent ones missing)."""
-    out: dict[str, Any] = {}
+    """:func:`cast_features` of columns by name (arrays or default-indexed Series of ``rows`` values; absent ones missing).
+
+    Numeric and vector features are filled into one float64 block (a frame of hundreds of
+    pixel or HOG columns is built in one step, not column by column).
+    """
+    numbers, others = _layout(schema)
+    block = np.full((rows, len(numbers)), np.nan)
+    for j, name in enumerate(numbers):
+        if name in columns:
+            block[:, j] = _numeric(columns[name])
+    frame = pd.DataFrame(block, columns=numbers, index=pd.RangeIndex(rows), copy=False)
+    position = 0
     if schema.entity_key in columns:
-        out[schema.entity_key] = pd.Series(columns[schema.entity_key]).astype(object)
+        frame.insert(position, schema.entity_key, pd.Series(columns[schema.entity_key]).astype(object).to_numpy())
+        position += 1
     if schema.label in columns:
-        out[schema.label] = _label_values(pd.Series(columns[schema.label]), schema.label_kind)
-    for name, kind in schema.features.items():
-        column = columns[name] if name in columns else np.full(rows, np.nan)
-        out[name] = _CASTS[kind](column)
-    return pd.DataFrame(out, index=pd.RangeIndex(rows))
+        frame.insert(position, schema.label, _label_values(pd.Series(columns[schema.label]), schema.label_kind).to_numpy())
+        position += 1
+    for where, name in others:  # categorical and text columns, at their place in the schema's order
+        column = columns[name] if name in columns else np.full(rows, None, dtype=object)
+        frame.insert(position + where, name, _CASTS[schema.features[name]](column).to_numpy())
+    return frame
+
+
+@functools.lru_cache(maxsize=32)
+def _layout_of(features: tuple[tuple[str, str], ...]) -> tuple[list[str], list[tuple[int, str]]]:
+    numbers = [name for name, kind in features if kind in ("numeric", "vector")]
+    others = [(i, name) for i, (name, kind) in enumerate(features) if kind not in ("numeric", "vector")]
+    return numbers, others
+
+
+def _layout(schema: FeatureSchema) -> tuple[list[str], list[tuple[int, str]]]:
+    """The float features (one block) and the others with their positions among all features."""
+    return _layout_of(tuple(schema.features.items()))
 
 
 def _numeric(column: Any) -> np.ndarray:
@@ -148,8 +173,9 @@ def _numeric(column: Any) -> np.ndarray:
 
 
 def _categorical(column: Any) -> pd.Series:
-    values = pd.Series(column).astype(object)
-    return values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
+    values = np.asarray(column, dtype=object).reshape(-1)
+    missing = pd.isna(values)
+    return pd.Series([None if m else v if isinstance(v, str) else str(v) for v, m in zip(values, missing)], dtype=object)
 
 
 def _text(column: Any) -> pd.Series:
@@ -157,7 +183,7 @@ def _text(column: Any) -> pd.Series:
     return values.where(values.notna(), "").map(str)
 
 
-_CASTS = {"numeric": _numeric, "vector": _numeric, "categorical": _categorical, "text": _text}
+_CASTS = {"categorical": _categorical, "text": _text}
 
 
 def _label_values(column: pd.Series, kind: str) -> pd.Series:

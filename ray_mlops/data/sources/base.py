@@ -14,6 +14,7 @@ Data task equals the same record featurized in a Serve replica.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from abc import ABC, abstractmethod
@@ -105,6 +106,11 @@ class SourceType(ABC):
     def features(self) -> dict[str, FeatureKind]:
         """Its feature columns (final names) and kinds, from the config alone."""
 
+    @functools.cached_property
+    def names(self) -> list[str]:
+        """:meth:`features`' names, in order (computed once: request paths use them)."""
+        return list(self.features())
+
     def column(self, feature: str) -> str:
         """A feature's column name in the table (prefixed with the source's name)."""
         return feature_name(self.name, feature)
@@ -178,10 +184,12 @@ class MultiRecordSource(SourceType):
     def per_instance(self, rows: list[int], n: int, aggregate: Callable[[Groups], Columns]) -> Columns:
         """Entity features of each of ``n`` instances from its items' ``rows``; missing for an instance without items."""
         present, codes = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-        names = list(self.features())
+        names = self.names
         if not len(present):
             return {name: np.full(n, np.nan) for name in names}
         columns = aggregate(Groups.from_codes(codes, len(present)))
+        if len(present) == n:  # every instance has items: the rows are the instances
+            return {name: columns[name] for name in names}
         return {name: _spread(columns[name], present, n) for name in names}
 
 

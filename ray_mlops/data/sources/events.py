@@ -115,7 +115,7 @@ class EventsSource(MultiRecordSource):
                  groups.sum(flat[:, numeric : flat.shape[1] - lists]),
                  groups.mean(flat[:, flat.shape[1] - lists :])]
         matrix_ = np.concatenate(parts, axis=1)
-        return {name: matrix_[:, j] for j, name in enumerate(self.features())}
+        return {name: matrix_[:, j] for j, name in enumerate(self.names)}
 
     # -- batch ----------------------------------------------------------------------
     def read(self, listed: Any) -> ray.data.Dataset:

@@ -85,7 +85,19 @@ class ImageSource(MultiRecordSource):
 
     def record_kinds(self) -> dict[str, FeatureKind]:
         """The per-image components (unprefixed) and their kinds, embedding included."""
+        return self._record_kinds
+
+    @functools.cached_property
+    def _record_kinds(self) -> dict[str, FeatureKind]:
         return dict(feature_kinds(self.representation))
+
+    @functools.cached_property
+    def _record_columns(self) -> list[str]:
+        return [self.column(name) for name in self._record_kinds]
+
+    @functools.cached_property
+    def _stateless_width(self) -> int:
+        return len(feature_kinds(self.representation, embedding=False))
 
     def features(self) -> dict[str, FeatureKind]:
         return {self.column("n_images"): "numeric", **{self.column(n): k for n, k in self.record_kinds().items()}}
@@ -102,12 +114,12 @@ class ImageSource(MultiRecordSource):
     def entity_columns(self, groups: Groups, per_image: np.ndarray) -> Columns:
         columns = {self.column("n_images"): groups.sizes.astype(np.float64)}
         means = groups.mean(per_image)
-        columns.update({self.column(name): means[:, j] for j, name in enumerate(self.record_kinds())})
+        columns.update(zip(self._record_columns, means.T))
         return columns
 
     def _represent_all(self, images: list[np.ndarray], embedder: OnnxEmbedder | None) -> np.ndarray:
         """Per-image components; without ``embedder`` the embedding columns are left out."""
-        width = len(feature_kinds(self.representation, embedding=embedder is not None))
+        width = len(self._record_kinds) if embedder is not None else self._stateless_width
         return represent(np.stack(images), self.representation, embedder) if images else np.empty((0, width))
 
     # -- batch ----------------------------------------------------------------------

@@ -55,7 +55,7 @@ class TimeseriesSource(MultiRecordSource):
             parts.append(np.column_stack([window.mean(values), std, window.min(values), window.max(values),
                                           window.last(values), slope]))
         stacked = np.concatenate(parts, axis=1)
-        return {name: stacked[:, j] for j, name in enumerate(self.features())}
+        return {name: stacked[:, j] for j, name in enumerate(self.names)}
 
     # -- batch ----------------------------------------------------------------------
     def read(self, listed: Any) -> ray.data.Dataset:
