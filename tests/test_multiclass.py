@@ -107,3 +107,20 @@ def test_label_checks_name_the_problem():
     assert (lone["label"] == "unicorn").sum() > 0
     with pytest.raises(TrainError, match=r"classes \['unicorn'\] occur only in the validation split"):
         _split(lone, schema, 0.3)
+
+
+def test_vector_columns_are_scaled_numbers_without_missing_indicators():
+    """Digit scans as a pixel vector: near logistic regression on the raw pixels, same rows."""
+    frame, numeric = bundled_table(load_digits)
+    schema = FeatureSchema("id", "label", "classification", {name: "vector" for name in numeric.features})
+    train, valid = _split(frame, schema, 0.3)
+    model = fit_pipeline(schema, "logistic_regression", {"C": 0.1}, 0, train)
+    features = model.named_steps["features"]
+    assert [name for name, _, _ in features.transformers] == ["vector"]
+    X, _ = features_and_label(valid, schema)
+    assert features.transform(X).shape[1] == 64  # no indicator columns
+    ours = evaluate(model, valid, schema)["accuracy"]
+    pixels = list(schema.features)
+    plain = LogisticRegression(max_iter=5000).fit(train[pixels] / 16.0, train["label"])
+    baseline = float(np.mean(plain.predict(valid[pixels] / 16.0) == valid["label"]))
+    assert ours > baseline - 0.03, (ours, baseline)
