@@ -144,6 +144,7 @@ class CategoricalReference:
         self.levels = pd.Index(counts.index)
         self.counts = counts.to_numpy(dtype=np.int64)
         self.string_levels = all(isinstance(v, str) for v in self.levels)
+        self._position = {level: i for i, level in enumerate(self.levels)}
 
     def window_counts(self, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(reference counts, window counts)`` aligned on reference + unseen levels.
@@ -153,7 +154,7 @@ class CategoricalReference:
         """
         codes, uniques = pd.factorize(present)
         per_unique = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
-        where = self.levels.get_indexer(uniques)
+        where = np.array([self._position.get(u, -1) for u in uniques], dtype=np.int64)
         counts = np.zeros(len(self.levels), dtype=np.int64)
         counts[where[where >= 0]] = per_unique[where >= 0]
         extra = np.sort(per_unique[where < 0])[::-1]

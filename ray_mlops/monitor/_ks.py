@@ -47,6 +47,8 @@ def _window_right_counts(window_sorted: np.ndarray) -> np.ndarray:
     index = np.broadcast_to(np.arange(width), (n_rows, width))
     is_end = np.ones((n_rows, width), dtype=bool)
     is_end[:, :-1] = window_sorted[:, 1:] != window_sorted[:, :-1]
+    if is_end.all():  # no ties: element k has k + 1 elements <= it
+        return index + 1
     end_pos = np.where(is_end, index, width)
     return np.minimum.accumulate(end_pos[:, ::-1], axis=1)[:, ::-1] + 1
 
@@ -77,9 +79,13 @@ def _d_statistics(right: np.ndarray, left: np.ndarray, window_sorted: np.ndarray
     n2 = np.maximum(n_win, 1)[:, None].astype(float)  # empty rows are masked out
     diff = right / n1 - _window_right_counts(window_sorted) / n2
     gap = left / n1 - k[None, :] / n2  # just below each window value
-    max_s = np.maximum(np.where(valid, diff, -np.inf).max(axis=1),
-                       np.where(valid, gap, -np.inf).max(axis=1))
-    min_s = np.clip(-np.where(valid, diff, np.inf).min(axis=1), 0, 1)
+    if valid.all():  # no missing values: nothing to mask
+        max_s = np.maximum(diff.max(axis=1), gap.max(axis=1))
+        min_s = np.clip(-diff.min(axis=1), 0, 1)
+    else:
+        max_s = np.maximum(np.where(valid, diff, -np.inf).max(axis=1),
+                           np.where(valid, gap, -np.inf).max(axis=1))
+        min_s = np.clip(-np.where(valid, diff, np.inf).min(axis=1), 0, 1)
     return np.maximum(max_s, min_s)
 
 
@@ -113,6 +119,32 @@ def _fast_rows(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
     n1, n2 = n1.astype(float), n2.astype(float)
     return ((np.minimum(n1, n2) >= FAST_MIN_N) & (n1 * n2 >= FAST_MIN_CELLS)
             & (np.maximum(n1, n2) <= MAX_EXACT_N))
+
+
+def _lattice_all(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized :func:`_lattice_d`: (D on the lattice, h) per feature."""
+    n1, n2 = n1.astype(np.int64), n2.astype(np.int64)
+    lcm = (n1 // np.gcd(n1, n2)) * n2
+    h = np.round(d * lcm)
+    return h / lcm, h.astype(np.int64)
+
+
+def _banded(d: np.ndarray, n1: np.ndarray, n2: np.ndarray, thresholds: np.ndarray,
+            fast: np.ndarray) -> np.ndarray:
+    """Which ``fast`` features may report Stephens' p-value: far (beyond a factor BAND)
+    from their threshold, not memoised, D > 0 and a threshold above 1e-12."""
+    rows = np.flatnonzero(fast)
+    if rows.size == 0:
+        return np.zeros(len(d), dtype=bool)
+    d_l, h = _lattice_all(d[rows], n1[rows], n2[rows])
+    approx = stephens_p(d_l, n1[rows].astype(float), n2[rows].astype(float))
+    t = thresholds[rows]
+    far = ((approx <= t / BAND) | (approx >= t * BAND)) & (h > 0) & (t >= 1e-12)
+    memo = np.array([(int(a), int(b), int(c)) in _MEMO
+                     for a, b, c in zip(n1[rows], n2[rows], h)], dtype=bool)
+    out = np.zeros(len(d), dtype=bool)
+    out[rows[far & ~memo]] = True
+    return out
 
 
 def _lattice_d(d: float, n1: int, n2: int) -> tuple[float, int]:
@@ -158,11 +190,13 @@ def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
                  window_sorted: np.ndarray, left: np.ndarray, n_win: np.ndarray,
-                 shift: np.ndarray) -> np.ndarray:
+                 shift: np.ndarray, steps_memo: dict) -> np.ndarray:
     """W1 = Σ_j ∫ over window quantile step j of |Q_ref(u) - w_j| du, via prefix sums.
 
     On the step u ∈ [j/n2, (j+1)/n2], Q_ref < w_j exactly for u < left_j / n1, so the
-    absolute value splits into two integrals of Q_ref, each a prefix-sum lookup.
+    absolute value splits into two integrals of Q_ref, each a prefix-sum lookup. The
+    integrals up to each j/n2 depend on the reference and n2 only: ``steps_memo`` keeps
+    them per window size.
     """
     out = np.full(len(n_ref), np.nan)
     for n2 in np.unique(n_win[n_win > 0]):
@@ -172,8 +206,13 @@ def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
         j = np.arange(n2)[None, :]
         lft = _rows(left, rows)[:, :n2]
         c = _rows(window_sorted, rows)[:, :n2] - shift[rows, None]
-        g_a = _integral_q(cum_r, ref_r, n1, j, n2)
-        g_b = _integral_q(cum_r, ref_r, n1, j + 1, n2)
+        key = (n2, rows.tobytes())
+        if key not in steps_memo:
+            if len(steps_memo) > 64:
+                steps_memo.clear()
+            steps_memo[key] = _integral_q(cum_r, ref_r, n1, np.arange(n2 + 1)[None, :], n2)
+        steps = steps_memo[key]
+        g_a, g_b = steps[:, :-1], steps[:, 1:]
         a, b = j / n2, (j + 1) / n2
         t = np.clip(lft / n1, a, b)
         g_t = np.where(t <= a, g_a, np.where(t >= b, g_b, _take(cum_r, lft) / n1))
@@ -215,6 +254,7 @@ class NumericReference:
         self.centered = np.ascontiguousarray(filled)
         self.cumsum = np.ascontiguousarray(np.concatenate(
             [np.zeros((len(filled), 1)), np.cumsum(filled, axis=1)], axis=1))
+        self._steps: dict = {}  # ∫ Q_ref up to each j / n2, per window size (see _wasserstein)
 
     def compare(self, window: np.ndarray, thresholds: np.ndarray | None = None) -> NumericComparison:
         """KS (as ``scipy.stats.ks_2samp``) and Wasserstein of each column of ``window``.
@@ -232,22 +272,17 @@ class NumericReference:
         stat = np.full(len(self.n), np.nan)
         p = np.full(len(self.n), np.nan)
         exact = np.ones(len(self.n), dtype=bool)
-        fast = (n_win > 0) & _fast_rows(self.n, n_win) if thresholds is not None else n_win < 0
-        for f in np.flatnonzero(fast):
-            stat[f], p[f], exact[f] = self._banded(float(d_raw[f]), int(self.n[f]),
-                                                   int(n_win[f]), float(thresholds[f]))
-        for f in np.flatnonzero((n_win > 0) & ~fast):
+        far = np.zeros(len(self.n), dtype=bool)
+        if thresholds is not None:
+            far = _banded(d_raw, self.n, n_win, thresholds, (n_win > 0) & _fast_rows(self.n, n_win))
+            stat[far], _ = _lattice_all(d_raw[far], self.n[far], n_win[far])
+            p[far] = np.clip(stephens_p(stat[far], self.n[far].astype(float),
+                                        n_win[far].astype(float)), 0.0, 1.0)
+            exact[far] = False
+        for f in np.flatnonzero((n_win > 0) & ~far):  # scipy's p-value
             stat[f], p[f] = ks_p_value(float(d_raw[f]), int(self.n[f]), int(n_win[f]))
         dist = _wasserstein(self.centered, self.cumsum, self.n, window_sorted, left, n_win,
-                            self.shift)
+                            self.shift, self._steps)
         return NumericComparison(stat, p, dist, self.n.copy(), n_win, exact)
 
-    @staticmethod
-    def _banded(d: float, n1: int, n2: int, threshold: float) -> tuple[float, float, bool]:
-        """(D, p, exact): the exact p when memoised or near the threshold, else Stephens'."""
-        d, h = _lattice_d(d, n1, n2)
-        approx = float(stephens_p(np.array(d), np.array(n1, float), np.array(n2, float)))
-        near = threshold / BAND < approx < threshold * BAND
-        if h == 0 or near or (n1, n2, h) in _MEMO or threshold < 1e-12:
-            return ks_p_value(d, n1, n2) + (True,)
-        return d, float(np.clip(approx, 0.0, 1.0)), False
+
