@@ -26,6 +26,7 @@ flagged and, unless ``combine`` is set, the window verdict.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -141,7 +142,9 @@ def _check_options(alpha: float, correction: str, combine: str | None) -> None:
                          f"got {combine!r}")
 
 
+@functools.lru_cache(maxsize=256)
 def _is_numeric_dtype(dtype: Any) -> bool:
+    """Numeric and not bool (memoised: pandas' dtype checks cost microseconds each)."""
     return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
@@ -194,7 +197,8 @@ def _numeric_matrix(frame: pd.DataFrame, names: list[str], where: str) -> np.nda
     """Rows × features float matrix (NaN = missing)."""
     if not names:
         return np.empty((len(frame), 0))
-    positions = frame.columns.get_indexer(names)  # by position: label lookups cost more
+    where = {name: i for i, name in enumerate(frame.columns)}
+    positions = [where[n] for n in names]  # by position: label lookups cost more
     if all(_is_numeric_dtype(d) for d in frame.dtypes.to_numpy()[positions]):
         return frame.iloc[:, positions].to_numpy(dtype=float, na_value=np.nan)
     return np.column_stack([_numeric_column(frame[n], n, where) for n in names])
@@ -204,9 +208,14 @@ def _holds_strings(series: pd.Series, present: np.ndarray) -> bool | None:
     """Whether the non-missing values (``present``) are strings (None when there are none)."""
     if present.size == 0:
         return None
-    if _is_numeric(series) or pd.api.types.is_bool_dtype(series.dtype):
+    if _is_numeric(series) or _is_bool_dtype(series.dtype):
         return False
     return isinstance(present[0], str)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_bool_dtype(dtype: Any) -> bool:
+    return pd.api.types.is_bool_dtype(dtype)
 
 
 def _check_window_frame(window: Any, columns: list[str]) -> None:
