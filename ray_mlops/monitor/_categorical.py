@@ -146,19 +146,20 @@ class CategoricalReference:
         self.string_levels = all(isinstance(v, str) for v in self.levels)
         self._position = {level: i for i, level in enumerate(self.levels)}
 
-    def window_counts(self, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(reference counts, window counts)`` aligned on reference + unseen levels.
+    def window_counts(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(reference counts, window counts, the window's distinct values)``, counts
+        aligned on reference + unseen levels; missing values are not counted.
 
-        ``present`` holds the window's non-missing values. They are hashed once
-        (``pd.factorize``) and only the distinct values are looked up in the levels.
+        The window's values are hashed once (``pd.factorize``, missing → -1) and only the
+        distinct values are looked up in the levels.
         """
-        codes, uniques = pd.factorize(present)
-        per_unique = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
+        codes, uniques = pd.factorize(values)
+        per_unique = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:].astype(np.int64)
         where = np.array([self._position.get(u, -1) for u in uniques], dtype=np.int64)
         counts = np.zeros(len(self.levels), dtype=np.int64)
         counts[where[where >= 0]] = per_unique[where >= 0]
         extra = np.sort(per_unique[where < 0])[::-1]
         if extra.size == 0:
-            return self.counts, counts
+            return self.counts, counts, uniques
         return (np.concatenate([self.counts, np.zeros(len(extra), np.int64)]),
-                np.concatenate([counts, extra]))
+                np.concatenate([counts, extra]), uniques)

@@ -53,19 +53,24 @@ def _window_right_counts(window_sorted: np.ndarray) -> np.ndarray:
     return np.minimum.accumulate(end_pos[:, ::-1], axis=1)[:, ::-1] + 1
 
 
-def _reference_counts(reference: list[np.ndarray], window_sorted: np.ndarray,
+def _reference_counts(reference: list[np.ndarray], padded: np.ndarray,
+                      window_sorted: np.ndarray,
                       n_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of reference values ``<=`` (right) and ``<`` (left) each window value."""
+    """Counts of reference values ``<=`` (right) and ``<`` (left) each window value.
+
+    ``padded`` is the sorted reference as one features × rows matrix (+inf beyond each
+    feature's values): ties are found for every feature in one gather.
+    """
     right = np.zeros(window_sorted.shape, dtype=np.int64)
-    left = np.zeros(window_sorted.shape, dtype=np.int64)
     for f, (ref, n) in enumerate(zip(reference, n_window)):
-        values = window_sorted[f, :n]
-        r = np.searchsorted(ref, values, side="right")
-        right[f, :n] = r
-        left[f, :n] = r
-        tied = ref[r - 1] == values  # r == 0 gives ref[-1] > values: never tied
-        if tied.any():
-            left[f, np.flatnonzero(tied)] = np.searchsorted(ref, values[tied], side="left")
+        right[f, :n] = np.searchsorted(ref, window_sorted[f, :n], side="right")
+    offsets = (np.arange(padded.shape[0]) * padded.shape[1])[:, None]
+    below = padded.ravel()[np.maximum(right - 1, 0) + offsets]
+    tied = (below == window_sorted) & (right > 0)  # NaN window slots never compare equal
+    left = right.copy()
+    for f in np.flatnonzero(tied.any(axis=1)):
+        cols = np.flatnonzero(tied[f])
+        left[f, cols] = np.searchsorted(reference[f], window_sorted[f, cols], side="left")
     return right, left
 
 
@@ -247,7 +252,8 @@ class NumericReference:
     def __init__(self, matrix: np.ndarray) -> None:
         ordered = np.sort(matrix, axis=0).T  # features × rows, NaN last
         self.n = np.count_nonzero(~np.isnan(ordered), axis=1)
-        self.sorted = [np.ascontiguousarray(row[:n]) for row, n in zip(ordered, self.n)]
+        self.padded = np.ascontiguousarray(np.where(np.isnan(ordered), np.inf, ordered))
+        self.sorted = [row[:n] for row, n in zip(self.padded, self.n)]  # views: one copy
         self.shift = np.array([np.mean(r) if len(r) else 0.0 for r in self.sorted])
         last = np.array([r[-1] if len(r) else 0.0 for r in self.sorted])
         filled = np.where(np.isnan(ordered), last[:, None], ordered) - self.shift[:, None]
@@ -267,7 +273,7 @@ class NumericReference:
         """
         window_sorted = np.ascontiguousarray(np.sort(window, axis=0).T)
         n_win = np.count_nonzero(~np.isnan(window_sorted), axis=1)
-        right, left = _reference_counts(self.sorted, window_sorted, n_win)
+        right, left = _reference_counts(self.sorted, self.padded, window_sorted, n_win)
         d_raw = _d_statistics(right, left, window_sorted, self.n, n_win)
         stat = np.full(len(self.n), np.nan)
         p = np.full(len(self.n), np.nan)

@@ -205,7 +205,8 @@ def _numeric_matrix(frame: pd.DataFrame, names: list[str], where: str) -> np.nda
 
 
 def _holds_strings(series: pd.Series, present: np.ndarray) -> bool | None:
-    """Whether the non-missing values (``present``) are strings (None when there are none)."""
+    """Whether the non-missing values (``present``: e.g. the distinct ones) are strings
+    (None when there are none)."""
     if present.size == 0:
         return None
     if _is_numeric(series) or _is_bool_dtype(series.dtype):
@@ -223,10 +224,11 @@ def _check_window_frame(window: Any, columns: list[str]) -> None:
         raise ValueError(f"window must be a pandas DataFrame, got {type(window).__name__}")
     if len(window) == 0:
         raise ValueError("window is empty: at least one row is needed")
-    missing = [c for c in columns if c not in window.columns]
+    have, want = set(window.columns), set(columns)
+    missing = [c for c in columns if c not in have]
     if missing:
         raise ValueError(f"window is missing reference columns: {missing}")
-    extra = [c for c in window.columns if c not in columns]
+    extra = [c for c in window.columns if c not in want]
     if extra:
         raise ValueError(f"window has columns not in the reference: {extra}")
 
@@ -479,14 +481,12 @@ class DriftDetector:
 
     def _categorical_part(self, name: str, values: pd.Series) -> _Partial:
         ref = self._categorical[name]
-        arr = values.to_numpy()
-        present = arr[~pd.isna(arr)]
-        strings = _holds_strings(values, present)
+        ref_counts, win_counts, levels = ref.window_counts(values.to_numpy())
+        strings = _holds_strings(values, levels)
         if strings is not None and strings != ref.string_levels:
             raise ValueError(f"column {name!r} changed type: reference levels are "
                              f"{'strings' if ref.string_levels else 'not strings'}, "
                              f"window has {values.dtype}")
-        ref_counts, win_counts = ref.window_counts(present)
         n_win = int(win_counts.sum())
         if n_win == 0:
             return _Partial("chi2 (no values)", 0.0, 1.0, float("nan"), "jensen_shannon",
