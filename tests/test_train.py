@@ -118,6 +118,7 @@ def _bad_space(family: str, param: str, spec: dict) -> TrainConfig:
     (None, tiny_config(families={"svm": {}}), "'svm'"),
     (None, tiny_config(families={"random_forest": {"enabled": False}}), "no model family"),
     (None, tiny_config(metric="rmse"), "rmse"),
+    (None, tiny_config(metric="log_loss"), "train.mode 'max' contradicts train.metric 'log_loss'"),
 ])
 def test_bad_input_fails_before_any_trial(tmp_path, mutate, config, message):
     frame, schema = make_table()

@@ -45,6 +45,7 @@ from ray_mlops.storage import Storage
 from ray_mlops.train.metrics import (
     BINARY_METRICS,
     CLASSIFICATION_METRICS,
+    HIGHER_IS_BETTER,
     REGRESSION_METRICS,
     classification_metrics,
     metric_names,
@@ -180,6 +181,10 @@ def check_train_config(train_config: TrainConfig, task: str, schema: FeatureSche
             f"train.metric {train_config.metric!r} is not reported for {task}; "
             f"expected one of {list(METRICS[task])}"
         )
+    natural = "max" if train_config.metric in HIGHER_IS_BETTER else "min"
+    if train_config.mode != natural:
+        raise TrainError(f"train.mode {train_config.mode!r} contradicts train.metric {train_config.metric!r} "
+                         f"({natural} is better): the search would pick the worst trial")
 
 
 # -- input checks ------------------------------------------------------------------------
