@@ -1,12 +1,20 @@
-"""Serving benchmark: our Serve endpoint vs a bare FastAPI + uvicorn process, one run.
+"""Serving benchmark: an in-process floor, a bare FastAPI server and our Serve app, one run.
 
-Both servers serve the same registered Pipeline on the same raw request format: the
-bare server featurizes each request with the same online featurizers and calls
-``predict_proba`` (one uvicorn worker, ``OMP_NUM_THREADS=1``); ours is the Serve app
-(batched, prediction log on and off), one replica. An async httpx load generator runs
-1, 8 and 32 concurrent clients with 1-instance and 100-instance requests.
+All three serve the same registered Pipeline on the same raw request format:
 
-    flock /tmp/ray-heavy.lock .venv/bin/python scripts/bench/serve.py [--seconds 6]
+- ``floor``: featurize + predict in this process, no HTTP (what the hardware allows one
+  core per call; it has no clients, so every clients row shows the same floor);
+- ``bare``: FastAPI + uvicorn (one worker, ``OMP_NUM_THREADS=1``) featurizing each
+  request with the same online featurizers and calling ``predict_proba``;
+- ``serve`` / ``serve-nolog``: our Serve app, one replica, prediction log on and off.
+
+An async httpx load generator runs each clients count with 1-instance and 100-instance
+requests. Each cell is the best (by rows/s) of ``--repeats`` runs. ``--json PATH`` writes
+one object per cell (``instances``, ``clients``, ``server``, ``rows_per_s``, ``p50_ms``,
+``p99_ms``, ``errors``); ``--profile`` instead samples the replica and the Serve proxy
+with py-spy under load and prints their top functions.
+
+    flock /tmp/ray.lock .venv/bin/python scripts/bench/serve.py [--seconds 6] [--repeats 3] [--json out.json]
 
 It starts (and stops) its own local Ray; sample data, storage and the model live in a
 temporary folder.
@@ -16,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -69,7 +80,7 @@ async def _client(http: httpx.AsyncClient, url: str, bodies: list, stop: float, 
     while time.perf_counter() < stop:
         started = time.perf_counter()
         try:
-            r = await http.post(url, json=bodies[i % len(bodies)])
+            r = await http.post(url, content=bodies[i % len(bodies)], headers={"content-type": "application/json"})
             ok = r.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -88,14 +99,57 @@ async def _drive(url: str, bodies: list, clients: int, seconds: float) -> list:
         return [out, time.perf_counter() - started]
 
 
-def measure(url: str, instances: list, per_request: int, clients: int, seconds: float) -> dict:
-    bodies = [{"instances": [instances[(i + k) % len(instances)] for k in range(per_request)]} for i in range(50)]
-    out, elapsed = asyncio.run(_drive(url, bodies, clients, seconds))
-    latencies = np.array([t for ok, t in out if ok]) * 1000
+def request_batches(instances: list, per_request: int, count: int = 50) -> list[list[dict]]:
+    return [[instances[(i + k) % len(instances)] for k in range(per_request)] for i in range(count)]
+
+
+def _cell(server: str, per_request: int, clients: int, elapsed: float, results: list) -> dict:
+    latencies = np.array([t for ok, t in results if ok]) * 1000
     done = len(latencies)
-    return {"rps": done / elapsed, "rows": done * per_request / elapsed, "errors": sum(1 for ok, _ in out if not ok),
-            "p50": float(np.percentile(latencies, 50)) if done else float("nan"),
-            "p99": float(np.percentile(latencies, 99)) if done else float("nan")}
+    return {"server": server, "instances": per_request, "clients": clients, "requests_per_s": done / elapsed,
+            "rows_per_s": done * per_request / elapsed, "errors": sum(1 for ok, _ in results if not ok),
+            "p50_ms": float(np.percentile(latencies, 50)) if done else float("nan"),
+            "p99_ms": float(np.percentile(latencies, 99)) if done else float("nan")}
+
+
+def measure(server: str, url: str, instances: list, per_request: int, clients: int, seconds: float) -> dict:
+    """One HTTP cell: ``clients`` concurrent clients posting ``per_request`` instances each."""
+    bodies = [json.dumps({"instances": batch}).encode() for batch in request_batches(instances, per_request)]
+    out, elapsed = asyncio.run(_drive(url, bodies, clients, seconds))
+    return _cell(server, per_request, clients, elapsed, out)
+
+
+def floor_predictor(served) -> Any:
+    """The replica's featurize + predict for a list of raw records, in this process."""
+    from ray_mlops.data.online import featurize_instances
+    from ray_mlops.data.schema import feature_schema
+    from ray_mlops.serve.model import load_version
+
+    schema = feature_schema(served.config)
+    model = load_version(served.registry, "production", schema)
+    return lambda records: model.predict(featurize_instances(served.config, records, schema))
+
+
+def measure_floor(predict: Any, key: str, instances: list, per_request: int, seconds: float) -> dict:
+    """Featurize + predict one request's records (without the entity ``key``) after another, no HTTP, no JSON."""
+    batches = [[{k: v for k, v in r.items() if k != key} for r in batch]
+               for batch in request_batches(instances, per_request)]
+    warm_stop = time.perf_counter() + 0.5
+    while time.perf_counter() < warm_stop:
+        predict(batches[0])
+    out, i = [], 0
+    started = time.perf_counter()
+    while time.perf_counter() < started + seconds:
+        t0 = time.perf_counter()
+        predict(batches[i % len(batches)])
+        out.append((True, time.perf_counter() - t0))
+        i += 1
+    return _cell("floor", per_request, 1, time.perf_counter() - started, out)
+
+
+def best_of(repeats: int, run_once: Any) -> dict:
+    """The best of ``repeats`` runs of a cell by rows/s (the machine is shared)."""
+    return max((run_once() for _ in range(repeats)), key=lambda cell: cell["rows_per_s"])
 
 
 def start_bare(storage: str) -> tuple[subprocess.Popen, str]:
@@ -116,35 +170,64 @@ def start_bare(storage: str) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def run(seconds: float) -> list[dict]:
+@dataclass
+class Plan:
+    """What one benchmark run measures."""
+
+    seconds: float
+    repeats: int
+    sizes: tuple[int, ...]
+    clients: tuple[int, ...]
+    profile: bool = False
+
+
+def _start_ray() -> None:
     import ray
+
+    ray.init(address="local", num_cpus=2, namespace="ray_mlops", include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+def _serve_cells(plan: Plan, served, port: int, instances: list, bare_url: str) -> list[dict]:
     from ray import serve
 
     from ray_mlops.serve import deploy as serving
 
-    ray.init(address="local", num_cpus=2, namespace="ray_mlops", include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
     rows = []
+    for label, log_on in (("serve", True), ("serve-nolog", False)):
+        config = serve_config_for(served, port, min_replicas=1, max_replicas=1, num_cpus=1,
+                                  prediction_log=log_on, max_instances=1000)
+        url = serving.deploy(config) + "/predict"
+        for per_request in plan.sizes:
+            for clients in plan.clients:
+                if label == "serve":
+                    rows.append(best_of(plan.repeats, lambda: measure(
+                        "bare", bare_url, instances, per_request, clients, plan.seconds)))
+                rows.append(best_of(plan.repeats, lambda: measure(
+                    label, url, instances, per_request, clients, plan.seconds)))
+        serve.delete(config.serve.app_name)
+    return rows
+
+
+def run(plan: Plan) -> list[dict]:
+    """Every cell of ``plan``: floor, bare and our Serve app (log on and off)."""
+    import ray
+    from ray import serve
+
+    _start_ray()
     try:
         served = build_served_model(Path(tempfile.mkdtemp()))
         instances = raw_instances(served, 200, seed=5)
+        floor = floor_predictor(served)
+        rows = []
+        for per_request in plan.sizes:
+            cell = best_of(plan.repeats, lambda: measure_floor(floor, served.config.data.entity_key, instances, per_request, plan.seconds))
+            rows += [dict(cell, clients=clients) for clients in plan.clients]
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        targets = {}
-        bare, targets["bare"] = start_bare(served.config.storage)
+        bare, bare_url = start_bare(served.config.storage)
         try:
-            for label, log_on in (("serve", True), ("serve-nolog", False)):
-                config = serve_config_for(served, port, min_replicas=1, max_replicas=1, num_cpus=1,
-                                          prediction_log=log_on, max_instances=1000)
-                url = serving.deploy(config)
-                for per_request in (1, 100):
-                    for clients in (1, 8, 32):
-                        if label == "serve":
-                            rows.append(dict(server="bare", n=per_request, c=clients,
-                                             **measure(targets["bare"] + "/predict", instances, per_request, clients, seconds)))
-                        rows.append(dict(server=label, n=per_request, c=clients,
-                                         **measure(url + "/predict", instances, per_request, clients, seconds)))
-                serve.delete(config.serve.app_name)
+            rows += _serve_cells(plan, served, port, instances, bare_url + "/predict")
         finally:
             bare.terminate()
             bare.wait(timeout=30)
@@ -154,28 +237,122 @@ def run(seconds: float) -> list[dict]:
     return rows
 
 
+# -- profile mode: py-spy on the replica and the proxy under load -------------------------
+def _serve_pids() -> dict[str, int]:
+    from ray.util.state import list_actors
+
+    pids = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        if "ServeReplica" in actor.class_name and "Predictor" in actor.class_name:
+            pids["replica"] = actor.pid
+        elif actor.class_name == "ProxyActor":
+            pids["proxy"] = actor.pid
+    return pids
+
+
+def _top(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
+    """(function, self share, inclusive share) of py-spy's collapsed stacks, by self time."""
+    own: dict[str, int] = {}
+    total_in: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for name in set(frames):
+            total_in[name] = total_in.get(name, 0) + int(count)
+    ranked = sorted(own, key=own.get, reverse=True)[:n]
+    return [(name, own[name] / total, total_in[name] / total) for name in ranked]
+
+
+def profile(plan: Plan) -> None:
+    """Sample the replica and the proxy with py-spy while 100-instance and 1-instance load runs."""
+    from ray import serve
+
+    from ray_mlops.serve import deploy as serving
+
+    _start_ray()
+    try:
+        served = build_served_model(Path(tempfile.mkdtemp()))
+        instances = raw_instances(served, 200, seed=5)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        config = serve_config_for(served, port, min_replicas=1, max_replicas=1, num_cpus=1, max_instances=1000)
+        url = serving.deploy(config) + "/predict"
+        spy = Path(sys.executable).with_name("py-spy")
+        for per_request, clients in ((100, 8), (1, 1)):
+            outs = {}
+            spies = {role: subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                             "--duration", str(int(plan.seconds)), "--nonblocking",
+                                             "--output", str(outs.setdefault(role, Path(tempfile.mkdtemp()) / "p.txt"))],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for role, pid in _serve_pids().items()}
+            cell = measure("serve", url, instances, per_request, clients, plan.seconds + 1)
+            for role, proc in spies.items():
+                proc.wait(timeout=120)
+                print(f"\n== {role}, {per_request} instances/request, {clients} clients: "
+                      f"{cell['rows_per_s']:.0f} rows/s, p50 {cell['p50_ms']:.1f} ms ==")
+                print(f"{'self':>6} {'total':>6}  function")
+                for name, own, inclusive in _top(outs[role].read_text() if outs[role].exists() else ""):
+                    print(f"{own:>6.1%} {inclusive:>6.1%}  {name}")
+        serve.shutdown()
+    finally:
+        import ray
+
+        ray.shutdown()
+
+
+# -- output ----------------------------------------------------------------------------
+ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3}
+
+
 def table(rows: list[dict]) -> str:
-    index = {(r["server"], r["n"], r["c"]): r for r in rows}
+    """Floor, bare and ours side by side per cell, with ours/bare, ours/floor and the log's cost."""
+    index = {(r["server"], r["instances"], r["clients"]): r for r in rows}
     lines = [f"{'inst/req':>8} {'clients':>7} {'server':<12} {'req/s':>8} {'rows/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'errors':>6} {'vs bare':>8} {'log cost':>8}"]
+             f"{'errors':>6} {'vs bare':>8} {'vs floor':>8} {'log cost':>8}"]
     for r in rows:
-        bare = index.get(("bare", r["n"], r["c"]))
-        ratio = f"{r['rows'] / bare['rows']:.2f}x" if bare and r["server"] != "bare" and bare["rows"] else ""
-        nolog = index.get(("serve-nolog", r["n"], r["c"]))
-        cost = f"{1 - r['rps'] / nolog['rps']:+.0%}" if r["server"] == "serve" and nolog and nolog["rps"] else ""
-        lines.append(f"{r['n']:>8} {r['c']:>7} {r['server']:<12} {r['rps']:>8.1f} {r['rows']:>9.0f} {r['p50']:>8.1f} "
-                     f"{r['p99']:>8.1f} {r['errors']:>6} {ratio:>8} {cost:>8}")
+        cell = (r["instances"], r["clients"])
+
+        def ratio(base: str) -> str:
+            other = index.get((base, *cell))
+            show = other and r["server"] not in ("floor", base) and other["rows_per_s"]
+            return f"{r['rows_per_s'] / other['rows_per_s']:.2f}x" if show else ""
+
+        nolog = index.get(("serve-nolog", *cell))
+        cost = (f"{1 - r['rows_per_s'] / nolog['rows_per_s']:+.0%}"
+                if r["server"] == "serve" and nolog and nolog["rows_per_s"] else "")
+        lines.append(f"{r['instances']:>8} {r['clients']:>7} {r['server']:<12} {r['requests_per_s']:>8.1f} "
+                     f"{r['rows_per_s']:>9.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} "
+                     f"{ratio('bare'):>8} {ratio('floor'):>8} {cost:>8}")
     return "\n".join(lines)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per cell (after 1 s warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the best (by rows/s) is reported")
+    parser.add_argument("--sizes", type=_ints, default=(1, 100), help="instances per request, comma-separated")
+    parser.add_argument("--clients", type=_ints, default=(1, 8, 32), help="concurrent clients, comma-separated")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the cells to PATH as a JSON list")
+    parser.add_argument("--profile", action="store_true", help="py-spy the replica and proxy under load instead")
     args = parser.parse_args()
-    rows = run(args.seconds)
-    order = {"bare": 0, "serve": 1, "serve-nolog": 2}
-    rows.sort(key=lambda r: (r["n"], r["c"], order[r["server"]]))
+    plan = Plan(args.seconds, max(1, args.repeats), args.sizes, args.clients, args.profile)
+    if plan.profile:
+        profile(plan)
+        return
+    rows = sorted(run(plan), key=lambda r: (r["instances"], r["clients"], ORDER[r["server"]]))
     print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
