@@ -169,3 +169,12 @@ def test_a_tune_search_over_text_families_and_a_user_estimator(ray_session, tmp_
     assert registry.metadata(version)["artifact"]["declared_types"] == declared
     if result.family == "mine":
         assert result.trusted_types == declared
+
+
+@pytest.mark.parametrize("family", ["ridge", "hist_gradient_boosting"])
+def test_regression_learns_from_text_too(split, family):
+    schema, train, valid = split
+    regression = schema.__class__("id", "lines", "regression", {"doc__text": "text", "shelf": "categorical"})
+    model = fit_pipeline(regression, family, {"max_iter": 50} if family != "ridge" else {}, 0, train, text_config())
+    metrics = evaluate(model, valid, regression)
+    assert metrics["r2"] > 0.2, metrics
