@@ -23,6 +23,8 @@ as one line and exits non-zero, the HTTP layer maps them to status codes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class RayMlopsError(Exception):
     """Base class of every error ray_mlops raises on purpose."""
@@ -80,7 +82,45 @@ class MonitorError(RayMlopsError):
     """The drift monitor cannot be started or fed."""
 
 
+# -- the HTTP status of each error (the Serve ingress maps every package error through this) --
+RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class HttpStatus:
+    """How the HTTP layer answers an error: ``status``, and ``Retry-After`` seconds for a 503."""
+
+    status: int
+    retry_after: int | None = None
+
+
+_STATUS: tuple[tuple[type[RayMlopsError], int], ...] = (
+    (VersionNotFoundError, 404),   # an unknown version or alias
+    (ConfigError, 422),            # a request the configuration refuses
+    (DataError, 422),              # a record that cannot be featurized (names the field)
+    (StorageError, 503),           # storage unreachable or failing: retry later
+    (ClusterError, 503),           # Ray unreachable
+)
+
+
+def http_status(exc: BaseException) -> HttpStatus:
+    """The HTTP answer to ``exc``: 4xx for the client's input, 503 with Retry-After for the rest.
+
+    >>> http_status(StorageError("down"))
+    HttpStatus(status=503, retry_after=5)
+    >>> http_status(VersionNotFoundError("v9")).status
+    404
+    """
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return HttpStatus(status, RETRY_AFTER_S if status == 503 else None)
+    return HttpStatus(503, RETRY_AFTER_S)  # any other package error: a dependency of the service failed
+
+
 __all__ = [
+    "HttpStatus",
+    "http_status",
+    "RETRY_AFTER_S",
     "RayMlopsError",
     "ConfigError",
     "StorageError",

@@ -65,3 +65,90 @@ def test_the_bearer_token_never_appears_outside_the_driver(served_model, records
         assert _files_containing(_session_logs(), token) == []
     finally:
         serve.delete("tokened")
+
+
+# -- storage down under /feedback and under the prediction log ----------------------------
+class Outage:
+    """Make one folder of a local storage fail for real: a plain file takes its place."""
+
+    def __init__(self, root: Path, folder: str):
+        self.path, self.aside = root / folder, root / f"{folder}.aside"
+
+    def __enter__(self) -> "Outage":
+        if self.path.exists():
+            self.path.rename(self.aside)
+        self.path.write_text("storage outage")  # every write below it now fails
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink()
+        if self.aside.exists():
+            self.aside.rename(self.path)
+
+
+@pytest.fixture(scope="module")
+def own_store(served_model, serve_instance, tmp_path_factory):  # noqa: F811
+    """The served model's registry copied to a storage of its own (this module breaks storage)."""
+    import shutil
+
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("outage") / "store"
+    shutil.copytree(Path(served_model.storage.root) / "registry", root / "registry")
+    config = serve_config_for(served_model, serve_instance, app_name="outage", route_prefix="/outage",
+                              num_cpus=0.25, min_replicas=1, max_replicas=1, log_flush_interval_s=0.2)
+    config = config.model_copy(update={"storage": str(root)})
+    url = serving.deploy(config)
+    yield config, root, url
+    serve.delete("outage")
+
+
+def _predict(url: str, instances: list[dict]) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json={"instances": instances}, timeout=60)
+
+
+def test_storage_down_under_feedback_is_a_503_and_nothing_acknowledged_is_lost(own_store, records):
+    from ray_mlops.serve.predlog import FEEDBACK_DIR, read_log
+    from ray_mlops.storage import Storage
+
+    config, root, url = own_store
+    bodies = [_predict(url, records[i:i + 2]).json() for i in range(0, 8, 2)]
+    acknowledged = {}
+    first = httpx.post(f"{url}/feedback", json={"request_id": bodies[0]["request_id"], "labels": [0, 1]})
+    assert first.status_code == 200
+    acknowledged[bodies[0]["request_id"]] = [0, 1]
+    with Outage(root, FEEDBACK_DIR):
+        for body in bodies[1:]:
+            down = httpx.post(f"{url}/feedback", json={"request_id": body["request_id"], "labels": [1, 0]})
+            assert down.status_code == 503, down.text
+            assert int(down.headers["retry-after"]) > 0
+            assert down.json()["field"] == "storage" and str(root) not in down.text
+    for body in bodies[1:]:  # the client retries after the outage
+        again = httpx.post(f"{url}/feedback", json={"request_id": body["request_id"], "labels": [1, 0]})
+        assert again.status_code == 200, again.text
+        acknowledged[body["request_id"]] = [1, 0]
+    logged = read_log(Storage(str(root)), FEEDBACK_DIR)  # written before the 200 was sent
+    got = {rid: rows.sort_values("row")["label"].tolist() for rid, rows in logged.groupby("request_id")}
+    assert got == acknowledged
+
+
+def test_storage_down_under_the_prediction_log_keeps_answering_and_loses_no_row(own_store, records):
+    from helpers import wait_for
+    from ray_mlops.serve.predlog import PREDICTIONS_DIR, read_log
+    from ray_mlops.storage import Storage
+
+    config, root, url = own_store
+    with Outage(root, PREDICTIONS_DIR):
+        answered = [_predict(url, records[i:i + 3]) for i in range(0, 12, 3)]
+        assert [r.status_code for r in answered] == [200] * 4
+        health = wait_for(lambda: (lambda h: h if h["prediction_log"]["write_errors"] else None)(
+            httpx.get(f"{url}/health").json()), timeout=30, message="a failed log write")
+        assert health["status"] in ("ok", "degraded")
+    ids = {r.json()["request_id"] for r in answered}
+
+    def logged() -> bool:
+        return ids <= set(read_log(Storage(str(root)), PREDICTIONS_DIR)["request_id"])
+
+    wait_for(logged, timeout=30, message="the buffered rows flushed after the outage")
+    frame = read_log(Storage(str(root)), PREDICTIONS_DIR)
+    assert len(frame[frame["request_id"].isin(ids)]) == 12

@@ -33,12 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_mlops.config import Config, config_from_dict
 from ray_mlops.data.online import RecordError, featurize_instances
 from ray_mlops.data.schema import feature_schema
-from ray_mlops.errors import ServingError
+from ray_mlops.errors import RETRY_AFTER_S, ClusterError, HttpStatus, RayMlopsError, ServingError, StorageError, http_status
 from ray_mlops.registry import Registry
 from ray_mlops.serve import predlog
 from ray_mlops.serve.ids import RequestIds, token_matches
@@ -223,6 +224,22 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     field = detail.split(":", 1)[0] if ":" in detail else None
     return JSONResponse({"detail": detail, "field": field}, status_code=exc.status_code, headers=exc.headers)
+
+
+_AREAS = ((StorageError, "storage"), (ClusterError, "ray"))
+
+
+async def _package_error(request: Request, exc: Exception) -> JSONResponse:
+    """A package (or Ray) error: 4xx naming the field, else 503 with ``Retry-After``; never a 500."""
+    answer = http_status(exc) if isinstance(exc, RayMlopsError) else HttpStatus(503, RETRY_AFTER_S)
+    if answer.retry_after is None:
+        field = getattr(exc, "field", None)
+        return JSONResponse({"detail": str(exc), "field": field}, status_code=answer.status)
+    area = next((name for kind, name in _AREAS if isinstance(exc, kind)), "ray" if isinstance(exc, RayError) else "service")
+    log.error("%s %s: %s unavailable: %s: %s", request.method, request.url.path, area, type(exc).__name__, exc)
+    detail = f"{area}: temporarily unavailable ({type(exc).__name__}); retry after {answer.retry_after} s"
+    return JSONResponse({"detail": detail, "field": area}, status_code=answer.status,
+                        headers={"retry-after": str(answer.retry_after)})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -493,12 +510,14 @@ def _api(config: Config, token_sha256: Optional[str]) -> FastAPI:
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(RecordError, _record_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
+    api.add_exception_handler(RayMlopsError, _package_error)
+    api.add_exception_handler(RayError, _package_error)
     api.add_exception_handler(Exception, _unexpected)
     api.add_middleware(Guard, max_body_bytes=config.serve.max_body_bytes, token_sha256=token_sha256)
     return api
 
 
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422)}
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
 
 
 def make_deployment(config: Config, token_sha256: Optional[str] = None) -> Any:
