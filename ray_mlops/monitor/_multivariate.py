@@ -46,39 +46,19 @@ def ledoit_wolf(z: np.ndarray) -> np.ndarray:
     return shrink * target + (1.0 - shrink) * sample
 
 
-#: Knots of each feature's normal-score transform (its unique values when fewer).
-KNOTS = 512
-#: The transform is tabulated on this many evenly spaced points of the fit range.
-GRID = 2048
-
-
-def _knots(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Knots of one feature's transform and their normal scores: Φ⁻¹ of the mid-rank
-    of each knot in the fit ECDF, kept inside (0.5/n, 1 - 0.5/n)."""
-    ordered = np.sort(column)
-    n = len(ordered)
-    values = np.unique(ordered)
-    if len(values) > KNOTS:
-        values = np.unique(ordered[np.linspace(0, n - 1, KNOTS).round().astype(int)])
-    ranks = np.searchsorted(ordered, values, "left") + np.searchsorted(ordered, values, "right")
-    return values, special.ndtri(np.clip(ranks / (2.0 * n), 0.5 / n, 1.0 - 0.5 / n))
-
-
 class _Score:
     """Median imputation, normal scores and whitening learned from the fit rows.
 
-    The normal-score transform of a feature is piecewise linear between its knots,
-    tabulated on ``GRID`` even steps of the fit range (a window is then two gathers for
-    all features at once, no per-feature search) and flat beyond that range. Any
-    function fixed by the fit rows keeps the test exact; this one is the Gaussian
-    copula's transform at ``KNOTS`` resolution.
+    A value's normal score is Φ⁻¹ of its mid-rank in the fit ECDF (ties share one),
+    kept inside (0.5/n, 1 - 0.5/n). (A transform tabulated on an even grid of the fit
+    range was 8× faster but lost a tenth of the power on heavy-tailed features.)
     """
 
     def __init__(self, fit: np.ndarray) -> None:
         median = np.nanmedian(fit, axis=0)
         self.fill = np.where(np.isnan(median), 0.0, median)
         filled = self._impute(fit)
-        self._tabulate([_knots(column) for column in filled.T])
+        self.sorted = np.ascontiguousarray(np.sort(filled.T, axis=1))  # features × fit rows
         scores = self._normal_scores(filled)
         self.mean = scores.mean(axis=0)
         sd = scores.std(axis=0)
@@ -96,20 +76,20 @@ class _Score:
     def _impute(self, matrix: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(matrix), self.fill, matrix)
 
-    def _tabulate(self, knots: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.low = np.array([xp[0] for xp, _ in knots])
-        span = np.array([xp[-1] for xp, _ in knots]) - self.low
-        self.step = np.where(span > 0, span, 1.0) / (GRID - 1)
-        grid = self.low[:, None] + self.step[:, None] * np.arange(GRID)[None, :]
-        self.table = np.concatenate([np.interp(g, xp, fp) for g, (xp, fp) in zip(grid, knots)])
-        self.offsets = np.arange(len(knots)) * GRID
-
     def _normal_scores(self, filled: np.ndarray) -> np.ndarray:
-        t = np.clip((filled - self.low) / self.step, 0.0, GRID - 1.0)
-        cell = np.minimum(t.astype(np.int64), GRID - 2)
-        weight = t - cell
-        flat = cell + self.offsets
-        return self.table[flat] * (1.0 - weight) + self.table[flat + 1] * weight
+        n = self.sorted.shape[1]
+        columns = np.ascontiguousarray(filled.T)
+        order = np.argsort(columns, axis=1)  # sorted queries: cache-friendly lookups
+        ranks = np.empty(columns.shape)
+        for j, ordered in enumerate(self.sorted):
+            values = columns[j, order[j]]
+            right = np.searchsorted(ordered, values, side="right")
+            left = right.copy()
+            tied = ordered[right - 1] == values  # right == 0: ordered[-1] > value, not tied
+            if tied.any():  # only tied values need the second search
+                left[tied] = np.searchsorted(ordered, values[tied], side="left")
+            ranks[j, order[j]] = left + right
+        return special.ndtri(np.clip(ranks.T / (2.0 * n), 0.5 / n, 1.0 - 0.5 / n))
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of every row's normal scores (NaN: the fit median)."""
