@@ -8,7 +8,8 @@ the ``prometheus.yml`` Ray wrote, unchanged; the Serve app answering good and ba
 replicas, tests drifting windows), a registry promotion and rollback, a failed swap (a
 tampered artifact) and a bad record batch to the monitor. Retraining and automatic
 rollback outcomes come from the monitor's own metric hook in an actor (a full retraining
-is not needed to prove a panel's query). Then **every** PromQL expression of
+is not needed to prove a panel's query). After the traffic stops, the gauge panels keep
+their data for longer than Ray keeps a gauge nobody sets again. Then **every** PromQL expression of
 ``configs/grafana/ray_mlops_dashboard.json`` is evaluated through Prometheus's HTTP API,
 Grafana's template variables resolved, and each must return data.
 """
@@ -21,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,9 @@ DASHBOARD = Path(__file__).resolve().parents[1] / "configs" / "grafana" / "ray_m
 # Prometheus data source with the default 15 s scrape interval ($__rate_interval = 4 x 15 s).
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 DATA_TIMEOUT_S = 150
+GAUGES = ("ray_ray_mlops_serving_version", "ray_ray_mlops_drift_p_value", "ray_ray_mlops_monitor_window_p_value",
+          "ray_ray_mlops_prediction_log_buffered")
+QUIET_S = 35  # longer than Ray keeps a gauge that is not set again (~20 s)
 
 
 @dataclass
@@ -184,6 +189,23 @@ def _missing(prom: Prometheus) -> dict[str, list[dict]]:
     return missing
 
 
+def _gauges_stay_visible(prom: Prometheus) -> None:
+    """With no traffic (no new set), every gauge panel keeps its data for :data:`QUIET_S`.
+
+    Ray drops a gauge from the endpoint ~20 s after its last set; ours are held.
+    """
+    quiet = time.monotonic()
+
+    def held() -> bool:
+        for title, expr in dashboard_targets():
+            if any(gauge in expr for gauge in GAUGES):
+                assert prom.query(resolve(expr)), (
+                    f"{title}: {expr} went blank {time.monotonic() - quiet:.0f} s after the traffic stopped")
+        return time.monotonic() - quiet >= QUIET_S
+
+    wait_for(held, timeout=QUIET_S + 30, interval=5, message="gauges through a quiet period")
+
+
 def test_every_dashboard_expression_returns_data_from_a_real_prometheus(ray_head, prometheus, tmp_path,
                                                                        report_figure):
     import ray
@@ -230,6 +252,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(ray_head
                 wait_for(all_data, timeout=DATA_TIMEOUT_S, interval=5, message="data for every expression")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; no data for: {json.dumps(missing, indent=1)}") from None
+        _gauges_stay_visible(prometheus)
         status = ray.get(actor.status.remote(), timeout=30)
         windows = prometheus.query('sum by (drift) (ray_ray_mlops_monitor_windows_total)')
         assert any(s["metric"].get("drift") == "true" for s in windows), windows

@@ -64,7 +64,9 @@ def resolve_callable(target: Callable | str | None) -> Callable | None:
 # -- metrics -----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _metrics() -> dict[str, Any]:
-    from ray.util.metrics import Counter, Gauge
+    from ray.util.metrics import Counter
+
+    from ray_mlops.telemetry import HeldGauge as Gauge  # stays on the endpoint between windows
 
     return {
         "p_value": Gauge("ray_mlops_drift_p_value", "raw p-value of the last window, per feature",

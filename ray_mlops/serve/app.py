@@ -66,7 +66,9 @@ BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 @functools.lru_cache(maxsize=1)
 def metrics() -> dict[str, Any]:
     """The replica's ``ray.util.metrics`` instruments, all named ``ray_mlops_*``."""
-    from ray.util.metrics import Counter, Gauge, Histogram
+    from ray.util.metrics import Counter, Histogram
+
+    from ray_mlops.telemetry import HeldGauge as Gauge  # stays on the endpoint between updates
 
     return {
         "requests": Counter("ray_mlops_requests", "HTTP requests by route and status", tag_keys=("route", "status")),
@@ -350,9 +352,6 @@ class ModelServer:
     def check_health(self) -> None:
         if self.serving is None:
             raise ServingError("no model version loaded")
-        # Ray drops a gauge from its Prometheus endpoint ~20 s after its last set; Serve's
-        # health check (every serve.health_check_period_s) keeps the served version visible.
-        metrics()["version"].set(1, {"version": self.serving.version})
 
     # -- predicting -----------------------------------------------------------------
     def make_job(self, body: Any) -> Job:
