@@ -301,12 +301,13 @@ def monitor_command(ctx: click.Context) -> None:
     it starts the monitor on the cluster and returns.
     """
     from ray_mlops import loop
+    from ray_mlops.contracts import MONITOR_ACTOR
 
     context = _context(ctx)
     context.connect()
     loop.start_monitor(context.config)
     cfg = context.config.monitor
-    click.echo(f"monitor ray_mlops_monitor running (namespace {context.config.ray.namespace}): windows of "
+    click.echo(f"monitor {MONITOR_ACTOR} running (namespace {context.config.ray.namespace}): windows of "
                f"{cfg.window_size} records, alpha {cfg.alpha}, patience {cfg.patience}, retraining "
                f"{'on' if cfg.retrain.enabled else 'off'}")
     if context.address:

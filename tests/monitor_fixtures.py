@@ -146,7 +146,7 @@ def promote_retrained(monitored: Monitored, storage, registry, *, retrain: str =
 
 def write_feedback(storage, frame: pd.DataFrame, labels, name: str | None = None) -> None:
     """Labels for prediction records, as ``/feedback`` writes them."""
-    from ray_mlops.monitor.store import FEEDBACK_DIR, parquet_bytes
+    from ray_mlops.contracts import FEEDBACK_DIR, parquet_bytes
 
     name = name or uuid.uuid4().hex
     storage.write_bytes(f"{FEEDBACK_DIR}/date=2026-01-01/hour=00/{name}.parquet", parquet_bytes(feedback(frame, labels)))

@@ -242,7 +242,7 @@ def test_service_keeps_answering_when_a_replica_node_dies(cluster, add_worker, s
 def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(cluster, add_worker, monitored,  # noqa: F811
                                                                            tmp_path, report_figure):
     from ray_mlops.monitor.actor import start_monitor, stop_monitor
-    from ray_mlops.serve.predlog import PREDICTIONS_DIR, PartitionedWriter
+    from ray_mlops.contracts import PREDICTIONS_DIR, PartitionedWriter
 
     head = cluster.head_node.node_id
     config, storage, registry = fresh_storage(monitored, tmp_path / "store", window_size=50, checkpoint_interval_s=0.2,

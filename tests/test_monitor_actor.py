@@ -26,7 +26,7 @@ def _status(ray, actor):
 
 
 def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session, monitored, monitor_actor):
-    from ray_mlops.serve.predlog import PREDICTIONS_DIR, PartitionedWriter
+    from ray_mlops.contracts import PREDICTIONS_DIR, PartitionedWriter
 
     ray = ray_session
     config, storage, registry, actor = monitor_actor

@@ -72,7 +72,7 @@ def test_drift_is_flagged_at_once_and_confirmed_after_patience(monitored, tmp_pa
 
 
 def test_feedback_labels_feed_the_accuracy_test(monitored, tmp_path):
-    from ray_mlops.monitor.store import FEEDBACK_DIR
+    from ray_mlops.contracts import FEEDBACK_DIR
 
     config, storage, _ = fresh_storage(monitored, tmp_path, window_size=100, min_labels=30)
     monitor = _monitor(config, storage)
@@ -89,7 +89,7 @@ def test_feedback_labels_feed_the_accuracy_test(monitored, tmp_path):
 
 
 def _parquet(frame):
-    from ray_mlops.monitor.store import parquet_bytes
+    from ray_mlops.contracts import parquet_bytes
 
     return parquet_bytes(frame)
 
@@ -160,7 +160,7 @@ def test_write_ahead_job_is_launched_exactly_once_after_a_crash(monitored, tmp_p
 
 
 def test_catch_up_recovers_records_logged_after_the_last_checkpoint(monitored, tmp_path):
-    from ray_mlops.monitor.store import PREDICTIONS_DIR, parquet_bytes
+    from ray_mlops.contracts import PREDICTIONS_DIR, parquet_bytes
 
     config, storage, _ = fresh_storage(monitored, tmp_path, window_size=100)
     first = _monitor(config, storage)

@@ -22,7 +22,7 @@ from monitor_fixtures import RecordingRollback
 from ray_mlops.config import config_from_dict
 from ray_mlops.data.schema import feature_schema
 from ray_mlops.monitor.core import Monitor
-from ray_mlops.monitor.store import FEEDBACK_DIR, parquet_bytes
+from ray_mlops.contracts import FEEDBACK_DIR, parquet_bytes
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 from ray_mlops.train.pipelines import fit_pipeline, split_by_key

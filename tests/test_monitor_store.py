@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ray_mlops.monitor.store import parquet_bytes, read_partitioned
+from ray_mlops.contracts import parquet_bytes, read_partitioned
 from ray_mlops.storage import Storage
 
 

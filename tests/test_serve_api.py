@@ -18,7 +18,7 @@ from ray_mlops.data.online import featurize_instances
 from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import ServingError
 from ray_mlops.serve import deploy as serving
-from ray_mlops.serve.predlog import FEEDBACK_DIR, read_log
+from ray_mlops.contracts import FEEDBACK_DIR, read_log
 from ray_mlops.serve.schemas import request_models
 
 ID_RE = re.compile(r"^[0-9a-f]{32}\.\d+\.[0-9a-f]{32}$")

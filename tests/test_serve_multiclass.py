@@ -24,7 +24,7 @@ from monitor_fixtures import RecordingRollback
 
 from ray_mlops.config import Config, config_from_dict
 from ray_mlops.serve import deploy as serving
-from ray_mlops.serve.predlog import FEEDBACK_DIR, PREDICTIONS_DIR, read_log
+from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_log
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -152,7 +152,7 @@ def send_all(project: Project, rows: pd.DataFrame, per_request: int = 25, labels
 
 def logged(project: Project, rows: int) -> pd.DataFrame:
     """The prediction log once it holds ``rows`` rows (as the monitor reads it back)."""
-    from ray_mlops.monitor.store import read_partitioned
+    from ray_mlops.contracts import read_partitioned
 
     def ready():
         frame = read_partitioned(project.storage, PREDICTIONS_DIR)

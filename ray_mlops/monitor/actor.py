@@ -35,6 +35,7 @@ from typing import Any, Callable
 import ray
 
 from ray_mlops.config import Config, config_from_dict
+from ray_mlops.contracts import MONITOR_ACTOR
 from ray_mlops.errors import MonitorError
 from ray_mlops.monitor.core import Monitor
 from ray_mlops.monitor.probation import roll_back
@@ -44,7 +45,6 @@ from ray_mlops.storage import Storage
 
 log = logging.getLogger(__name__)
 
-MONITOR_ACTOR = "ray_mlops_monitor"
 RETRAINER_ACTOR = "ray_mlops_retrainer"
 LOST_AFTER_S = 30.0
 FINAL = ("promoted", "rejected", "failed")

@@ -55,13 +55,13 @@ from ray_mlops.monitor.probation import (
     is_loop_promotion,
 )
 from ray_mlops.monitor.reference import Reference, WindowTest
-from ray_mlops.monitor.store import PREDICTIONS_DIR, FeedbackIndex, MonitorStore, record_keys
+from ray_mlops.contracts import PREDICTIONS_DIR, REQUIRED_META, record_keys
+from ray_mlops.monitor.store import FeedbackIndex, MonitorStore
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
 log = logging.getLogger(__name__)
 
-REQUIRED_META = ("request_id", "row", "model_version", "prediction", "time")
 CATCH_UP_SLACK_S = 3.0
 RECENT_KEY_WINDOWS = 5
 MAX_BACKLOG_WINDOWS = 20
@@ -503,4 +503,4 @@ def _top_features(features: dict[str, dict]) -> dict[str, float]:
     return {name: f["p_value"] for name, f in ranked}
 
 
-__all__ = ["Monitor", "Launcher", "REQUIRED_META", "probation_status"]
+__all__ = ["Monitor", "Launcher", "probation_status"]

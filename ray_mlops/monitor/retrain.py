@@ -37,7 +37,7 @@ from ray_mlops.config import Config
 from ray_mlops.data.ingest import ingest
 from ray_mlops.data.schema import FeatureSchema, cast_features, read_feature_table
 from ray_mlops.errors import RayMlopsError
-from ray_mlops.monitor.store import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys
+from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys
 from ray_mlops.pipeline import register_search
 from ray_mlops.promotion import gate_and_promote
 from ray_mlops.registry import Registry

@@ -24,7 +24,7 @@ from ray_mlops.config import Config
 from ray_mlops.errors import RayMlopsError, ServingError
 from ray_mlops.registry import Registry
 from ray_mlops.serve.ids import new_secret, token_digest
-from ray_mlops.serve.predlog import MONITOR_ACTOR
+from ray_mlops.contracts import MONITOR_ACTOR
 from ray_mlops.storage import Storage
 
 IMPORT_PATH = "ray_mlops.serve.app:build_app"

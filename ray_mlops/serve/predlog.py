@@ -16,65 +16,34 @@ batches by a background task:
 Feedback (labels arriving later) is written synchronously, one file per request, to
 ``<storage>/feedback/date=…/hour=…/<writer>-<seq>.parquet`` with ``request_id``, ``row``,
 ``label`` and ``time``, so labels join predictions on ``(request_id, row)``.
+
+The layout, the writer and the readers are defined once in :mod:`ray_mlops.contracts`
+(shared with the monitor) and re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import threading
 import time
 from collections import deque
 from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from ray_mlops.contracts import (
+    FEEDBACK_DIR,
+    META_COLUMNS,
+    MONITOR_ACTOR,
+    PREDICTIONS_DIR,
+    PartitionedWriter,
+    partition_of,
+    read_log,
+)
 from ray_mlops.errors import StorageError
-from ray_mlops.storage import Storage
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS_DIR = "predictions"
-FEEDBACK_DIR = "feedback"
-MONITOR_ACTOR = "ray_mlops_monitor"
-META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "probabilities", "time")
-
-
-def partition_of(stamp: pd.Timestamp) -> str:
-    """``date=YYYY-MM-DD/hour=HH`` of a UTC timestamp."""
-    return f"date={stamp:%Y-%m-%d}/hour={stamp:%H}"
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
-    return sink.getvalue()
-
-
-class PartitionedWriter:
-    """Writes frames under ``<folder>/date=…/hour=…/<writer>-<seq>.parquet``, atomically."""
-
-    def __init__(self, storage: Storage, folder: str, writer: str):
-        self.storage, self.folder, self.writer = storage, folder, writer
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def write(self, frame: pd.DataFrame) -> list[str]:
-        """One file per hour present in ``frame["time"]``; returns the files written."""
-        written = []
-        hours = frame["time"].dt.floor("h")
-        for hour, part in frame.groupby(hours, sort=True):
-            with self._lock:
-                self._seq += 1
-                seq = self._seq
-            rel = f"{self.folder}/{partition_of(hour)}/{self.writer}-{seq:08d}.parquet"
-            self.storage.write_bytes(rel, _parquet_bytes(part.reset_index(drop=True)))
-            written.append(rel)
-        return written
-
 
 class MonitorLink:
     """A cheap, cached lookup of the monitor actor; sends are fire-and-forget."""
@@ -204,18 +173,6 @@ class PredictionLog:
         self._closed = True
         self._wake.set()
         return await self.flush()
-
-
-def read_log(storage: Storage, folder: str = PREDICTIONS_DIR) -> pd.DataFrame:
-    """Every row of the prediction (or feedback) log under ``storage``, oldest first."""
-    import pyarrow.dataset as pads
-
-    if not storage.exists(folder):
-        return pd.DataFrame(columns=list(META_COLUMNS))
-    dataset = pads.dataset(storage.path(folder), filesystem=storage.fs, format="parquet",
-                           partitioning="hive", exclude_invalid_files=True)
-    frame = dataset.to_table().to_pandas()
-    return frame.sort_values("time", kind="stable").reset_index(drop=True)
 
 
 __all__ = [
