@@ -6,7 +6,7 @@ All three serve the same registered Pipeline on the same raw request format:
   core per call; it has no clients, so every clients row shows the same floor);
 - ``bare``: FastAPI + uvicorn (one worker, ``OMP_NUM_THREADS=1``) featurizing each
   request with the same online featurizers and calling ``predict_proba``;
-- ``serve`` / ``serve-nolog``: our Serve app, one replica, prediction log on and off.
+- ``serve`` / ``serve-nolog``: our Serve app, one replica (``--replicas``), prediction log on and off.
 
 An async httpx load generator runs each clients count with 1-instance and 100-instance
 requests. Each cell is the best (by rows/s) of ``--repeats`` runs. ``--json PATH`` writes
@@ -179,6 +179,7 @@ class Plan:
     sizes: tuple[int, ...]
     clients: tuple[int, ...]
     profile: bool = False
+    replicas: int = 1
 
 
 def _start_ray() -> None:
@@ -195,7 +196,7 @@ def _serve_cells(plan: Plan, served, port: int, instances: list, bare_url: str) 
 
     rows = []
     for label, log_on in (("serve", True), ("serve-nolog", False)):
-        config = serve_config_for(served, port, min_replicas=1, max_replicas=1, num_cpus=1,
+        config = serve_config_for(served, port, min_replicas=plan.replicas, max_replicas=plan.replicas, num_cpus=1,
                                   prediction_log=log_on, max_instances=1000)
         url = serving.deploy(config) + "/predict"
         for per_request in plan.sizes:
@@ -344,8 +345,9 @@ def main() -> None:
     parser.add_argument("--clients", type=_ints, default=(1, 8, 32), help="concurrent clients, comma-separated")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the cells to PATH as a JSON list")
     parser.add_argument("--profile", action="store_true", help="py-spy the replica and proxy under load instead")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas of our app (1 CPU each; the machine has 2)")
     args = parser.parse_args()
-    plan = Plan(args.seconds, max(1, args.repeats), args.sizes, args.clients, args.profile)
+    plan = Plan(args.seconds, max(1, args.repeats), args.sizes, args.clients, args.profile, max(1, args.replicas))
     if plan.profile:
         profile(plan)
         return
