@@ -239,15 +239,35 @@ def run(plan: Plan) -> list[dict]:
 
 
 # -- profile mode: py-spy on the replica and the proxy under load -------------------------
-def _serve_pids() -> dict[str, int]:
-    from ray.util.state import list_actors
+def _descendants(root: int) -> list[int]:
+    """Every process under ``root`` (this driver's Ray: its raylet and workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            children.setdefault(int(rest.rsplit(") ", 1)[1].split()[1]), []).append(int(pid))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
+
+def _serve_pids() -> dict[str, int]:
+    """The replica's and the HTTP proxy's processes (by Ray's process titles), under this driver only."""
     pids = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        if "ServeReplica" in actor.class_name and "Predictor" in actor.class_name:
-            pids["replica"] = actor.pid
-        elif actor.class_name == "ProxyActor":
-            pids["proxy"] = actor.pid
+    for pid in _descendants(os.getpid()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::ServeReplica") and "Predictor" in title:
+            pids["replica"] = pid
+        elif title.startswith("ray::ProxyActor"):
+            pids["proxy"] = pid
     return pids
 
 
