@@ -368,6 +368,21 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+@command("gc")
+@click.option("--delete", "delete", is_flag=True, help="Delete them (default: only list what would go).")
+@click.pass_context
+def gc_command(ctx: click.Context, delete: bool) -> None:
+    """List (or with --delete, delete) ingest runs nothing refers to."""
+    from ray_mlops.data.runs import collect
+
+    found = collect(_context(ctx).storage, dry_run=not delete)
+    verb = "deleted" if delete else "would delete"
+    for run in found.deleted:
+        click.echo(f"{verb}: {run}")
+    click.echo(f"{len(found.deleted)} run(s) {verb}, {len(found.kept)} kept (latest or unfinished)"
+               + ("" if delete else "; pass --delete to delete them"))
+
+
 @command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole status as JSON.")
 @click.pass_context

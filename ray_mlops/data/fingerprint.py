@@ -1,15 +1,17 @@
-"""Data fingerprints: a sha256 over every input file's name and content.
+"""Data fingerprints: a sha256 over the data config and every input file's name and content.
 
 A source's files are listed once per ingest (:func:`list_source_files`) and the listing
 is shared by the fingerprint, the bucket count and the reads. Files are hashed in
 parallel Ray tasks, a group of chunks per task, and the chunk digests are combined in a
 fixed order, so the fingerprint changes exactly when an input file is added, removed,
-renamed or changed, and is the same on any machine for the same files.
+renamed or changed, or the data config that shapes the table changes, and is the same on
+any machine for the same files and settings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from dataclasses import dataclass
 
@@ -85,16 +87,25 @@ def _source_digest(files: SourceFiles) -> str:
     return "".join(digest for part in parts for digest in part)
 
 
+def data_config_digest(config: Config) -> str:
+    """The sha256 of the data config that shapes the table (column checks, featurizers, ...).
+
+    ``data.root`` is left out: the same files and settings give the same table anywhere.
+    """
+    shaping = config.data.model_dump(mode="json", exclude={"root"})
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def fingerprint_sources(config: Config, listed: dict[str, SourceFiles] | None = None) -> str:
-    """The sha256 of every configured source's files (names relative to the source).
+    """The sha256 of the data config and every configured source's files (names relative to the source).
 
     ``listed`` reuses listings from :func:`list_sources` instead of listing again.
     """
     listed = listed or list_sources(config)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(data_config_digest(config).encode())
     for source in config.data.sources:
         digest.update(source.name.encode() + b"\0" + _source_digest(listed[source.name]).encode())
     return digest.hexdigest()
 
 
-__all__ = ["SourceFiles", "fingerprint_sources", "list_source_files", "list_sources"]
+__all__ = ["SourceFiles", "data_config_digest", "fingerprint_sources", "list_source_files", "list_sources"]

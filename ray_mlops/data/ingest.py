@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -202,8 +203,8 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     ray.data.DataContext.get_current().enable_progress_bars = False
     listed = list_sources(config)
     fingerprint = fingerprint_sources(config, listed)
-    folder = f"{FEATURES_DIR}/{fingerprint}"
-    storage.delete(folder)
+    run = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    folder = f"{FEATURES_DIR}/{fingerprint}/{run}"  # fresh: never a folder a pointer may name
     quarantine = Quarantine(storage, f"{folder}/quarantine")
     staging = storage.child(folder, "staging")
     spine = config.data.label_source
@@ -230,9 +231,18 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
         {"schema": schema.to_dict(), "fingerprint": fingerprint, "rows": rows, "features": profile_of(reference, schema)},
     )
     storage.write_json(f"{folder}/report.json", {**report, "status": "ok"})
-    result = IngestResult(fingerprint, schema, rows, counts)
-    storage.write_json(LATEST, result.to_dict())
+    result = IngestResult(fingerprint, schema, rows, counts, run)
+    _verify_run(storage, result)
+    storage.write_json(LATEST, result.to_dict())  # the one pointer moves last
     return result
+
+
+def _verify_run(storage: Storage, result: IngestResult) -> None:
+    """A complete run: every output present and the table holds the rows counted."""
+    missing = [n for n in ("profile.json", "report.json", "reference.parquet") if not storage.exists(f"{result.folder}/{n}")]
+    if missing or _table_rows(storage, result.folder) != result.rows:
+        raise DataError(f"ingest run {storage.uri(result.folder)} is incomplete ({', '.join(missing) or 'table rows'}); "
+                        "features/latest.json not moved")
 
 
 @contextmanager

@@ -3,12 +3,15 @@
 Layout under the storage root (one folder per data fingerprint, so a table is never
 overwritten by a different input)::
 
-    features/<fingerprint>/table/*.parquet        the feature table (key, label, features)
-    features/<fingerprint>/reference.parquet      a reference sample (features + label)
-    features/<fingerprint>/profile.json           FeatureSchema + per-feature summaries
-    features/<fingerprint>/report.json            row counts, rejects per source and reason
-    features/<fingerprint>/quarantine/<source>/   rejected records with their reason
-    features/latest.json                          pointer to the last complete ingest
+    features/<fingerprint>/<run>/table/*.parquet        the feature table (key, label, features)
+    features/<fingerprint>/<run>/reference.parquet      a reference sample (features + label)
+    features/<fingerprint>/<run>/profile.json           FeatureSchema + per-feature summaries
+    features/<fingerprint>/<run>/report.json            row counts, rejects per source and reason
+    features/<fingerprint>/<run>/quarantine/<source>/   rejected records with their reason
+    features/latest.json                                pointer to the last complete ingest
+
+Every ingest builds in a fresh run folder and moves ``latest.json`` only after the run is
+complete and verified; a run folder is never rewritten or deleted by a later ingest.
 
 ``latest.json`` is written last and atomically: a failed or interrupted ingest leaves the
 previous pointer in place, so nothing half-written ever looks valid.
@@ -90,10 +93,11 @@ class IngestResult:
     schema: FeatureSchema
     rows: int
     counts: dict[str, Any] = field(default_factory=dict)
+    run: str = ""  # the run folder below the fingerprint ("" for stores written before runs)
 
     @property
     def folder(self) -> str:
-        return f"{FEATURES_DIR}/{self.fingerprint}"
+        return f"{FEATURES_DIR}/{self.fingerprint}/{self.run}" if self.run else f"{FEATURES_DIR}/{self.fingerprint}"
 
     @property
     def table_dir(self) -> str:
@@ -105,11 +109,13 @@ class IngestResult:
             "schema": self.schema.to_dict(),
             "rows": self.rows,
             "counts": self.counts,
+            "run": self.run,
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "IngestResult":
-        return cls(raw["fingerprint"], FeatureSchema.from_dict(raw["schema"]), raw["rows"], raw.get("counts", {}))
+        return cls(raw["fingerprint"], FeatureSchema.from_dict(raw["schema"]), raw["rows"], raw.get("counts", {}),
+                   raw.get("run", ""))
 
 
 def feature_schema(config: Config) -> FeatureSchema:
