@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 import yaml
@@ -20,6 +20,10 @@ import yaml
 from ray_mlops.config import Config, effective_config, load_config
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.storage import Storage
+
+if TYPE_CHECKING:  # the status types, for annotations only (the CLI imports stages lazily)
+    from ray_mlops.loop import LoopStatus
+    from ray_mlops.monitor.state import MonitorStatus
 
 
 class Context:
@@ -323,41 +327,45 @@ def monitor_command(ctx: click.Context) -> None:
         click.echo("stopped")
 
 
-def _print_status(report: dict) -> None:
-    serving, monitor, aliases = report["serving"], report["monitor"], report["registry"]["aliases"]
-    click.echo(f"model:      {report['model']} (storage {report['storage']})")
+def _print_status(report: LoopStatus) -> None:
+    serving, monitor, aliases = report.serving, report.monitor, report.registry.aliases
+    click.echo(f"model:      {report.model} (storage {report.storage})")
     click.echo(f"registry:   production={aliases.get('production')} candidate={aliases.get('candidate')}")
     click.echo(f"serving:    {serving.get('status')} version={serving.get('version')} replicas={serving.get('replicas')}"
                + (f" at {serving['url']}" if serving.get("url") else ""))
-    reference = (monitor.get("reference") or {}).get("version")
-    click.echo(f"monitor:    {'running' if monitor.get('running') else 'not running'}; windows={monitor.get('windows', 0)} "
-               f"records={monitor.get('records', 0)} open={monitor.get('open_window_rows', '-')} reference={reference}")
-    for v in monitor.get("last_verdicts", [])[-5:]:
-        parts = " ".join(f"{k}={p:.3g}" for k, p in v["detectors"].items() if p is not None)
-        click.echo(f"  window {v['index']:>4} {str(v['end'])[11:19]} rows={v['rows']:<4} "
-                   f"{'DRIFT' if v['drift'] else 'ok   '}{' ALARM' if v['alarm'] else ''} p={v['p_value']:.3g} ({parts})")
-    active = monitor.get("retrain_active")
-    if active:
-        click.echo(f"retraining: {active['id']} running (drift onset {active['onset']})")
-    for r in monitor.get("retrain_history", [])[-5:]:
-        gate = r.get("gate") or {}
-        click.echo(f"retrained:  {r.get('id')} {r.get('status')} {r.get('version') or ''} "
-                   f"{gate.get('reason') or r.get('error') or ''}")
+    _print_monitor(monitor)
     _print_probation(monitor)
-    for e in report["registry"]["promotions"][-3:]:
+    for e in report.registry.promotions[-3:]:
         click.echo(f"{e['kind']:<11} {e.get('version')} (was {e.get('previous')}) {str(e.get('time'))[:19]}: {e.get('reason')}")
 
 
-def _print_probation(monitor: dict) -> None:
-    probation = monitor.get("probation")
+def _print_monitor(monitor: MonitorStatus) -> None:
+    reference = (monitor.reference or {}).get("version")
+    open_rows = "-" if monitor.open_window_rows is None else monitor.open_window_rows
+    click.echo(f"monitor:    {'running' if monitor.running else 'not running'}; windows={monitor.windows} "
+               f"records={monitor.records} open={open_rows} reference={reference}")
+    for v in monitor.last_verdicts[-5:]:
+        parts = " ".join(f"{k}={p:.3g}" for k, p in v["detectors"].items() if p is not None)
+        click.echo(f"  window {v['index']:>4} {str(v['end'])[11:19]} rows={v['rows']:<4} "
+                   f"{'DRIFT' if v['drift'] else 'ok   '}{' ALARM' if v['alarm'] else ''} p={v['p_value']:.3g} ({parts})")
+    active = monitor.retrain_active
+    if active:
+        click.echo(f"retraining: {active['id']} running (drift onset {active['onset']})")
+    for r in monitor.retrain_history[-5:]:
+        gate = r.get("gate") or {}
+        click.echo(f"retrained:  {r.get('id')} {r.get('status')} {r.get('version') or ''} "
+                   f"{gate.get('reason') or r.get('error') or ''}")
+
+
+def _print_probation(monitor: MonitorStatus) -> None:
+    probation = monitor.probation
     if probation:
         click.echo(f"probation:  {probation['version']} (rolls back to {probation['previous']}) "
                    f"{probation['status']}; windows {probation['seen']}/{probation['windows']}, "
                    f"{probation['tested']} with labels, rollback at p <= {probation['level']:.3g}")
-    if monitor.get("rollback_count") or monitor.get("rollbacks"):
-        click.echo(f"rollbacks:  {monitor.get('rollback_count', 0)} automatic"
-                   f" ({monitor.get('consecutive_rollbacks', 0)} in a row)")
-    for r in monitor.get("rollbacks", [])[-3:]:
+    if monitor.rollback_count or monitor.rollbacks:
+        click.echo(f"rollbacks:  {monitor.rollback_count} automatic ({monitor.consecutive_rollbacks} in a row)")
+    for r in monitor.rollbacks[-3:]:
         trigger, outcome = r.get("trigger") or {}, r.get("outcome") or {}
         click.echo(f"  {r['status']:<15} {r['version']} -> {r['previous']} at window {trigger.get('window')}: "
                    f"accuracy {_fmt(trigger.get('accuracy'))} vs {_fmt(trigger.get('reference_accuracy'))} "
@@ -396,7 +404,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         context.connect()
     report = loop.status(context.config, with_ray=with_ray)
     if as_json:
-        echo_json(report)
+        echo_json(report.to_json())
     else:
         _print_status(report)
 

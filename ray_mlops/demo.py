@@ -13,11 +13,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ray_mlops.config import Config
 from ray_mlops.errors import ConfigError, MonitorError
 from ray_mlops.storage import Storage
+
+if TYPE_CHECKING:
+    from ray_mlops.monitor.state import MonitorStatus
 
 
 @dataclass
@@ -115,7 +118,7 @@ def _fresh_storage(config: Config, opts: DemoOptions) -> Storage:
 
 
 # -- waiting on the monitor ----------------------------------------------------------------
-def _status(monitor: Any) -> dict:
+def _status(monitor: Any) -> MonitorStatus:
     import ray
 
     return ray.get(monitor.status.remote(), timeout=30)
@@ -180,13 +183,13 @@ def _traffic_phases(config, opts, storage, monitor, url, pools, log, first) -> d
     log("traffic", f"no drift: {baseline_rows} records at {opts.rate:.0f}/s, labels sent back to /feedback")
     calm = Traffic(url, rate=opts.rate).start(records, labels, repeat=True, limit=baseline_rows)
     calm.wait(opts.timeout_s)
-    _wait(lambda: _status(monitor)["windows"] >= opts.baseline_windows, 120, "the no-drift windows")
+    _wait(lambda: _status(monitor).windows >= opts.baseline_windows, 120, "the no-drift windows")
     before = _status(monitor)
-    log("no-drift windows", f"{before['windows']} tested, alarms {before['alarms']}, "
-                            f"retrainings {len(before['retrain_history'])}, min p "
-                            f"{min(v['p_value'] for v in before['last_verdicts']):.3g}")
+    log("no-drift windows", f"{before.windows} tested, alarms {before.alarms}, "
+                            f"retrainings {len(before.retrain_history)}, min p "
+                            f"{min(v['p_value'] for v in before.last_verdicts):.3g}")
 
-    onset_window = before["windows"]
+    onset_window = before.windows
     added = land_batch(pools["new_batch"], Path(config.data.root), tag="batch-2")
     (Path(config.data.root) / ".landed").write_text("batch-2")
     log("drift begins", f"traffic drifts ({opts.drift}, intensity {opts.intensity}); "
@@ -198,30 +201,30 @@ def _traffic_phases(config, opts, storage, monitor, url, pools, log, first) -> d
         log("drift confirmed", f"window {alarm['index']} ({delay} windows after onset), p={alarm['p_value']:.3g}, "
                                f"top: {', '.join(list(alarm['top_features'])[:3])}")
         log("retraining", "launched: re-ingest, Tune search, gate on post-drift labeled predictions")
-        outcome = _wait(lambda: _status(monitor)["retrain_history"], opts.timeout_s, "the retraining")[-1]
+        outcome = _wait(lambda: _status(monitor).retrain_history, opts.timeout_s, "the retraining")[-1]
         log("retrained", _outcome_line(outcome))
         new_version = outcome.get("version") if outcome.get("status") == "promoted" else None
         if new_version:
             _wait(lambda: storm.snapshot()["versions"].get(new_version), 120, f"responses from {new_version}")
             log("hot swap", f"serving {new_version}; failed requests so far: {storm.snapshot()['failed']}")
-            switched = _status(monitor)["windows"]
+            switched = _status(monitor).windows
             _wait(lambda: _own_windows(_status(monitor), new_version) >= opts.after_windows, 180,
                   "windows of the new version")
             after = _status(monitor)
-            log("after the swap", f"{after['windows'] - switched} windows vs {new_version}'s reference, "
-                                  f"last p={after['last_verdicts'][-1]['p_value']:.3g}")
+            log("after the swap", f"{after.windows - switched} windows vs {new_version}'s reference, "
+                                  f"last p={after.last_verdicts[-1]['p_value']:.3g}")
     finally:
         storm.stop()
     return _finish(config, opts, storage, monitor, log, first, calm, storm, onset_window)
 
 
-def _alarm(status: dict, since: int) -> dict | None:
-    alarms = [v for v in status["last_verdicts"] if v["alarm"] and v["index"] >= since]
+def _alarm(status: MonitorStatus, since: int) -> dict | None:
+    alarms = [v for v in status.last_verdicts if v["alarm"] and v["index"] >= since]
     return alarms[-1] if alarms else None
 
 
-def _own_windows(status: dict, version: str) -> int:
-    return sum(1 for v in status["last_verdicts"] if v["reference_version"] == version)
+def _own_windows(status: MonitorStatus, version: str) -> int:
+    return sum(1 for v in status.last_verdicts if v["reference_version"] == version)
 
 
 def _outcome_line(outcome: dict) -> str:
@@ -243,7 +246,7 @@ def _finish(config, opts, storage, monitor, log, first, calm, storm, onset_windo
 
     status = _status(monitor)
     verdicts = MonitorStore(storage).verdicts()
-    history = status["retrain_history"]
+    history = status.retrain_history
     outcome = history[-1] if history else {}
     gate = outcome.get("gate") or {}
     baseline = [v for v in verdicts if v["index"] < onset_window]

@@ -11,10 +11,12 @@ every stage for ``ray-mlops status``.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ray_mlops.config import Config
 from ray_mlops.errors import RayMlopsError
+from ray_mlops.monitor.state import MonitorStatus
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
@@ -57,50 +59,67 @@ def _serving(config: Config) -> dict[str, Any]:
         return {"status": "UNKNOWN", "error": str(exc)[:200]}
 
 
-def _monitor(config: Config, storage: Storage) -> dict[str, Any]:
+def monitor_status(config: Config, storage: Storage) -> MonitorStatus:
+    """The running monitor's status, else the one its last checkpoint gives."""
     import ray
 
     from ray_mlops.monitor.actor import get_monitor
-    from ray_mlops.monitor.core import probation_status
+    from ray_mlops.monitor.state import MonitorState
     from ray_mlops.monitor.store import MonitorStore
 
     actor = get_monitor(config) if ray.is_initialized() else None
     if actor is not None:
         try:
-            return {"running": True, **ray.get(actor.status.remote(), timeout=15)}
+            return ray.get(actor.status.remote(), timeout=15)
         except (ray.exceptions.RayError, TimeoutError) as exc:
-            return {"running": False, "error": str(exc)[:200]}
+            return MonitorStatus.down(str(exc)[:200])
     state = MonitorStore(storage).load_state()
-    if state is None:
-        return {"running": False}
-    return {"running": False, "windows": state["windows"], "records": state["records"],
-            "last_verdicts": state["verdicts"][-10:], "retrain_history": state["retrain"]["history"],
-            "retrain_active": state["retrain"]["active"], "reference": {"version": state["reference_version"]},
-            **probation_status(state)}
+    return MonitorStatus.down() if state is None else MonitorStatus.of(MonitorState.from_json(state), running=False)
 
 
-def status(config: Config, *, with_ray: bool = True) -> dict[str, Any]:
+@dataclass
+class RegistryStatus:
+    """The registry's aliases and its last promotions and rollbacks."""
+
+    aliases: dict[str, str] = field(default_factory=dict)
+    promotions: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class LoopStatus:
+    """Every stage of the loop at a glance: what ``ray-mlops status`` prints (table or ``--json``)."""
+
+    model: str
+    storage: str
+    registry: RegistryStatus
+    serving: dict[str, Any]
+    monitor: MonitorStatus
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for ``--json``."""
+        return asdict(self)
+
+
+def status(config: Config, *, with_ray: bool = True) -> LoopStatus:
     """Serving version and replicas, registry aliases, monitor windows and verdicts, retrain history,
     probation and rollbacks."""
     storage = Storage(config.storage)
     registry = Registry(storage, config.model_name)
     try:
-        aliases = registry.aliases()
-        events = registry.events()
+        aliases, events = registry.aliases(), registry.events()
     except RayMlopsError as exc:
-        aliases, events = {}, []
-        registry_error = str(exc)
+        aliases, events, registry_error = {}, [], str(exc)
     else:
         registry_error = None
-    return {
-        "model": config.model_name,
-        "storage": storage.location,
-        "registry": {"aliases": aliases, "error": registry_error,
-                     "promotions": [e for e in events if e.get("kind") in ("promote", "rollback")][-10:]},
-        "serving": _serving(config) if with_ray else {"status": "not queried (pass --address to reach a running Ray)"},
-        "monitor": _monitor(config, storage),
-        "retrains": [e for e in events if e.get("kind") in RETRAIN_EVENTS][-10:],
-    }
+    promotions = [e for e in events if e.get("kind") in ("promote", "rollback")][-10:]
+    serving = _serving(config) if with_ray else {"status": "not queried (pass --address to reach a running Ray)"}
+    return LoopStatus(model=config.model_name, storage=storage.location,
+                      registry=RegistryStatus(aliases, promotions, registry_error), serving=serving,
+                      monitor=monitor_status(config, storage),
+                      retrains=[e for e in events if e.get("kind") in RETRAIN_EVENTS][-10:])
 
 
-__all__ = ["swap_serving", "start_monitor", "shutdown", "status", "SWAP"]
+__all__ = ["swap_serving", "start_monitor", "shutdown", "status", "monitor_status", "LoopStatus", "RegistryStatus",
+           "SWAP"]

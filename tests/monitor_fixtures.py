@@ -1,7 +1,7 @@
 """A registered production model and prediction-record streams, for the monitor tests.
 
-``monitored`` (session scope, needs the shared sample ingest) splits the sample feature
-table by a hash of the machine id: half A is the version's reference profile (the model
+``monitored`` (session scope, no Ray: the sample data featurized by the online path,
+the same code the batch ingest runs) splits the feature table by a hash of the machine id: half A is the version's reference profile (the model
 is fitted on A's training split, so A's validation split is out-of-sample for it), half
 B is production traffic from the same distribution. Each test gets its own storage with
 that version registered and promoted (:func:`fresh_storage`).
@@ -39,14 +39,28 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def plain_feature_table(config) -> pd.DataFrame:
+    """The feature table of ``config``'s generated sample data, without Ray (ordered by key)."""
+    from ray_mlops.data.online import featurize_instances
+    from ray_mlops.data.schema import feature_schema
+    from ray_mlops.traffic import raw_records
+
+    schema = feature_schema(config)
+    instances, labels = raw_records(config.data.root)
+    table = featurize_instances(config, instances, schema)
+    table.insert(0, schema.entity_key, [r[schema.entity_key] for r in instances])
+    table[schema.label] = np.asarray(labels, dtype=int)
+    return table.sort_values(schema.entity_key, kind="stable").reset_index(drop=True)
+
+
 @pytest.fixture(scope="session")
-def monitored(sample_ingest) -> Monitored:
-    from ray_mlops.data.schema import read_feature_table
+def monitored(sample_config) -> Monitored:
+    from ray_mlops.data.schema import feature_schema
     from ray_mlops.train.pipelines import key_fraction, split_by_key
 
-    config, storage, result = sample_ingest
-    schema = result.schema
-    table = read_feature_table(storage, result)
+    config = sample_config
+    schema = feature_schema(config)
+    table = plain_feature_table(config)
     in_a = table[schema.entity_key].map(lambda k: key_fraction(f"half:{k}")).to_numpy() < 0.5
     reference, traffic = table[in_a].reset_index(drop=True), table[~in_a].reset_index(drop=True)
     train, valid = split_by_key(reference, schema.entity_key, config.train.validation_fraction)

@@ -255,7 +255,7 @@ def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(clust
     release_head()
     try:
         status = lambda: ray.get(actor.status.remote(), timeout=60)  # noqa: E731
-        assert status()["node_id"] == worker.node_id
+        assert status().node_id == worker.node_id
         replica_log = PartitionedWriter(storage, PREDICTIONS_DIR, "test-replica")
         rows = monitored.traffic.iloc[:350]
         frames = [records(monitored, rows.iloc[i:i + 25] if i < 150 else shifted(monitored, rows.iloc[i:i + 25]))
@@ -290,7 +290,7 @@ def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(clust
         assert [v["index"] for v in final["last_verdicts"]] == list(range(7))
         assert [v["index"] for v in final["last_verdicts"] if v["alarm"]] == [4]
         assert [v["drift"] for v in final["last_verdicts"]] == [False] * 3 + [True] * 4
-        history = wait_for(lambda: status()["retrain_history"], timeout=60, message="the retraining outcome")
+        history = wait_for(lambda: status().retrain_history, timeout=60, message="the retraining outcome")
         assert len(history) == 1 and history[0]["status"] == "failed" and history[0]["stage"] == "ingest"
         assert len(registry.events("retrain_started")) == 1
         report_figure(f"monitor, its node lost mid-window: restarted on the head, 350/350 records in 7/7 windows, "

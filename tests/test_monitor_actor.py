@@ -39,25 +39,26 @@ def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session,
 
     for frame in frames[:5]:
         send(frame)
-    wait_for(lambda: _status(ray, actor)["records"] == 225, timeout=30, message="the first records")
+    wait_for(lambda: _status(ray, actor).records == 225, timeout=30, message="the first records")
     ray.kill(actor, no_restart=False)  # mid-stream: a window of 25 rows is open
     for frame in frames[5:]:
         send(frame)
     seen = {}
 
     def accounted():
-        seen.update(_status(ray, actor))
-        tested = seen["windows"] * 100 + seen["open_window_rows"]
-        return seen["records"] == 450 and tested == 450 and seen["windows"] == 4 and dict(seen)
+        now = _status(ray, actor)
+        seen.update(vars(now))
+        tested = now.windows * 100 + now.open_window_rows
+        return now.records == 450 and tested == 450 and now.windows == 4 and now
 
     try:
         status = wait_for(accounted, timeout=60, message="the restarted monitor to account for every record")
     except AssertionError:
         raise AssertionError({k: v for k, v in seen.items() if k != "last_verdicts"})
-    assert status["restarts"] == 1
-    assert status["windows"] == 4 and status["open_window_rows"] == 50
-    assert [v["index"] for v in status["last_verdicts"]] == [0, 1, 2, 3]
-    assert not any(v["drift"] for v in status["last_verdicts"])
+    assert status.restarts == 1
+    assert status.windows == 4 and status.open_window_rows == 50
+    assert [v["index"] for v in status.last_verdicts] == [0, 1, 2, 3]
+    assert not any(v["drift"] for v in status.last_verdicts)
     (restart,) = registry.events("monitor_restarted")
     assert restart["restarts"] == 1
 
@@ -67,7 +68,7 @@ def test_bad_schema_records_to_the_actor_are_an_event(ray_session, monitored, mo
     config, storage, registry, actor = monitor_actor
     assert ray.get(actor.receive.remote(records(monitored, monitored.traffic.iloc[:10]).drop(columns=["time"]))) == 0
     wait_for(lambda: registry.events("monitor_bad_records"), timeout=20, message="the bad-records event")
-    assert _status(ray, actor)["bad_record_batches"] == 1
+    assert _status(ray, actor).bad_record_batches == 1
     assert ray.get(actor.ping.remote()) == "ok"
 
 
@@ -88,20 +89,20 @@ def test_a_worse_promoted_version_is_rolled_back_and_served_back_by_the_actor(ra
 
     actor = start_monitor(config, swap=swap)
     try:
-        wait_for(lambda: (_status(ray, actor)["reference"] or {}).get("version") == "v1", timeout=30,
+        wait_for(lambda: (_status(ray, actor).reference or {}).get("version") == "v1", timeout=30,
                  message="the monitor to follow v1")
         promote_retrained(monitored, storage, registry)
-        wait_for(lambda: (_status(ray, actor)["probation"] or {}).get("version") == "v2", timeout=30,
+        wait_for(lambda: (_status(ray, actor).probation or {}).get("version") == "v2", timeout=30,
                  message="v2 on probation")
         frame = records(monitored, monitored.traffic.iloc[:100], "v2")
         write_feedback(storage, frame, 1 - frame["prediction"].to_numpy())  # v2 is wrong on every row
         actor.receive.remote(frame)
-        status = wait_for(lambda: (s := _status(ray, actor))["rollback_count"] == 1 and s, timeout=30,
+        status = wait_for(lambda: (s := _status(ray, actor)).rollback_count == 1 and s, timeout=30,
                           message="the rollback")
     finally:
         stop_monitor(config)
     assert registry.get_alias("production") == "v1" and swaps.read_text().split() == ["v1"]
-    assert status["rollbacks"][0]["outcome"] == {"status": "rolled_back", "version": "v2", "target": "v1",
+    assert status.rollbacks[0]["outcome"] == {"status": "rolled_back", "version": "v2", "target": "v1",
                                                  "served": "v1"}
     (event,) = registry.events("rollback")
     assert (event["version"], event["previous"], event["automatic"], event["accuracy"]) == ("v1", "v2", True, 0.0)

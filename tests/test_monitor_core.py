@@ -48,7 +48,7 @@ def test_no_drift_stream_raises_no_alarm_and_launches_nothing(monitored, tmp_pat
     assert not any(v["alarm"] for v in verdicts)
     assert launcher.launched == []
     assert all(v["detectors"]["predictions"] is not None for v in verdicts)
-    assert monitor.status()["open_window_rows"] == len(stream) % 50
+    assert monitor.status().open_window_rows == len(stream) % 50
     kinds = [e["kind"] for e in registry.events()]
     assert kinds.count("monitor_window") == len(verdicts)
 
@@ -66,7 +66,7 @@ def test_drift_is_flagged_at_once_and_confirmed_after_patience(monitored, tmp_pa
     assert len(launcher.launched) == 1
     job = launcher.launched[0]
     assert job["trigger_window"] == 3 and job["onset"] == verdicts[2]["start"]
-    assert monitor.status()["retrain_active"]["id"] == job["id"]
+    assert monitor.status().retrain_active["id"] == job["id"]
     saved = storage.read_json("monitor/windows/00000003.json")
     assert saved["alarm"] and saved["features"]["age_years"]["p_value"] < 1e-6
 
@@ -111,7 +111,7 @@ def test_bad_records_become_events_not_crashes(monitored, tmp_path):
     assert bad["batches"] == 2 and "expected a pandas DataFrame" in bad["first"]
     (window,) = registry.events("monitor_bad_window")
     assert "age_years" in window["error"]
-    assert monitor.status()["bad_record_batches"] == 2
+    assert monitor.status().bad_record_batches == 2
 
 
 def test_restart_resumes_window_and_never_launches_twice(monitored, tmp_path):
@@ -126,8 +126,8 @@ def test_restart_resumes_window_and_never_launches_twice(monitored, tmp_path):
     relaunched = RecordingLauncher()
     second = _monitor(config, storage, relaunched)
     status = second.status()
-    assert status["open_window_rows"] == 60 and status["windows"] == 1 and status["restarts"] == 1
-    assert status["retrain_active"]["id"] == launcher.launched[0]["id"]
+    assert status.open_window_rows == 60 and status.windows == 1 and status.restarts == 1
+    assert status.retrain_active["id"] == launcher.launched[0]["id"]
     second.receive(records(monitored, shifted(monitored, monitored.traffic.iloc[160:260])))
     second.step()
     assert relaunched.launched == [] and relaunched.polls >= 1  # followed, not relaunched
@@ -135,9 +135,9 @@ def test_restart_resumes_window_and_never_launches_twice(monitored, tmp_path):
                          "decision": {"promoted": False, "reason": "worse", "metric": "roc_auc",
                                       "candidate_score": 0.7, "production_score": 0.8}}
     second.step()
-    history = second.status()["retrain_history"]
+    history = second.status().retrain_history
     assert [h["status"] for h in history] == ["rejected"] and history[0]["gate"]["reason"] == "worse"
-    assert second.status()["retrain_active"] is None
+    assert second.status().retrain_active is None
 
 
 def test_write_ahead_job_is_launched_exactly_once_after_a_crash(monitored, tmp_path):
@@ -173,7 +173,7 @@ def test_catch_up_recovers_records_logged_after_the_last_checkpoint(monitored, t
     first.receive(b)  # ...and what the monitor had only in memory when it died
     second = _monitor(config, storage)
     status = second.status()
-    assert status["windows"] == 1 and status["open_window_rows"] == 90 and status["records"] == 190
+    assert status.windows == 1 and status.open_window_rows == 90 and status.records == 190
 
 
 def test_the_reference_follows_the_production_alias(monitored, tmp_path):
@@ -182,13 +182,13 @@ def test_the_reference_follows_the_production_alias(monitored, tmp_path):
     config, storage, registry = fresh_storage(monitored, tmp_path, window_size=100)
     monitor = _monitor(config, storage)
     monitor.step()
-    assert monitor.status()["reference"]["version"] == "v1"
+    assert monitor.status().reference["version"] == "v1"
     v2 = registry.register(monitored.model, params={}, metrics={"roc_auc": 0.8}, data_fingerprint="x",
                            config_hash="y", profile_files={"reference.parquet": reference_bytes(
                                monitored.traffic, monitored.schema)})
     registry.promote(v2, reason="test")
     monitor.step()
-    assert monitor.status()["reference"]["version"] == "v2"
+    assert monitor.status().reference["version"] == "v2"
     (event,) = registry.events("monitor_reference")[-1:]
     assert event["version"] == "v2" and event["previous"] == "v1"
 
@@ -218,7 +218,7 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     launcher, observed = RecordingLauncher(), []
     config, storage, registry, monitor, rollback = _on_probation(
         monitored, tmp_path, launcher=launcher, observe=lambda kind, payload: observed.append((kind, payload)))
-    probation = monitor.status()["probation"]
+    probation = monitor.status().probation
     assert (probation["version"], probation["previous"], probation["status"]) == ("v2", "v1", "active")
     assert probation["level"] == pytest.approx(config.monitor.alpha / 3)
     traffic = monitored.traffic
@@ -232,9 +232,9 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     assert event["automatic"] and event["p_value"] <= event["level"]
     assert event["reference_accuracy"] == pytest.approx(monitored.accuracy, abs=0.01)
     status = monitor.status()
-    assert status["probation"] is None and status["rollback_count"] == 1
-    assert status["rollbacks"][0]["trigger"]["probation_window"] == 2
-    assert status["reference"]["version"] == "v1" and status["cooldown_left"] == 2
+    assert status.probation is None and status.rollback_count == 1
+    assert status.rollbacks[0]["trigger"]["probation_window"] == 2
+    assert status.reference["version"] == "v1" and status.cooldown_left == 2
     assert [p["outcome"] for kind, p in observed if kind == "rollback"] == ["rolled_back"]
     assert [e["action"] for e in registry.events("monitor_alarm")] == ["none: production rolled back"]
     # the drift is still there: the cooldown holds alarms, then retraining resumes; v1 is not on probation
@@ -252,12 +252,12 @@ def test_a_version_that_is_not_worse_passes_and_an_operator_promotion_has_no_pro
                                  _served(monitored, storage, traffic.iloc[200:300], "v2")])
     assert [v["labeled"] for v in verdicts] == [100, 0, 100] and not any(v["drift"] for v in verdicts)
     status = monitor.status()
-    assert status["probation"] is None and status["rollback_count"] == 0 and rollback.plans == []
+    assert status.probation is None and status.rollback_count == 0 and rollback.plans == []
     (passed,) = [e for e in registry.events("monitor_probation") if e["action"] == "passed"]
     assert (passed["version"], passed["windows_seen"], passed["windows_tested"]) == ("v2", 3, 2)
     registry.promote("v1", reason="operator")  # not a retraining's promotion
     monitor.step()
-    assert monitor.status()["reference"]["version"] == "v1" and monitor.status()["probation"] is None
+    assert monitor.status().reference["version"] == "v1" and monitor.status().probation is None
 
 
 def test_a_rollback_cut_short_by_a_crash_is_completed_once_after_restart(monitored, tmp_path):
@@ -271,25 +271,25 @@ def test_a_rollback_cut_short_by_a_crash_is_completed_once_after_restart(monitor
     assert registry.get_alias("production") == "v2"
     rollback = RecordingRollback(config, storage)
     second = _monitor(config, storage, rollback=rollback)
-    assert second.status()["probation"]["status"] == "rolling_back"
+    assert second.status().probation["status"] == "rolling_back"
     second.step()
     assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v1"
     third = _monitor(config, storage, rollback=rollback)
     third.step()
     assert len(rollback.plans) == 1 and len(registry.events("rollback")) == 1
-    assert third.status()["rollback_count"] == 1 and third.status()["reference"]["version"] == "v1"
+    assert third.status().rollback_count == 1 and third.status().reference["version"] == "v1"
 
 
 def test_a_failed_rollback_swap_is_recorded_once_and_production_stays_served(monitored, tmp_path):
     launcher = RecordingLauncher()
     config, storage, registry, monitor, _ = _on_probation(monitored, tmp_path, launcher=launcher)
-    rollback = monitor.rollback = RecordingRollback(config, storage, fail_swap=True)
+    rollback = monitor.probation.rollback = RecordingRollback(config, storage, fail_swap=True)
     traffic = monitored.traffic
     _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v2", correct=False) for i in (0, 100)])
     assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v2"  # what Serve still runs
     (failed,) = registry.events("rollback_failed")
     assert failed["stage"] == "swap" and "cannot load v1" in failed["error"]
     status = monitor.status()
-    assert status["rollback_count"] == 0 and status["rollbacks"][0]["status"] == "rollback_failed"
-    assert status["reference"]["version"] == "v2" and status["probation"] is None
+    assert status.rollback_count == 0 and status.rollbacks[0]["status"] == "rollback_failed"
+    assert status.reference["version"] == "v2" and status.probation is None
     assert len(launcher.launched) == 1  # still served and worse: drift handling goes on as usual

@@ -166,7 +166,7 @@ def test_status_shows_probation_and_rollbacks_from_the_checkpoint(promoted, caps
                                       "retrain": {"active": None, "history": []},
                                       "probation": {"active": active, "history": [rolled], "consecutive_rollbacks": 1}})
     report = loop.status(config, with_ray=False)
-    assert report["monitor"]["probation"]["version"] == "v3" and report["monitor"]["rollback_count"] == 1
+    assert report.monitor.probation["version"] == "v3" and report.monitor.rollback_count == 1
     _print_status(report)
     out = capsys.readouterr().out
     assert "probation:  v3 (rolls back to v2) active; windows 1/5, 1 with labels, rollback at p <= 0.002" in out

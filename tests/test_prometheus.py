@@ -257,7 +257,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(ray_head
         windows = prometheus.query('sum by (drift) (ray_ray_mlops_monitor_windows_total)')
         assert any(s["metric"].get("drift") == "true" for s in windows), windows
         report_figure(f"prometheus: {len(dashboard_targets())} dashboard expressions with data after "
-                      f"{load.count()} requests; monitor windows {status['windows']}")
+                      f"{load.count()} requests; monitor windows {status.windows}")
     finally:
         stop_monitor(config)
         for name in list(serve.status().applications):

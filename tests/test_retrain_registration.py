@@ -65,4 +65,4 @@ def test_the_monitor_reads_the_split_from_the_version_not_the_config(monitored, 
     monitor = Monitor(changed, storage)
     monitor.step()
     unseen = split_by_key(monitored.reference, monitored.schema.entity_key, recorded)[1]
-    assert monitor.status()["reference"]["prediction_rows"] == len(unseen)
+    assert monitor.status().reference["prediction_rows"] == len(unseen)

@@ -58,7 +58,7 @@ def test_the_bearer_token_never_appears_outside_the_driver(served_model, records
         places = {
             "serve details (dashboard, `serve status`)": json.dumps(serving._client().get_serve_details(), default=str),
             "exported serve config": yaml.safe_dump(serving.serve_config(config)),
-            "ray-mlops status": json.dumps(loop.status(config), default=str),
+            "ray-mlops status": json.dumps(loop.status(config).to_json(), default=str),
             "registry events": json.dumps(served_model.registry.events(), default=str),
         }
         assert [where for where, text in places.items() if token in text] == []

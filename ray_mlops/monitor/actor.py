@@ -25,6 +25,7 @@ probation after a rollback (:func:`~ray_mlops.monitor.probation.roll_back`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import logging
@@ -40,6 +41,7 @@ from ray_mlops.errors import MonitorError
 from ray_mlops.monitor.core import Monitor
 from ray_mlops.monitor.probation import roll_back
 from ray_mlops.monitor.retrain import retrain
+from ray_mlops.monitor.state import MonitorStatus
 from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.storage import Storage
 
@@ -200,9 +202,9 @@ class MonitorActor:
     def receive(self, records: Any) -> int:
         return self.monitor.receive(records)
 
-    def status(self) -> dict:
-        return {**self.monitor.status(), "step_errors": self.errors, "alive": self._thread.is_alive(),
-                "node_id": ray.get_runtime_context().get_node_id()}
+    def status(self) -> MonitorStatus:
+        return dataclasses.replace(self.monitor.status(), step_errors=self.errors, alive=self._thread.is_alive(),
+                                   node_id=ray.get_runtime_context().get_node_id())
 
     def ping(self) -> str:
         return "ok"

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE, ROLLING_BACK = "active", "rolling_back"
 PASSED, ROLLED_BACK, FAILED, SUPERSEDED = "passed", "rolled_back", "rollback_failed", "superseded"
+MAX_BACKOFF_DOUBLINGS = 4  # the cooldown after rollbacks in a row grows to at most 16x
 
 
 @dataclass
@@ -103,6 +104,107 @@ def is_loop_promotion(meta: dict, previous: str | None) -> bool:
     return previous is not None and bool(meta.get("extra", {}).get("retrain")) and meta.get("parent") == previous
 
 
+# -- the tracker: probation across promotions -------------------------------------------
+@dataclass
+class ProbationBook:
+    """The probation running (a :class:`Probation` state, or None), ended ones, rollbacks in a row."""
+
+    active: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    consecutive_rollbacks: int = 0
+
+
+class ProbationTracker:
+    """Starts a probation when the loop promotes, counts windows against it, runs the rollback.
+
+    ``rollback(plan) -> outcome`` is the injected action (:func:`roll_back` in the actor;
+    None: no probation); ``event(kind, **fields)`` records what happened. The monitor
+    checkpoints before :meth:`execute` (write-ahead), so a restart completes a rollback
+    decided before it (:meth:`pending`) and never runs a second one.
+    """
+
+    def __init__(self, rollback: Callable[[dict], dict] | None, *, windows: int, alpha: float, cooldown: int,
+                 history: int, event: Callable[..., None], book: ProbationBook | None = None,
+                 now: Callable[[], str] = lambda: ""):
+        self.rollback, self.windows, self.alpha, self.cooldown, self.keep = rollback, windows, alpha, cooldown, history
+        self.event, self.book, self.now = event, book or ProbationBook(), now
+
+    def wants(self, production: str, previous: str | None) -> bool:
+        """Could a move of production to ``production`` start a probation (before reading its metadata)?"""
+        if self.rollback is None or not self.windows or previous in (None, production):
+            return False
+        return not any(p["version"] == production for p in self.book.history)  # once per promotion
+
+    def on_production_moved(self, production: str, previous: str | None, meta: dict | None,
+                            reference_accuracy: float | None) -> None:
+        """Close a probation production moved away from; start one if the loop promoted ``production``."""
+        active = self.book.active
+        if active is not None and active["status"] == ACTIVE and active["version"] != production:
+            self._close(Probation.from_state(active), SUPERSEDED, production=production)
+        if meta is None or not self.wants(production, previous) or not is_loop_promotion(meta, previous):
+            return
+        probation = Probation(production, previous, windows=self.windows, level=self.alpha / self.windows,
+                              retrain=meta["extra"]["retrain"], reference_accuracy=reference_accuracy,
+                              started=self.now())
+        self.book.active = probation.to_state()
+        self.event("monitor_probation", action="started", version=production, previous=previous,
+                   windows=self.windows, level=probation.level, reference_accuracy=reference_accuracy)
+
+    def observe(self, summary: dict, reference_version: str | None) -> Probation | None:
+        """Count a tested window; the probation to roll back when this window decided it."""
+        active = self.book.active
+        if active is None or active["status"] != ACTIVE or reference_version != active["version"]:
+            return None
+        probation = Probation.from_state(active)
+        status = probation.observe(summary)
+        if status == PASSED:
+            self.book.consecutive_rollbacks = 0
+            self._close(probation, PASSED)
+            return None
+        self.book.active = probation.to_state()
+        if status != ROLLING_BACK:
+            return None
+        self.event("monitor_probation", action="rolling back", version=probation.version,
+                   previous=probation.previous, **probation.trigger)
+        return probation
+
+    def pending(self) -> Probation | None:
+        """A rollback decided before a restart, not completed yet."""
+        active = self.book.active
+        if active is not None and active["status"] == ROLLING_BACK and self.rollback is not None:
+            return Probation.from_state(active)
+        return None
+
+    def execute(self, probation: Probation) -> str:
+        """Run the rollback action once; returns the probation's final status."""
+        try:
+            outcome = dict(self.rollback(probation.plan()))
+        except Exception as exc:  # the action itself broke: recorded, not retried (once per promotion)
+            outcome = {"status": "failed", "stage": "action", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        probation.outcome = outcome
+        status = {ROLLED_BACK: ROLLED_BACK, "skipped": SUPERSEDED}.get(outcome.get("status"), FAILED)
+        self._close(probation, status)
+        if status == ROLLED_BACK:
+            self.book.consecutive_rollbacks += 1
+        return status
+
+    def hold_windows(self) -> int:
+        """Windows with no alarm after the last rollback: ``cooldown``, doubled per rollback in a row."""
+        return self.cooldown * 2 ** min(self.book.consecutive_rollbacks - 1, MAX_BACKOFF_DOUBLINGS)
+
+    def _close(self, probation: Probation, status: str, **extra: Any) -> None:
+        probation.status = status
+        self.book.active = None
+        self.book.history = (self.book.history + [{**probation.to_state(), "ended": self.now(), **extra}])[-self.keep:]
+        if status not in (ROLLED_BACK, FAILED):
+            self.event("monitor_probation", action=status, version=probation.version, previous=probation.previous,
+                       windows_seen=probation.seen, windows_tested=probation.tested, **extra)
+
+    def rollbacks(self) -> list[dict[str, Any]]:
+        """The last ended probations that rolled back (or failed to)."""
+        return [p for p in self.book.history if p["status"] in (ROLLED_BACK, FAILED)][-5:]
+
+
 # -- the real action --------------------------------------------------------------------
 def roll_back(config: Config, storage: Storage, plan: dict, *, swap: Callable[[Config, str], Any] | None = None) -> dict:
     """Point production back at ``plan["previous"]`` and swap Serve to it.
@@ -144,4 +246,4 @@ def _failed(registry: Registry, plan: dict, stage: str, error: str) -> dict:
     return outcome
 
 
-__all__ = ["Probation", "is_loop_promotion", "roll_back"]
+__all__ = ["Probation", "ProbationBook", "ProbationTracker", "is_loop_promotion", "roll_back"]

@@ -1,0 +1,84 @@
+"""The window tester: one window of records → its verdict, against production's reference.
+
+:class:`WindowTester` follows the registry's ``production`` alias (its reference is the
+production version's profile, :class:`~ray_mlops.monitor.reference.Reference`), attaches
+the labels that came back (:class:`~ray_mlops.monitor.store.FeedbackIndex`) and runs the
+input, output and accuracy (or error) tests. :func:`verdict_record` turns a tested window
+and the drift stream's verdict into the record the monitor stores; :func:`summarize` is
+the short form kept in the monitor's state and shown by ``ray-mlops status``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from ray_mlops.config import MonitorConfig
+from ray_mlops.data.schema import FeatureSchema
+from ray_mlops.monitor.drift import StreamVerdict
+from ray_mlops.monitor.reference import Reference, WindowTest
+from ray_mlops.monitor.store import FeedbackIndex
+from ray_mlops.registry import Registry
+
+TOP_FEATURES = 8
+
+
+def now_iso(stamp: float | None = None) -> str:
+    """An ISO UTC time (now, or of a POSIX ``stamp``)."""
+    return datetime.fromtimestamp(time.time() if stamp is None else stamp, timezone.utc).isoformat()
+
+
+class WindowTester:
+    """Tests windows against the production version's reference (None until one is loaded)."""
+
+    def __init__(self, registry: Registry, schema: FeatureSchema, config: MonitorConfig, labels: FeedbackIndex):
+        self.registry, self.schema, self.config, self.labels = registry, schema, config, labels
+        self.reference: Reference | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The version whose reference windows are tested against."""
+        return None if self.reference is None else self.reference.version
+
+    def load(self, version: str) -> Reference:
+        """Test against ``version``'s reference from now on (raises when it cannot be read)."""
+        self.reference = Reference.load(self.registry, version, self.schema, self.config)
+        return self.reference
+
+    def test(self, window: pd.DataFrame) -> WindowTest:
+        """The window's tests, with the labels that came back so far (raises on records of a wrong type)."""
+        self.labels.refresh()
+        return self.reference.test(self.labels.attach(window))
+
+
+def verdict_record(index: int, window: pd.DataFrame, tested: WindowTest, verdict: StreamVerdict,
+                   reference_version: str, tested_at: float) -> dict[str, Any]:
+    """Everything about one tested window (stored whole, one file per window)."""
+    times = pd.to_datetime(window["time"], utc=True)
+    return {"index": index, "start": times.min().isoformat(), "end": times.max().isoformat(),
+            "tested_at": now_iso(tested_at), "rows": len(window), "reference_version": reference_version,
+            "served_versions": sorted(window["model_version"].astype(str).unique().tolist()),
+            "drift": verdict.drift, "alarm": verdict.alarm, "streak": verdict.streak,
+            "cooling_down": verdict.cooling_down, "p_value": tested.report.p_value,
+            "detectors": tested.parts, "labeled": tested.labeled, "accuracy": tested.accuracy, "mae": tested.error,
+            "drifted_features": list(verdict.drifted_features),
+            "features": {k: _feature_summary(v) for k, v in tested.report.features.items()}}
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """A verdict without its per-feature part, with the ``TOP_FEATURES`` lowest p-values."""
+    summary = {k: v for k, v in record.items() if k != "features"}
+    ranked = sorted(record["features"].items(), key=lambda kv: kv[1]["p_value"])[:TOP_FEATURES]
+    summary["top_features"] = {name: f["p_value"] for name, f in ranked}
+    return summary
+
+
+def _feature_summary(result: Any) -> dict[str, Any]:
+    return {"test": result.test, "p_value": result.p_value, "adjusted_p_value": result.adjusted_p_value,
+            "drift": result.drift, "effect_size": result.effect_size, "effect_metric": result.effect_metric}
+
+
+__all__ = ["WindowTester", "verdict_record", "summarize", "now_iso", "TOP_FEATURES"]
