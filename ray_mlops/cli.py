@@ -292,7 +292,7 @@ def shutdown_command(ctx: click.Context) -> None:
 
     done = loop.shutdown(context.config)
     click.echo(f"application {context.config.serve.app_name}: {'removed' if done['app_removed'] else 'not running'}; "
-               f"monitor: {'stopped' if done['monitor_killed'] else 'not running'}")
+               f"monitor: {'stopped' if done['monitor_stopped'] else 'not running'}")
 
 
 # -- the closed loop ----------------------------------------------------------------

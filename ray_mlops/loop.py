@@ -17,11 +17,13 @@ from typing import Any
 from ray_mlops.config import Config
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.state import MonitorStatus
+from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
 SWAP = "ray_mlops.loop:swap_serving"
 RETRAIN_EVENTS = ("retrain_started", "retrain_finished", "retrain_failed")
+RECENT_REGISTRY_EVENTS = 50
 
 
 def swap_serving(config: Config, version: str) -> str | None:
@@ -41,12 +43,17 @@ def start_monitor(config: Config, **kwargs: Any) -> Any:
 
 
 def shutdown(config: Config) -> dict[str, bool]:
-    """Remove the application and stop the monitor (and any retraining)."""
+    """Remove the application, then stop the monitor (and any retraining) in order.
+
+    The replicas flush their last records to the monitor while the app is removed; then
+    :func:`~ray_mlops.monitor.actor.stop_monitor`, the only way the monitor is stopped,
+    takes its last checkpoint and kills it.
+    """
     from ray_mlops.monitor.actor import stop_monitor
     from ray_mlops.serve import deploy
 
     done = deploy.shutdown(config)
-    done["monitor_killed"] = stop_monitor(config) or done.get("monitor_killed", False)
+    done["monitor_stopped"] = stop_monitor(config)
     return done
 
 
@@ -65,7 +72,6 @@ def monitor_status(config: Config, storage: Storage) -> MonitorStatus:
 
     from ray_mlops.monitor.actor import get_monitor
     from ray_mlops.monitor.state import MonitorState
-    from ray_mlops.monitor.store import MonitorStore
 
     actor = get_monitor(config) if ray.is_initialized() else None
     if actor is not None:
@@ -102,23 +108,23 @@ class LoopStatus:
         return asdict(self)
 
 
-def status(config: Config, *, with_ray: bool = True) -> LoopStatus:
+def status(config: Config, *, with_ray: bool = True, storage: Storage | None = None) -> LoopStatus:
     """Serving version and replicas, registry aliases, monitor windows and verdicts, retrain history,
-    probation and rollbacks."""
-    storage = Storage(config.storage)
+    probation and rollbacks; reads a bounded number of objects, whatever the history length."""
+    storage = storage or Storage(config.storage)
     registry = Registry(storage, config.model_name)
     try:
-        aliases, events = registry.aliases(), registry.events()
+        aliases, events = registry.aliases(), registry.events(last=RECENT_REGISTRY_EVENTS)
+        retrains = MonitorStore(storage).recent_events(RETRAIN_EVENTS, 10)
     except RayMlopsError as exc:
-        aliases, events, registry_error = {}, [], str(exc)
+        aliases, events, retrains, registry_error = {}, [], [], str(exc)
     else:
         registry_error = None
     promotions = [e for e in events if e.get("kind") in ("promote", "rollback")][-10:]
     serving = _serving(config) if with_ray else {"status": "not queried (pass --address to reach a running Ray)"}
     return LoopStatus(model=config.model_name, storage=storage.location,
                       registry=RegistryStatus(aliases, promotions, registry_error), serving=serving,
-                      monitor=monitor_status(config, storage),
-                      retrains=[e for e in events if e.get("kind") in RETRAIN_EVENTS][-10:])
+                      monitor=monitor_status(config, storage), retrains=retrains)
 
 
 __all__ = ["swap_serving", "start_monitor", "shutdown", "status", "monitor_status", "LoopStatus", "RegistryStatus",

@@ -578,9 +578,10 @@ class Registry:
                         {"model": self.model_name, "kind": kind})
         return event
 
-    def events(self, kind: str | None = None) -> list[dict]:
-        """Every recorded event, oldest first; only those of ``kind`` when given."""
+    def events(self, kind: str | None = None, *, last: int | None = None) -> list[dict]:
+        """Every recorded event, oldest first; only those of ``kind`` when given; of the ``last`` ones when given."""
         names = [n for n in self.storage.list(self._rel("events")) if n.endswith(".json")]
+        names = names if last is None else names[-last:]
         found = [self.storage.read_json(self._rel("events", n)) for n in names]
         return [e for e in found if kind is None or e.get("kind") == kind]
 

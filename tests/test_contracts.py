@@ -15,12 +15,12 @@ PACKAGE = pathlib.Path(ray_mlops.__file__).parent
 
 def test_serve_and_monitor_use_the_same_objects():
     from ray_mlops.monitor import actor, store
-    from ray_mlops.serve import deploy, predlog
+    from ray_mlops.serve import predlog
 
     assert predlog.PartitionedWriter is contracts.PartitionedWriter
     assert predlog.read_log is contracts.read_log
     assert (predlog.PREDICTIONS_DIR, predlog.FEEDBACK_DIR) == (contracts.PREDICTIONS_DIR, contracts.FEEDBACK_DIR)
-    assert predlog.MONITOR_ACTOR is actor.MONITOR_ACTOR is deploy.MONITOR_ACTOR is contracts.MONITOR_ACTOR
+    assert predlog.MONITOR_ACTOR is actor.MONITOR_ACTOR is contracts.MONITOR_ACTOR
     assert store.record_keys is contracts.record_keys and store.parquet_bytes is contracts.parquet_bytes
     assert set(contracts.REQUIRED_META) <= set(contracts.META_COLUMNS)
 

@@ -25,6 +25,8 @@ from monitor_fixtures import fresh_storage, records, shifted
 from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for
 from train_fixtures import make_table, tiny_config
 
+from ray_mlops.monitor.store import MonitorStore
+
 pytestmark = [pytest.mark.multinode, pytest.mark.timeout(240)]
 
 
@@ -267,7 +269,8 @@ def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(clust
 
         for frame in frames[:11]:  # the alarm comes at window 4; window 5 is half full
             send(frame)
-        wait_for(lambda: registry.events("retrain_failed"), timeout=60, message="the retraining the alarm launched")
+        wait_for(lambda: MonitorStore(registry.storage).events("retrain_failed"), timeout=60,
+                 message="the retraining the alarm launched")
         lost_at = crash(cluster, worker)
         for frame in frames[11:]:
             send(frame)
@@ -292,7 +295,7 @@ def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(clust
         assert [v["drift"] for v in final["last_verdicts"]] == [False] * 3 + [True] * 4
         history = wait_for(lambda: status().retrain_history, timeout=60, message="the retraining outcome")
         assert len(history) == 1 and history[0]["status"] == "failed" and history[0]["stage"] == "ingest"
-        assert len(registry.events("retrain_started")) == 1
+        assert len(MonitorStore(registry.storage).events("retrain_started")) == 1
         report_figure(f"monitor, its node lost mid-window: restarted on the head, 350/350 records in 7/7 windows, "
                       f"1 retraining; all accounted {recovered_at - lost_at:.1f} s after the loss")
     finally:

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import wait_for
 from monitor_fixtures import fresh_storage, promote_retrained, records, write_feedback
+from ray_mlops.monitor.store import MonitorStore
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session,
     assert status.windows == 4 and status.open_window_rows == 50
     assert [v["index"] for v in status.last_verdicts] == [0, 1, 2, 3]
     assert not any(v["drift"] for v in status.last_verdicts)
-    (restart,) = registry.events("monitor_restarted")
+    (restart,) = MonitorStore(registry.storage).events("monitor_restarted")
     assert restart["restarts"] == 1
 
 
@@ -67,7 +68,7 @@ def test_bad_schema_records_to_the_actor_are_an_event(ray_session, monitored, mo
     ray = ray_session
     config, storage, registry, actor = monitor_actor
     assert ray.get(actor.receive.remote(records(monitored, monitored.traffic.iloc[:10]).drop(columns=["time"]))) == 0
-    wait_for(lambda: registry.events("monitor_bad_records"), timeout=20, message="the bad-records event")
+    wait_for(lambda: MonitorStore(registry.storage).events("monitor_bad_records"), timeout=20, message="the bad-records event")
     assert _status(ray, actor).bad_record_batches == 1
     assert ray.get(actor.ping.remote()) == "ok"
 
@@ -122,7 +123,7 @@ def test_failed_retraining_leaves_production_untouched(monitored, tmp_path):
     assert list(outcome["stage_seconds"]) == ["ingest"]
     assert registry.get_alias("production") == "v1" and outcome["production_after"] == "v1"
     assert swaps == [] and [v["version"] for v in registry.versions()] == ["v1"]
-    (event,) = registry.events("retrain_failed")
+    (event,) = MonitorStore(registry.storage).events("retrain_failed")
     assert event["retrain"] == "r1" and event["stage"] == "ingest"
 
 
@@ -141,4 +142,25 @@ def test_failing_trainer_is_recorded_and_production_untouched(ray_session, sampl
     assert "trainer exploded" in outcome["error"]
     assert list(outcome["stage_seconds"]) == ["ingest", "read", "prediction log", "search"]  # timed up to the failure
     assert registry.get_alias("production") == "v1" and len(registry.versions()) == 1
-    assert registry.events("retrain_failed")[0]["stage"] == "search"
+    assert MonitorStore(registry.storage).events("retrain_failed")[0]["stage"] == "search"
+
+
+def test_shutdown_stops_the_monitor_through_its_last_checkpoint(ray_session, monitored, tmp_path):
+    """`ray-mlops shutdown` (loop.shutdown) stops the monitor by stop_monitor: the open window is saved."""
+    from ray_mlops import loop
+    from ray_mlops.monitor.actor import get_monitor, start_monitor
+
+    ray = ray_session
+    config, storage, registry = fresh_storage(monitored, tmp_path, window_size=100, checkpoint_interval_s=3600,
+                                              poll_interval_s=0.1, **{"retrain": {"enabled": False}})
+    actor = start_monitor(config)
+    frame = records(monitored, monitored.traffic.iloc[:30])
+    assert ray.get(actor.receive.remote(frame), timeout=30) == 30
+    wait_for(lambda: _status(ray, actor).records == 30, timeout=30, message="the records merged")
+    assert len(MonitorStore(storage).load_window()) == 0  # no periodic checkpoint for an hour
+    done = loop.shutdown(config)
+    assert done == {"app_removed": False, "monitor_stopped": True} and get_monitor(config) is None
+    saved = MonitorStore(storage).load_window()
+    assert sorted(saved["request_id"] + ":" + saved["row"].astype(str)) == sorted(
+        frame["request_id"] + ":" + frame["row"].astype(str))
+    assert MonitorStore(storage).load_state()["records"] == 30

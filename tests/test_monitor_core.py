@@ -18,12 +18,21 @@ from monitor_fixtures import (  # noqa: F401
     write_feedback,
 )
 
+from ray_mlops.monitor.store import MonitorStore
+
 
 def _monitor(config, storage, launcher=None, clock=None, **collaborators):
     from ray_mlops.monitor.core import Monitor
 
     kwargs = {"clock": clock} if clock else {}
     return Monitor(config, storage, launcher=launcher, **kwargs, **collaborators)
+
+
+def _events(storage, kind=None):
+    """The monitor's own event log (verdicts, alarms, probation), not the registry's."""
+    from ray_mlops.monitor.store import MonitorStore
+
+    return MonitorStore(storage).events(kind)
 
 
 def _stream(monitor, frames):
@@ -49,7 +58,7 @@ def test_no_drift_stream_raises_no_alarm_and_launches_nothing(monitored, tmp_pat
     assert launcher.launched == []
     assert all(v["detectors"]["predictions"] is not None for v in verdicts)
     assert monitor.status().open_window_rows == len(stream) % 50
-    kinds = [e["kind"] for e in registry.events()]
+    kinds = [e["kind"] for e in _events(storage)]
     assert kinds.count("monitor_window") == len(verdicts)
 
 
@@ -107,9 +116,9 @@ def test_bad_records_become_events_not_crashes(monitored, tmp_path):
     monitor.receive(records(monitored, monitored.traffic.iloc[:50]))  # fresh request ids
     (verdict,) = monitor.step()
     assert verdict["index"] == 1 and not verdict["drift"]
-    (bad,) = registry.events("monitor_bad_records")
+    (bad,) = MonitorStore(registry.storage).events("monitor_bad_records")
     assert bad["batches"] == 2 and "expected a pandas DataFrame" in bad["first"]
-    (window,) = registry.events("monitor_bad_window")
+    (window,) = MonitorStore(registry.storage).events("monitor_bad_window")
     assert "age_years" in window["error"]
     assert monitor.status().bad_record_batches == 2
 
@@ -189,7 +198,7 @@ def test_the_reference_follows_the_production_alias(monitored, tmp_path):
     registry.promote(v2, reason="test")
     monitor.step()
     assert monitor.status().reference["version"] == "v2"
-    (event,) = registry.events("monitor_reference")[-1:]
+    (event,) = MonitorStore(registry.storage).events("monitor_reference")[-1:]
     assert event["version"] == "v2" and event["previous"] == "v1"
 
 
@@ -236,7 +245,7 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     assert status.rollbacks[0]["trigger"]["probation_window"] == 2
     assert status.reference["version"] == "v1" and status.cooldown_left == 2
     assert [p["outcome"] for kind, p in observed if kind == "rollback"] == ["rolled_back"]
-    assert [e["action"] for e in registry.events("monitor_alarm")] == ["none: production rolled back"]
+    assert [e["action"] for e in _events(storage, "monitor_alarm")] == ["none: production rolled back"]
     # the drift is still there: the cooldown holds alarms, then retraining resumes; v1 is not on probation
     later = _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v1", correct=False)
                               for i in (200, 300, 400)])
@@ -253,7 +262,7 @@ def test_a_version_that_is_not_worse_passes_and_an_operator_promotion_has_no_pro
     assert [v["labeled"] for v in verdicts] == [100, 0, 100] and not any(v["drift"] for v in verdicts)
     status = monitor.status()
     assert status.probation is None and status.rollback_count == 0 and rollback.plans == []
-    (passed,) = [e for e in registry.events("monitor_probation") if e["action"] == "passed"]
+    (passed,) = [e for e in _events(storage, "monitor_probation") if e["action"] == "passed"]
     assert (passed["version"], passed["windows_seen"], passed["windows_tested"]) == ("v2", 3, 2)
     registry.promote("v1", reason="operator")  # not a retraining's promotion
     monitor.step()
@@ -287,7 +296,7 @@ def test_a_failed_rollback_swap_is_recorded_once_and_production_stays_served(mon
     traffic = monitored.traffic
     _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v2", correct=False) for i in (0, 100)])
     assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v2"  # what Serve still runs
-    (failed,) = registry.events("rollback_failed")
+    (failed,) = _events(storage, "rollback_failed")
     assert failed["stage"] == "swap" and "cannot load v1" in failed["error"]
     status = monitor.status()
     assert status.rollback_count == 0 and status.rollbacks[0]["status"] == "rollback_failed"

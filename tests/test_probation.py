@@ -11,6 +11,7 @@ import pytest
 from ray_mlops.monitor import probation as probation_module
 from ray_mlops.monitor.drift import PerformanceDriftDetector
 from ray_mlops.monitor.probation import Probation, roll_back
+from ray_mlops.monitor.store import MonitorStore
 
 K = 5            # probation windows
 REF_ROWS = 400   # labelled rows the promoted accuracy was measured on
@@ -137,7 +138,7 @@ def test_a_failed_swap_leaves_production_on_the_served_version(promoted):
     assert outcome["status"] == "failed" and outcome["stage"] == "swap" and "cannot load" in outcome["error"]
     assert registry.get_alias("production") == "v2"  # what Serve still runs
     assert registry.alias_history("production") == ["v1", "v2"]
-    (failed,) = registry.events("rollback_failed")
+    (failed,) = MonitorStore(registry.storage).events("rollback_failed")
     assert failed["target"] == "v1" and failed["window"] == 7
     assert [e["kind"] for e in registry.events() if e["kind"] in ("rollback", "promote")][-2:] == ["rollback", "promote"]
 

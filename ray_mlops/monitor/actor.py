@@ -254,13 +254,17 @@ def get_monitor(config: Config) -> Any | None:
 
 
 def stop_monitor(config: Config) -> bool:
-    """Checkpoint and kill the monitor and any retraining; True if a monitor was running."""
+    """Checkpoint and kill the monitor and any retraining; True if a monitor was running.
+
+    The only way the monitor is stopped (``ray-mlops shutdown`` goes through it): its open
+    window and state are written first, so a later start resumes from them.
+    """
     actor = get_monitor(config)
     if actor is not None:
         try:
             ray.get(actor.checkpoint.remote(), timeout=10)
-        except (ray.exceptions.RayError, TimeoutError):
-            pass
+        except (ray.exceptions.RayError, TimeoutError) as exc:  # stopping anyway: the log still has the records
+            log.warning("monitor: last checkpoint failed before the stop: %s", exc)
         ray.kill(actor, no_restart=True)
     try:
         ray.kill(ray.get_actor(RETRAINER_ACTOR, namespace=config.ray.namespace), no_restart=True)

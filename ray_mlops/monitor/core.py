@@ -33,14 +33,14 @@ acknowledged record is lost or doubled.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 import time
 from typing import Any, Callable
 
 import pandas as pd
 
-from ray_mlops.config import Config
+from ray_mlops.config import Config, MonitorConfig
 from ray_mlops.contracts import PREDICTIONS_DIR, REQUIRED_META
 from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import RayMlopsError
@@ -50,7 +50,7 @@ from ray_mlops.monitor.retraining import Launcher, RetrainTracker
 from ray_mlops.monitor.state import MonitorState, MonitorStatus
 from ray_mlops.monitor.store import FeedbackIndex, MonitorStore
 from ray_mlops.monitor.tester import WindowTester, now_iso, summarize, verdict_record
-from ray_mlops.monitor.window import WindowCutter
+from ray_mlops.monitor.window import Inbox, WindowCutter
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
@@ -73,9 +73,8 @@ class Monitor:
         self.required = [*self.schema.features, *REQUIRED_META]
         self.tester = WindowTester(self.registry, self.schema, self.cfg, FeedbackIndex(self.store))
         self._launcher, self._rollback = launcher, rollback
-        self._lock = threading.Lock()
-        self._incoming: list[pd.DataFrame] = []
-        self._rejected: list[str] = []
+        self._event = functools.partial(record_event, self.store)  # the monitor's own log, never the registry's
+        self.inbox = Inbox()
         self._dirty, self._last_checkpoint = False, 0.0
         self._resume()
 
@@ -87,29 +86,18 @@ class Monitor:
                                    window_max_s=cfg.window_max_s, state=state.cutter, clock=self.clock)
         self.stream = DriftStream.from_state(state.stream)
         self.retraining = RetrainTracker(self._launcher, enabled=cfg.retrain.enabled, book=state.retrain,
-                                         clock=self.clock)
+                                         clock=self.clock, event=self._event)
         self.probation = ProbationTracker(self._rollback, windows=cfg.probation_windows, alpha=cfg.alpha,
                                           cooldown=cfg.cooldown, history=cfg.history, event=self._event,
-                                          book=state.probation, now=lambda: now_iso(self.clock()))
+                                          book=state.probation, now=lambda: now_iso(self.clock()),
+                                          metadata=self.registry.metadata, metrics=self.observe)
 
     # -- receiving (the cheap path) -----------------------------------------------------
     def receive(self, records: Any) -> int:
         """Queue a frame of prediction records; returns the rows accepted (never raises)."""
-        problem = self._schema_problem(records)
-        with self._lock:
-            if problem is not None:
-                self._rejected.append(problem)
-                return 0
-            self._incoming.append(records)
-        return len(records)
-
-    def _schema_problem(self, records: Any) -> str | None:
-        if not isinstance(records, pd.DataFrame):
-            return f"expected a pandas DataFrame of prediction records, got {type(records).__name__}"
-        missing = [c for c in self.required if c not in records.columns]
-        if missing:
-            return f"{len(records)} records lack columns {missing[:5]}" + (" …" if len(missing) > 5 else "")
-        return None
+        problem = schema_problem(records, self.required)
+        self.inbox.put(records, problem)
+        return 0 if problem is not None else len(records)
 
     # -- the background step -------------------------------------------------------------
     def step(self) -> list[dict]:
@@ -117,8 +105,9 @@ class Monitor:
 
         Returns the verdicts of the windows tested in this step.
         """
-        self._report_rejects()
-        self._merge()
+        incoming, rejected = self.inbox.take()
+        self._report_rejects(rejected)
+        self._merge(incoming)
         pending = self.probation.pending()
         if pending is not None:
             self._roll_back(pending)  # decided before a restart
@@ -130,9 +119,7 @@ class Monitor:
         self._checkpoint(force=bool(verdicts))
         return verdicts
 
-    def _merge(self) -> None:
-        with self._lock:
-            incoming, self._incoming = self._incoming, []
+    def _merge(self, incoming: list[pd.DataFrame]) -> None:
         if not incoming:
             return
         self.cutter.add(incoming)
@@ -142,9 +129,7 @@ class Monitor:
                 self._event("monitor_backlog_dropped", records=dropped, reason="no production reference")
         self._dirty = True
 
-    def _report_rejects(self) -> None:
-        with self._lock:
-            rejected, self._rejected = self._rejected, []
+    def _report_rejects(self, rejected: list[str]) -> None:
         if rejected:
             self.state.bad_records += len(rejected)
             self.observe("bad_records", {"batches": len(rejected)})
@@ -153,33 +138,17 @@ class Monitor:
 
     def _follow_production(self) -> None:
         """The reference follows the production alias."""
-        try:
-            production = self.registry.get_alias("production")
-        except RayMlopsError as exc:
-            log.warning("monitor: cannot read the production alias: %s", exc)
+        reference = self.tester.follow(self._event)
+        if reference is None:
             return
-        if production is None or self.tester.version == production:
-            return
-        try:
-            reference = self.tester.load(production)
-        except (RayMlopsError, ValueError, OSError) as exc:
-            self._event("monitor_reference_failed", version=production, error=str(exc)[:500])
-            return
+        production = reference.version
         previous, self.state.reference_version = self.state.reference_version, production
         self.stream.streak = 0  # a new model starts a new streak
         self.observe("reference", {"version": production, "previous": previous})
         if previous != production:
             self._event("monitor_reference", version=production, previous=previous, reference=reference.describe())
-        meta = self._metadata(production) if self.probation.wants(production, previous) else None
-        self.probation.on_production_moved(production, previous, meta, reference.reference_accuracy)
+        self.probation.on_production_moved(production, previous, reference.reference_accuracy)
         self._dirty = True
-
-    def _metadata(self, version: str) -> dict | None:
-        try:
-            return self.registry.metadata(version)
-        except RayMlopsError as exc:
-            log.warning("monitor: cannot read the metadata of %s: %s", version, exc)
-            return None
 
     # -- one window --------------------------------------------------------------------
     def _cut_and_test(self) -> dict:
@@ -213,19 +182,9 @@ class Monitor:
 
     # -- retraining --------------------------------------------------------------------
     def _on_alarm(self, summary: dict) -> None:
-        refusal = self.retraining.refusal()
-        if refusal is not None:
-            running = self.state.retrain.active
-            self._event("monitor_alarm", window=summary["index"], action=refusal,
-                        **({"retrain": running["id"]} if running else {}))
-            return
         streak = [v for v in self.state.verdicts if v["index"] > summary["index"] - self.cfg.patience]
-        job = self.retraining.begin(trigger_window=summary["index"], onset=min(v["start"] for v in streak),
-                                    production=self.tester.version)
-        self._checkpoint(force=True)  # write-ahead: a restart resumes this job, never a second one
-        self._event("monitor_alarm", window=summary["index"], action="retraining", retrain=job["id"],
-                    onset=job["onset"], p_value=summary["p_value"])
-        failed = self.retraining.launch()
+        failed = self.retraining.on_alarm(summary, min(v["start"] for v in streak), self.tester.version,
+                                          write_ahead=lambda: self._checkpoint(force=True))
         if failed is not None:
             self._retrain_finished(failed)
         self._dirty = True
@@ -247,8 +206,6 @@ class Monitor:
         if write_ahead:
             self._checkpoint(force=True)  # a restart completes this rollback, never a second one
         status = self.probation.execute(probation)
-        self.observe("rollback", {"outcome": status, "version": probation.version, "target": probation.previous,
-                                  **(probation.trigger or {}), "error": (probation.outcome or {}).get("error")})
         if status == ROLLED_BACK:  # the drift behind the retraining is still there: hold alarms
             self.stream.streak = 0
             self.stream.cooldown_left = max(self.stream.cooldown_left, self.probation.hold_windows())
@@ -261,10 +218,7 @@ class Monitor:
     # -- state -------------------------------------------------------------------------
     def _resume(self) -> None:
         saved = self.store.load_state()
-        cfg = self.cfg
-        fresh = DriftStream(None, patience=cfg.patience, cooldown=cfg.cooldown, max_history=cfg.history)
-        self._compose(MonitorState(started=now_iso(), stream=fresh.to_state()) if saved is None
-                      else MonitorState.from_json(saved))
+        self._compose(initial_state(self.cfg) if saved is None else MonitorState.from_json(saved))
         if saved is None:  # a first checkpoint at once: a restart always knows where to catch up from
             self._dirty = True
             self._checkpoint(force=True)
@@ -277,18 +231,9 @@ class Monitor:
 
     def _catch_up(self, since: float | None) -> int:
         """Records the replicas logged since the last checkpoint (lost from memory)."""
-        if since is None:
-            return 0
-        try:
-            logged = self.store.read_files(self.store.recent_files(PREDICTIONS_DIR, since - CATCH_UP_SLACK_S))
-        except RayMlopsError as exc:
-            log.warning("monitor: cannot read the prediction log to catch up: %s", exc)
-            return 0
-        if logged.empty or self._schema_problem(logged) is not None:
-            return 0
+        logged = logged_since(self.store, since, self.required)
         before = self.state.cutter.records
-        self._incoming.append(logged)
-        self._merge()
+        self._merge([] if logged is None else [logged])
         return self.state.cutter.records - before
 
     def _checkpoint(self, force: bool = False) -> None:
@@ -296,26 +241,13 @@ class Monitor:
         if not force and (not self._dirty or now - self._last_checkpoint < self.cfg.checkpoint_interval_s):
             return
         self.state.stream, self.state.checkpoint_time = self.stream.to_state(), now
-        try:
-            self.store.save_window(self.cutter.window)
-            self.store.save_state(self.state.to_json())
-        except RayMlopsError as exc:  # storage down: keep running, retry at the next step
-            log.error("monitor: checkpoint failed: %s", exc)
-            self.observe("checkpoint_failed", {"error": str(exc)})
-            return
-        self._dirty, self._last_checkpoint = False, now
-
-    def _event(self, kind: str, **fields: Any) -> None:
-        try:
-            self.registry.record_event(kind, **fields)
-        except RayMlopsError as exc:
-            log.error("monitor: cannot record event %s: %s", kind, exc)
+        if save_checkpoint(self.store, self.state, self.cutter.window, self.observe):
+            self._dirty, self._last_checkpoint = False, now
 
     # -- reading -----------------------------------------------------------------------
     def status(self) -> MonitorStatus:
         """The monitor now (see :class:`~ray_mlops.monitor.state.MonitorStatus`)."""
-        with self._lock:
-            queued = sum(len(f) for f in self._incoming)
+        queued = self.inbox.rows()
         reference = None if self.tester.reference is None else self.tester.reference.describe()
         return MonitorStatus.of(self.state, running=True, reference=reference, window_size=self.cfg.window_size,
                                 open_window_rows=self.cutter.rows + queued, streak=self.stream.streak,
@@ -323,8 +255,59 @@ class Monitor:
 
     def flush_checkpoint(self) -> None:
         """Merge what was received and write a checkpoint now (before a planned stop)."""
-        self._merge()
+        incoming, rejected = self.inbox.take()
+        self._report_rejects(rejected)
+        self._merge(incoming)
         self._checkpoint(force=True)
 
 
-__all__ = ["Monitor", "Launcher"]
+def record_event(store: MonitorStore, kind: str, **fields: Any) -> None:
+    """An event in the monitor's own log; a failure to record it is logged, never raised."""
+    try:
+        store.record_event(kind, **fields)
+    except (RayMlopsError, TypeError, ValueError) as exc:
+        log.error("monitor: cannot record event %s: %s", kind, exc)
+
+
+def schema_problem(records: Any, required: list[str]) -> str | None:
+    """Why a frame cannot be prediction records (None: it can)."""
+    if not isinstance(records, pd.DataFrame):
+        return f"expected a pandas DataFrame of prediction records, got {type(records).__name__}"
+    missing = [c for c in required if c not in records.columns]
+    if missing:
+        return f"{len(records)} records lack columns {missing[:5]}" + (" …" if len(missing) > 5 else "")
+    return None
+
+
+def logged_since(store: MonitorStore, since: float | None, required: list[str]) -> pd.DataFrame | None:
+    """The prediction records the replicas logged since ``since`` (a checkpoint time), if any."""
+    if since is None:
+        return None
+    try:
+        logged = store.read_files(store.recent_files(PREDICTIONS_DIR, since - CATCH_UP_SLACK_S))
+    except RayMlopsError as exc:
+        log.warning("monitor: cannot read the prediction log to catch up: %s", exc)
+        return None
+    return None if logged.empty or schema_problem(logged, required) is not None else logged
+
+
+def initial_state(cfg: MonitorConfig) -> MonitorState:
+    """A first start's state: nothing seen, a fresh drift stream."""
+    stream = DriftStream(None, patience=cfg.patience, cooldown=cfg.cooldown, max_history=cfg.history)
+    return MonitorState(started=now_iso(), stream=stream.to_state())
+
+
+def save_checkpoint(store: MonitorStore, state: MonitorState, window: pd.DataFrame,
+                    observe: Callable[[str, dict], None]) -> bool:
+    """Write the open window and the state; False when storage is down (retried at the next step)."""
+    try:
+        store.save_window(window)
+        store.save_state(state.to_json())
+    except RayMlopsError as exc:
+        log.error("monitor: checkpoint failed: %s", exc)
+        observe("checkpoint_failed", {"error": str(exc)})
+        return False
+    return True
+
+
+__all__ = ["Monitor", "Launcher", "schema_problem"]

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ray_mlops.config import Config
-from ray_mlops.errors import AliasMovedError
+from ray_mlops.errors import AliasMovedError, RayMlopsError
+from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
@@ -124,10 +125,12 @@ class ProbationTracker:
     """
 
     def __init__(self, rollback: Callable[[dict], dict] | None, *, windows: int, alpha: float, cooldown: int,
-                 history: int, event: Callable[..., None], book: ProbationBook | None = None,
-                 now: Callable[[], str] = lambda: ""):
+                 history: int, event: Callable[..., None], metadata: Callable[[str], dict],
+                 book: ProbationBook | None = None, now: Callable[[], str] = lambda: "",
+                 metrics: Callable[[str, dict], None] = lambda kind, payload: None):
         self.rollback, self.windows, self.alpha, self.cooldown, self.keep = rollback, windows, alpha, cooldown, history
-        self.event, self.book, self.now = event, book or ProbationBook(), now
+        self.event, self.metadata, self.book, self.now = event, metadata, book or ProbationBook(), now
+        self.metrics = metrics
 
     def wants(self, production: str, previous: str | None) -> bool:
         """Could a move of production to ``production`` start a probation (before reading its metadata)?"""
@@ -135,13 +138,13 @@ class ProbationTracker:
             return False
         return not any(p["version"] == production for p in self.book.history)  # once per promotion
 
-    def on_production_moved(self, production: str, previous: str | None, meta: dict | None,
-                            reference_accuracy: float | None) -> None:
+    def on_production_moved(self, production: str, previous: str | None, reference_accuracy: float | None) -> None:
         """Close a probation production moved away from; start one if the loop promoted ``production``."""
         active = self.book.active
         if active is not None and active["status"] == ACTIVE and active["version"] != production:
             self._close(Probation.from_state(active), SUPERSEDED, production=production)
-        if meta is None or not self.wants(production, previous) or not is_loop_promotion(meta, previous):
+        meta = self._metadata(production) if self.wants(production, previous) else None
+        if meta is None or not is_loop_promotion(meta, previous):
             return
         probation = Probation(production, previous, windows=self.windows, level=self.alpha / self.windows,
                               retrain=meta["extra"]["retrain"], reference_accuracy=reference_accuracy,
@@ -168,6 +171,13 @@ class ProbationTracker:
                    previous=probation.previous, **probation.trigger)
         return probation
 
+    def _metadata(self, version: str) -> dict | None:
+        try:
+            return self.metadata(version)
+        except RayMlopsError as exc:
+            log.warning("monitor: cannot read the metadata of %s: %s", version, exc)
+            return None
+
     def pending(self) -> Probation | None:
         """A rollback decided before a restart, not completed yet."""
         active = self.book.active
@@ -186,6 +196,8 @@ class ProbationTracker:
         self._close(probation, status)
         if status == ROLLED_BACK:
             self.book.consecutive_rollbacks += 1
+        self.metrics("rollback", {"outcome": status, "version": probation.version, "target": probation.previous,
+                                  **(probation.trigger or {}), "error": outcome.get("error")})
         return status
 
     def hold_windows(self) -> int:
@@ -242,7 +254,7 @@ def roll_back(config: Config, storage: Storage, plan: dict, *, swap: Callable[[C
 def _failed(registry: Registry, plan: dict, stage: str, error: str) -> dict:
     outcome = {"status": "failed", "version": plan["version"], "target": plan["previous"], "stage": stage,
                "error": error}
-    registry.record_event("rollback_failed", **outcome, **plan["evidence"])
+    MonitorStore(registry.storage).record_event("rollback_failed", **outcome, **plan["evidence"])
     return outcome
 
 

@@ -17,7 +17,8 @@
    production back, so the registry never names a version that is not served.
 
 Any failure leaves production as it was and is recorded as a ``retrain_failed`` event
-with the stage it failed in. ``search`` is injectable (default
+(in the monitor's event log, :class:`~ray_mlops.monitor.store.MonitorStore`) with the
+stage it failed in. ``search`` is injectable (default
 :func:`ray_mlops.train.search.run_search`) so faults can be tested.
 """
 
@@ -38,6 +39,7 @@ from ray_mlops.data.ingest import ingest
 from ray_mlops.data.schema import FeatureSchema, cast_features, read_feature_table
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys
+from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.pipeline import register_search
 from ray_mlops.promotion import gate_and_promote
 from ray_mlops.registry import Registry
@@ -134,10 +136,10 @@ def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = 
     Never raises for a failed stage: the outcome has ``status`` ``promoted``,
     ``rejected`` (the gate said no) or ``failed`` (with ``stage`` and ``error``).
     """
-    registry = Registry(storage, config.model_name)
+    registry, events = Registry(storage, config.model_name), MonitorStore(storage)
     started = time.time()
     outcome: dict[str, Any] = {"id": job["id"], "started": started, "production_before": registry.get_alias("production")}
-    registry.record_event("retrain_started", retrain=job["id"], onset=job.get("onset"),
+    events.record_event("retrain_started", retrain=job["id"], onset=job.get("onset"),
                           trigger_window=job.get("trigger_window"), production=outcome["production_before"])
     stage_seconds: dict[str, float] = {}
     try:
@@ -147,7 +149,7 @@ def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = 
     outcome.update(finished=time.time(), seconds=round(time.time() - started, 1), stage_seconds=stage_seconds,
                    production_after=registry.get_alias("production"))
     kind = "retrain_failed" if outcome["status"] == "failed" else "retrain_finished"
-    registry.record_event(kind, retrain=job["id"], **{k: v for k, v in outcome.items() if k not in ("id",)})
+    events.record_event(kind, retrain=job["id"], **{k: v for k, v in outcome.items() if k not in ("id",)})
     return outcome
 
 

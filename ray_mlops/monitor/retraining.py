@@ -53,8 +53,27 @@ class RetrainTracker:
     """At most one retraining at a time (see the module docstring)."""
 
     def __init__(self, launcher: Launcher | None, *, enabled: bool, book: RetrainBook | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, event: Callable[..., None] = lambda kind, **fields: None):
         self.launcher, self.enabled, self.book, self.clock = launcher, enabled, book or RetrainBook(), clock
+        self.event = event
+
+    def on_alarm(self, summary: dict, onset: str, production: str | None,
+                 write_ahead: Callable[[], None]) -> dict[str, Any] | None:
+        """Confirmed drift at window ``summary``: start a job unless one runs or retraining is off.
+
+        ``write_ahead`` (the monitor's checkpoint) runs between recording the job and
+        launching it. Returns the outcome entry when the launch itself failed.
+        """
+        refusal = self.refusal()
+        if refusal is not None:
+            running = {"retrain": self.book.active["id"]} if self.book.active else {}
+            self.event("monitor_alarm", window=summary["index"], action=refusal, **running)
+            return None
+        job = self.begin(trigger_window=summary["index"], onset=onset, production=production)
+        write_ahead()  # a restart resumes this job, never a second one
+        self.event("monitor_alarm", window=summary["index"], action="retraining", retrain=job["id"],
+                   onset=onset, p_value=summary["p_value"])
+        return self.launch()
 
     def refusal(self) -> str | None:
         """Why an alarm would not start a retraining now (None: it would)."""

@@ -10,18 +10,22 @@ the short form kept in the monitor's state and shown by ``ray-mlops status``.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from ray_mlops.config import MonitorConfig
 from ray_mlops.data.schema import FeatureSchema
+from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.drift import StreamVerdict
 from ray_mlops.monitor.reference import Reference, WindowTest
 from ray_mlops.monitor.store import FeedbackIndex
 from ray_mlops.registry import Registry
+
+log = logging.getLogger(__name__)
 
 TOP_FEATURES = 8
 
@@ -47,6 +51,21 @@ class WindowTester:
         """Test against ``version``'s reference from now on (raises when it cannot be read)."""
         self.reference = Reference.load(self.registry, version, self.schema, self.config)
         return self.reference
+
+    def follow(self, event: Callable[..., None]) -> Reference | None:
+        """Load the reference of the version production names now; the new one when it moved."""
+        try:
+            production = self.registry.get_alias("production")
+        except RayMlopsError as exc:
+            log.warning("monitor: cannot read the production alias: %s", exc)
+            return None
+        if production is None or self.version == production:
+            return None
+        try:
+            return self.load(production)
+        except (RayMlopsError, ValueError, OSError) as exc:
+            event("monitor_reference_failed", version=production, error=str(exc)[:500])
+            return None
 
     def test(self, window: pd.DataFrame) -> WindowTest:
         """The window's tests, with the labels that came back so far (raises on records of a wrong type)."""

@@ -17,6 +17,7 @@ have waited ``window_max_s`` seconds.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -100,4 +101,32 @@ class WindowCutter:
         return window
 
 
-__all__ = ["WindowCutter", "CutterState"]
+class Inbox:
+    """The cheap receive path: frames (or why they were refused) queued under a lock, taken by the step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frames: list[pd.DataFrame] = []
+        self._refused: list[str] = []
+
+    def put(self, frame: pd.DataFrame | None, problem: str | None = None) -> None:
+        """Queue a frame, or the reason one was refused."""
+        with self._lock:
+            if problem is not None:
+                self._refused.append(problem)
+            else:
+                self._frames.append(frame)
+
+    def take(self) -> tuple[list[pd.DataFrame], list[str]]:
+        """Everything queued since the last take: (frames, refusals)."""
+        with self._lock:
+            frames, refused, self._frames, self._refused = self._frames, self._refused, [], []
+        return frames, refused
+
+    def rows(self) -> int:
+        """Rows queued, not merged yet."""
+        with self._lock:
+            return sum(len(f) for f in self._frames)
+
+
+__all__ = ["WindowCutter", "CutterState", "Inbox"]

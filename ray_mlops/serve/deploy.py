@@ -24,7 +24,6 @@ from ray_mlops.config import Config
 from ray_mlops.errors import RayMlopsError, ServingError
 from ray_mlops.registry import Registry
 from ray_mlops.serve.ids import new_secret, token_digest
-from ray_mlops.contracts import MONITOR_ACTOR
 from ray_mlops.storage import Storage
 
 IMPORT_PATH = "ray_mlops.serve.app:build_app"
@@ -243,23 +242,18 @@ def _plain(value: Any) -> Any:
 
 
 def shutdown(config: Config, *, timeout_s: float = 60.0) -> dict[str, bool]:
-    """Remove the application and kill the monitor actor; absent pieces are fine."""
-    import ray
+    """Remove the application (its replicas flush their logs); absent is fine.
+
+    The monitor is not touched here: ``ray_mlops.loop.shutdown`` stops it afterwards
+    through ``stop_monitor``, which takes its last checkpoint.
+    """
     from ray import serve
 
     removed = False
     if _app_details(config.serve.app_name) is not None:
         serve.delete(config.serve.app_name)
         removed = True
-    killed = False
-    try:
-        monitor = ray.get_actor(MONITOR_ACTOR, namespace=config.ray.namespace)
-    except ValueError:
-        monitor = None
-    if monitor is not None:
-        ray.kill(monitor, no_restart=True)
-        killed = True
-    return {"app_removed": removed, "monitor_killed": killed}
+    return {"app_removed": removed}
 
 
 __all__ = [
