@@ -274,7 +274,7 @@ def _finish(config, opts, storage, monitor, log, first, calm, storm, onset_windo
         "p50 / p99 latency ms (drift phase)": f"{storm_stats['p50_ms']} / {storm_stats['p99_ms']}",
     }
     report = opts.workdir / "report.html"
-    report.write_text(render_report(verdicts, log.rows, summary, config.monitor.alpha), encoding="utf-8")
+    report.write_text(render_report(verdicts, log.rows, summary, config.monitor.alpha, status=status), encoding="utf-8")
     log("report", str(report.resolve()))
     return summary
 

@@ -37,7 +37,8 @@ def _history(root, windows: int) -> tuple:
     store.record_event("retrain_started", retrain="r1")
     summaries = []
     for index in range(windows):
-        verdict = {"index": index, "alarm": False, "drift": False, "p_value": 0.5, "detectors": {}}
+        verdict = {"index": index, "alarm": False, "drift": False, "p_value": 0.5, "detectors": {"inputs": 0.5},
+                   "end": "2026-01-01T00:00:00+00:00", "rows": 100}
         store.save_verdict(index, {**verdict, "features": {}})
         store.record_event("monitor_window", **verdict)
         summaries.append(verdict)
@@ -80,3 +81,24 @@ def test_monitor_events_are_partitioned_by_hour_and_read_back_by_kind(tmp_path):
         "monitor_alarm", "monitor_window"]
     with pytest.raises(ValueError, match="invalid event kind"):
         store.record_event("Bad Kind")
+
+
+def test_one_status_type_is_rendered_by_the_cli_table_json_and_the_report(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from ray_mlops import loop
+    from ray_mlops.cli import cli
+    from ray_mlops.monitor.report import render_report
+
+    config = _history(tmp_path, 3)
+    report = loop.status(config, with_ray=False)
+    as_json = CliRunner().invoke(cli, ["--storage", config.storage, "status", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output) == json.loads(json.dumps(report.to_json(), default=str))
+    table = CliRunner().invoke(cli, ["--storage", config.storage, "status"])
+    assert table.exit_code == 0 and "monitor:    not running; windows=3 records=0 open=-" in table.output
+    assert "  window    2" in table.output
+    page = render_report([], [], {"title": "t"}, status=report.monitor)
+    assert "<h2>Monitor</h2>" in page and "windows tested</td><td>3" in page

@@ -15,6 +15,8 @@ import html as _html
 import math
 from typing import Any
 
+from ray_mlops.monitor.state import MonitorStatus
+
 DETECTOR_COLORS = {"inputs": "#1f77b4", "predictions": "#ff7f0e", "accuracy": "#2ca02c"}
 FLOOR = 1e-12
 HEAT_FEATURES = 24
@@ -109,8 +111,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_report(verdicts: list[dict], timeline: list[dict], summary: dict[str, Any], alpha: float = 0.01) -> str:
-    """The whole report as one HTML page."""
+def status_section(status: MonitorStatus | None) -> str:
+    """The monitor's :class:`~ray_mlops.monitor.state.MonitorStatus` (the one ``ray-mlops status`` prints)."""
+    if status is None:
+        return ""
+    facts = [{"figure": "windows tested", "value": status.windows}, {"figure": "records", "value": status.records},
+             {"figure": "alarms", "value": status.alarms}, {"figure": "restarts", "value": status.restarts},
+             {"figure": "reference version", "value": (status.reference or {}).get("version")},
+             {"figure": "automatic rollbacks", "value": status.rollback_count}]
+    retrains = [{"retraining": r.get("id"), "status": r.get("status"), "version": r.get("version"),
+                 "trigger window": r.get("trigger_window"), "seconds": r.get("seconds"),
+                 "gate": (r.get("gate") or {}).get("reason") or r.get("error")} for r in status.retrain_history]
+    columns = ["retraining", "status", "version", "trigger window", "seconds", "gate"]
+    return f"<h2>Monitor</h2>{_table(facts, ['figure', 'value'])}{_table(retrains, columns)}"
+
+
+def render_report(verdicts: list[dict], timeline: list[dict], summary: dict[str, Any], alpha: float = 0.01,
+                  status: MonitorStatus | None = None) -> str:
+    """The whole report as one HTML page (with the monitor's status when given)."""
     windows = [{"window": v["index"], "end": str(v.get("end", ""))[11:19], "rows": v["rows"],
                 "reference": v["reference_version"], "served": ",".join(v.get("served_versions", [])),
                 "p inputs": v["detectors"].get("inputs"), "p predictions": v["detectors"].get("predictions"),
@@ -125,6 +143,7 @@ td,th{{border:1px solid #ddd;padding:3px 6px;text-align:left}} th{{background:#f
 </head><body>
 <h1>{_esc(summary.get("title", "ray_mlops drift report"))}</h1>
 <h2>Summary</h2>{_table(facts, ["figure", "value"])}
+{status_section(status)}
 <h2>Drift per window</h2>
 <p>Family p-value of each detector per window (inputs: KS/chi-squared over every feature, Bonferroni;
 predictions: KS on P(last class), on the values (regression), or chi-squared on the predicted labels + KS
@@ -139,4 +158,4 @@ Each detector is tested at alpha/3.</p>
 """
 
 
-__all__ = ["render_report", "pvalue_chart", "heatmap"]
+__all__ = ["render_report", "status_section", "pvalue_chart", "heatmap"]
