@@ -111,7 +111,7 @@ def _redis_keys(redis: Redis, namespace: str) -> int:
     return int(reply.split("*", 1)[1].split("\r\n", 1)[0])
 
 
-def _status(actor) -> dict:
+def _status(actor):
     import ray
 
     return ray.get(actor.status.remote(), timeout=60)
@@ -147,7 +147,7 @@ def test_serve_and_the_monitor_survive_a_gcs_restart_and_the_loop_retrains(redis
             actor = start_monitor(config)
             normal = raw_instances(served, 40, seed=11)
             with Load(url, normal, clients=4) as load:
-                wait_for(lambda: _status(actor)["windows"] >= 2, timeout=120, message="two windows before the kill")
+                wait_for(lambda: _status(actor).windows >= 2, timeout=120, message="two windows before the kill")
                 before = _status(actor)
                 head = cluster.head_node
                 killed = time.monotonic()
@@ -166,24 +166,24 @@ def test_serve_and_the_monitor_survive_a_gcs_restart_and_the_loop_retrains(redis
             failures = load.failures()
             gap = load.longest_gap_between_successes()
             answered = len(load.success_times)  # one instance per request: one prediction record each
-            after = wait_for(lambda: (s := _status(actor))["records"] == answered and s, timeout=60,
-                             message=f"the monitor to hold all {answered} records ({_status(actor)['records']})")
+            after = wait_for(lambda: (s := _status(actor)).records == answered and s, timeout=60,
+                             message=f"the monitor to hold all {answered} records ({_status(actor).records})")
             assert serve.status().applications[config.serve.app_name].status == "RUNNING"
             report_figure(
                 f"GCS restart (Redis-backed): {len(failures)}/{len(load.results)} requests failed, longest gap "
                 f"between successes {gap:.2f} s, {down_ok} answered while the GCS was down "
                 f"({restarted - killed:.1f} s down, GCS answering {back - restarted:.1f} s after its restart); "
-                f"monitor windows {before['windows']} -> {after['windows']}, records {after['records']}/{answered}, "
-                f"restarts {after['restarts']}")
+                f"monitor windows {before.windows} -> {after.windows}, records {after.records}/{answered}, "
+                f"restarts {after.restarts}")
             assert len(failures) <= 4, failures[:5]  # only requests in flight (4 clients) may fail
-            assert after["restarts"] == before["restarts"] and after["windows"] > before["windows"]
-            indices = [v["index"] for v in after["last_verdicts"]]
+            assert after.restarts == before.restarts and after.windows > before.windows
+            indices = [v["index"] for v in after.last_verdicts]
             assert indices == list(range(indices[0], indices[0] + len(indices)))  # no window lost
 
             drifted = shifted(raw_instances(served, 40, seed=12))
-            retrains_before = len(after["retrain_history"])
+            retrains_before = len(after.retrain_history)
             with Load(url, drifted, clients=2):
-                wait_for(lambda: _status(actor)["retrain_active"] or _finished(_status(actor), retrains_before),
+                wait_for(lambda: _status(actor).retrain_active or _finished(_status(actor), retrains_before),
                          timeout=120, message="a retraining launched after the restart")
             started = time.monotonic()
             final = wait_for(lambda: _finished(_status(actor), retrains_before), timeout=300,
@@ -196,8 +196,8 @@ def test_serve_and_the_monitor_survive_a_gcs_restart_and_the_loop_retrains(redis
             serve.shutdown()
 
 
-def _finished(status: dict, before: int) -> dict | None:
-    done = status["retrain_history"][before:]
+def _finished(status, before: int) -> dict | None:
+    done = status.retrain_history[before:]
     return done[-1] if done else None
 
 
