@@ -1,12 +1,11 @@
 """The composition root of the closed loop: serving + monitor + retraining, wired together.
 
-The monitor never imports the serving code; this module hands it :func:`swap_serving`
-(by its import path, so a restarted monitor gets it back) and gathers the status of
-every stage for ``ray-mlops status``.
+The monitor never imports the serving code; this module injects :class:`ServeSwap` (a
+callable object, pickled into the monitor actor's arguments, so a restarted monitor gets it
+back) and gathers the status of every stage for ``ray-mlops status`` (:class:`LoopStatus`).
 
->>> from ray_mlops.config import load_config
 >>> SWAP
-'ray_mlops.loop:swap_serving'
+ServeSwap()
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
-SWAP = "ray_mlops.loop:swap_serving"
 RETRAIN_EVENTS = ("retrain_started", "retrain_finished", "retrain_failed")
 RECENT_REGISTRY_EVENTS = 50
 
@@ -33,6 +31,22 @@ def swap_serving(config: Config, version: str) -> str | None:
     if deploy.status(config).get("status") == "NOT_DEPLOYED":
         return None
     return deploy.swap(config, version)
+
+
+class ServeSwap:
+    """How a promoted (or rolled-back-to) version reaches Serve: ``swap(config, version)``.
+
+    Injected into the monitor (its retrainings and its probation) by :func:`start_monitor`.
+    """
+
+    def __call__(self, config: Config, version: str) -> str | None:
+        return swap_serving(config, version)
+
+    def __repr__(self) -> str:
+        return "ServeSwap()"
+
+
+SWAP = ServeSwap()
 
 
 def start_monitor(config: Config, **kwargs: Any) -> Any:

@@ -7,10 +7,11 @@
   (``max_task_retries=-1``), and the monitor de-duplicates records by key.
 - :class:`Retrainer` (``ray_mlops_retrainer``; detached, ``num_cpus=0``) runs
   :func:`~ray_mlops.monitor.retrain.retrain`: its Ray Data and Tune work is scheduled
-  like any other. It is detached on purpose: a task would be owned by the monitor and
-  die with it, while this one finishes and writes its outcome to
-  ``monitor/retrains/<id>.json`` even if the monitor is killed meanwhile; the restarted
-  monitor reads it. The fixed name makes a second concurrent retraining impossible.
+  like any other. Its outcome comes back through the call's ``ObjectRef``; it is detached
+  on purpose: a task would be owned by the monitor and die with it, while this one
+  finishes and writes its outcome to ``monitor/retrains/<id>.json`` even if the monitor
+  is killed meanwhile; the restarted monitor (whose reference is lost) reads it. The
+  fixed name makes a second concurrent retraining impossible.
 - Metrics (``ray.util.metrics``): ``ray_mlops_drift_p_value`` (per feature and
   detector), ``ray_mlops_monitor_window_p_value``, ``ray_mlops_monitor_windows``,
   ``ray_mlops_monitor_alarms``, ``ray_mlops_retrains`` (by outcome),
@@ -18,8 +19,8 @@
   ``ray_mlops_rollbacks`` (automatic rollbacks after a failed probation, by outcome).
 
 ``swap`` (how a promoted version reaches Serve) is injected by the caller — a callable
-``swap(config, version)`` or an importable ``"module:function"`` path — so this package
-never imports the serving code. The retrainer uses it after a promotion, the monitor's
+object ``swap(config, version)`` (``ray_mlops.loop.ServeSwap``), or an importable
+``"module:function"`` path — so this package never imports the serving code. The retrainer uses it after a promotion, the monitor's
 probation after a rollback (:func:`~ray_mlops.monitor.probation.roll_back`).
 """
 
@@ -134,12 +135,17 @@ class Retrainer:
 
 
 class RayLauncher:
-    """Launches :class:`Retrainer` work and follows it through storage."""
+    """Launches :class:`Retrainer` work; its outcome comes back through the call's ``ObjectRef``.
+
+    A monitor restarted meanwhile has lost the reference: it follows the job through the
+    status the retraining writes to storage (``monitor/retrains/<id>.json``) instead.
+    """
 
     def __init__(self, config: Config, storage: Storage, swap: Callable | str | None, search: Callable | str | None):
         self.config, self.store = config, MonitorStore(storage)
         self.swap, self.search = swap, search
         self._launched_at: dict[str, float] = {}
+        self._refs: dict[str, Any] = {}
 
     def _actor(self, create: bool) -> Any:
         try:
@@ -153,10 +159,23 @@ class RayLauncher:
     def launch(self, job: dict) -> None:
         if self.store.retrain_status(job["id"]) is not None:
             return  # it started before a monitor restart: follow it, never start it twice
-        self._actor(create=True).run.remote(job)
+        self._refs[job["id"]] = self._actor(create=True).run.remote(job)
         self._launched_at[job["id"]] = time.time()
 
     def poll(self, job: dict) -> dict | None:
+        ref = self._refs.get(job["id"])
+        if ref is not None:
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
+                return None  # still running
+            self._refs.pop(job["id"], None)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError:  # the worker died: what did it leave in storage?
+                outcome = None
+            if outcome is not None and outcome.get("status") in FINAL:
+                self._release()
+                return outcome
         status = self.store.retrain_status(job["id"])
         if status is not None and status.get("status") in FINAL:
             self._release()
