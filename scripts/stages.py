@@ -58,7 +58,7 @@ def main() -> None:
     from ray_mlops import loop
 
     loop.start_monitor(config)
-    print("monitor:", loop.status(config)["monitor"].get("reference"))
+    print("monitor:", loop.status(config).monitor.reference)
 
     # 6. a few requests over HTTP, with feedback labels
     from ray_mlops.traffic import Traffic, raw_records
