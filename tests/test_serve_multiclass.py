@@ -252,7 +252,7 @@ def test_multiclass_probation_rolls_back_a_worse_promoted_version(iris):
     watcher.receive(records[records["model_version"] == version])
     verdicts = [v for v in watcher.step() if not v.get("skipped")]
     assert verdicts and verdicts[-1]["accuracy"] < 0.6 and verdicts[-1]["reference_version"] == version
-    assert watcher.rollback.swaps == [production]
+    assert watcher.probation.rollback.swaps == [production]
     assert registry.get_alias("production") == production
     assert serving.swap(iris.config, production) == production
 
