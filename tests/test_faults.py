@@ -277,7 +277,7 @@ def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(clust
         seen: dict = {}
 
         def accounted():
-            seen.update(status())
+            seen.update(vars(status()))
             # The crashed worker process can still answer direct actor calls for a moment before
             # it notices its raylet is gone: only the restarted monitor's accounting counts.
             restarted = seen["restarts"] == 1 and seen["node_id"] == head
