@@ -251,7 +251,7 @@ class ServeConfig(_Strict):
     health_check_period_s: float = Field(default=10.0, gt=0)  # how often Serve checks each replica
     health_check_timeout_s: float = Field(default=30.0, gt=0)  # an unanswered check marks it unhealthy
     max_batch_size: int = Field(default=64, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    batch_wait_timeout_s: float = Field(default=0.001, ge=0)
     max_instances: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8_000_000, ge=1024)
     token: str | None = None

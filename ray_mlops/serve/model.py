@@ -3,6 +3,10 @@
 :func:`load_version` either returns a :class:`ServedModel` that has already predicted on
 a sample of reference rows, or raises :class:`ServingError`; a replica switches to a new
 version only when it returns, so a bad version never serves a request.
+
+A version predicts through :func:`ray_mlops.serve.fastpath.compile_pipeline` (the same
+Pipeline with its ``ColumnTransformer`` in numpy) when that reproduces the Pipeline's own
+outputs on the warm-up rows, else through the Pipeline itself.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 from ray_mlops.data.schema import FeatureSchema, cast_features, read_reference
 from ray_mlops.errors import DataError, RayMlopsError, ServingError
 from ray_mlops.registry import Registry
+from ray_mlops.serve.fastpath import FastPipeline, compile_pipeline
 
 REFERENCE_PROFILE_FILE = "reference.parquet"
 WARMUP_ROWS = 64
@@ -39,6 +44,7 @@ class ServedModel:
     metadata: dict
     task: str
     classes: list = field(default_factory=list)  # the model's ``classes_`` (ints or strings); [] for regression
+    fast: FastPipeline | None = None  # the same outputs as ``model``, verified at load
 
     def unknown_label(self, labels: list) -> int | None:
         """The index of the first of ``labels`` that is not one of ``classes`` (classification), else None."""
@@ -51,12 +57,13 @@ class ServedModel:
         """Regression: values. Classification: the labels of ``classes`` (ints or strings, as
         the model's ``classes_``) and one probability list per row in that order; a
         classifier without ``predict_proba`` gives its ``predict`` labels and no probabilities."""
+        model = self.fast or self.model
         if self.task != "classification":
-            values = np.asarray(self.model.predict(features), dtype=float)
+            values = np.asarray(model.predict(features), dtype=float)
             return Prediction(values.tolist(), None)
         if not hasattr(self.model, "predict_proba"):
-            return Prediction(_plain_labels(self.model.predict(features)), None)
-        proba = np.asarray(self.model.predict_proba(features), dtype=float)
+            return Prediction(_plain_labels(model.predict(features)), None)
+        proba = np.asarray(model.predict_proba(features), dtype=float)
         labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
         return Prediction(_plain_labels(labels), proba.round(6).tolist())
 
@@ -103,6 +110,19 @@ def _check_outputs(version: str, out: Prediction, rows: int, classes: list) -> N
         raise ServingError(f"{version}: non-finite outputs on the warm-up rows")
 
 
+def _with_fast_path(served: ServedModel, sample: pd.DataFrame, expected: Prediction) -> ServedModel:
+    """``served`` predicting through its compiled Pipeline, if that gives the same outputs on ``sample``."""
+    fast = compile_pipeline(served.model)
+    if fast is None:
+        return served
+    candidate = ServedModel(served.version, served.model, served.metadata, served.task, served.classes, fast)
+    try:
+        same = candidate.predict(sample) == expected
+    except Exception:  # a step the compiled path reads differently: serve the Pipeline as it is
+        same = False
+    return candidate if same else served
+
+
 def load_version(registry: Registry, ref: str, schema: FeatureSchema) -> ServedModel:
     """Load ``ref`` (a version or alias), verify and warm it up; :class:`ServingError` if not servable."""
     try:
@@ -115,7 +135,9 @@ def load_version(registry: Registry, ref: str, schema: FeatureSchema) -> ServedM
             raise ServingError(f"{version} is not a classifier (no classes_)")
         served = ServedModel(version, model, metadata, schema.task, classes)
         sample = _warmup_sample(registry, version, metadata, schema)
-        _check_outputs(version, served.predict(sample), len(sample), classes)
+        expected = served.predict(sample)
+        _check_outputs(version, expected, len(sample), classes)
+        served = _with_fast_path(served, sample, expected)
     except ServingError:
         raise
     except RayMlopsError as exc:
