@@ -129,3 +129,19 @@ def test_a_registered_format_is_ingested_served_and_featurized_online(kv_format,
     assert "pairs" in instance.model_fields
     with pytest.raises(RecordError, match=r"instances\[0\]\.pairs: expected numbers"):
         featurize_instances(config, [{"x": 1.0, "pairs": {"a": "no"}}])
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the statistics of 1e308 readings overflow, as in batch
+def test_online_readings_accept_finite_numbers_only_on_the_fast_and_the_slow_check():
+    from ray_mlops.data.sources import sources_of
+
+    source = next(s for s in sources_of(load_config()) if s.settings.format == "timeseries")
+    signals = source.settings.signals
+    good = {name: 1.5 * (i + 1) for i, name in enumerate(signals)}
+    ints = dict(good, **{signals[0]: 7})
+    huge = {name: 1e308 for name in signals}  # finite values whose sum overflows
+    columns = source.online([{source.name: [good, ints, huge]}])
+    assert columns[source.column("n_readings")][0] == 3.0
+    for bad, where in ((True, signals[0]), (float("nan"), signals[1]), (float("inf"), signals[0]), ("1.5", signals[2])):
+        with pytest.raises(RecordError, match=rf"instances\[0\]\.{source.name}\[1\]\.{where}: expected a finite number"):
+            source.online([{source.name: [good, dict(good, **{where: bad})]}])
