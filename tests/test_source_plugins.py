@@ -145,3 +145,30 @@ def test_online_readings_accept_finite_numbers_only_on_the_fast_and_the_slow_che
     for bad, where in ((True, signals[0]), (float("nan"), signals[1]), (float("inf"), signals[0]), ("1.5", signals[2])):
         with pytest.raises(RecordError, match=rf"instances\[0\]\.{source.name}\[1\]\.{where}: expected a finite number"):
             source.online([{source.name: [good, dict(good, **{where: bad})]}])
+class ExplodingSettings(KeyValueSettings):
+    format: Literal["kvboom"]  # type: ignore[assignment]
+
+
+class ExplodingSource(KeyValueSource):
+    """A source type whose record step fails: the ingest error must name the real cause."""
+
+    formats: ClassVar[tuple[str, ...]] = ("kvboom",)
+    Settings = ExplodingSettings
+
+    def records(self, batch: pd.DataFrame) -> Split:
+        raise RuntimeError("kv parser exploded on purpose")
+
+
+def test_a_failing_record_step_is_a_data_error_naming_the_cause(kv_format, ray_session, tmp_path):
+    from ray_mlops.data.ingest import ingest
+    from ray_mlops.data.schema import LATEST
+    from ray_mlops.errors import DataError
+    from ray_mlops.storage import Storage
+
+    register_source(ExplodingSource)
+    raw = _project(tmp_path).model_dump(mode="json")
+    raw["data"]["sources"][1]["format"] = "kvboom"
+    config = load_config(overrides={"storage": raw["storage"], "data": raw["data"]})
+    with pytest.raises(DataError, match=r"ingest failed: RuntimeError: kv parser exploded on purpose"):
+        ingest(config, Storage(config.storage))
+    assert not Storage(config.storage).exists(LATEST)

@@ -14,6 +14,7 @@ else succeeded. Nothing is collected on the driver but counts and a bounded samp
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -262,10 +263,32 @@ def _unreserved_operators() -> Iterator[None]:
         context.op_resource_reservation_enabled = previous
 
 
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Exit)): (.+)$")
+_WRAPPERS = ("RayTaskError", "UserCodeException", "RayError")
+
+
 def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    """The innermost error of a failed Ray task, in one line (``RuntimeError: what went wrong``).
+
+    Ray Data wraps a failure inside a task (``UserCodeException: UDF failed to process a
+    data block``); the original exception survives in the remote traceback's text.
+    """
+    texts = []
+    while exc is not None:
+        texts.append(getattr(exc, "traceback_str", "") or "")
+        texts.append(str(exc))
+        inner = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
+        inner = inner if isinstance(inner, BaseException) and inner is not exc else exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    for text in texts:
+        for line in text.splitlines():
+            match = _RAISED.match(line.strip())
+            if match and match.group(1) not in _WRAPPERS:
+                return f"{match.group(1)}: {match.group(2)}"
+    message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _sum_counts(staging: Storage, buckets: int) -> dict[str, int]:
