@@ -145,6 +145,8 @@ def test_online_readings_accept_finite_numbers_only_on_the_fast_and_the_slow_che
     for bad, where in ((True, signals[0]), (float("nan"), signals[1]), (float("inf"), signals[0]), ("1.5", signals[2])):
         with pytest.raises(RecordError, match=rf"instances\[0\]\.{source.name}\[1\]\.{where}: expected a finite number"):
             source.online([{source.name: [good, dict(good, **{where: bad})]}])
+
+
 class ExplodingSettings(KeyValueSettings):
     format: Literal["kvboom"]  # type: ignore[assignment]
 
