@@ -1,6 +1,6 @@
 """The Serve application: a FastAPI-ingress deployment serving one registry version.
 
-Routes (see DESIGN.md, "HTTP"): ``POST /predict``, ``POST /feedback``, ``GET /health``,
+Routes (see docs/ARCHITECTURE.md, the HTTP contract): ``POST /predict``, ``POST /feedback``, ``GET /health``,
 ``GET /model``; OpenAPI at ``/openapi.json``. The request schema is built from the
 config's sources (:mod:`ray_mlops.serve.schemas`), so each project gets its own.
 
