@@ -81,8 +81,13 @@ def _context(ctx: click.Context) -> Context:
 @click.option("--storage", envvar="RAY_MLOPS_STORAGE", show_envvar=True,
               help="Override the storage URI (a folder, s3://bucket/prefix, ...).")
 @click.version_option(package_name="ray-mlops")
-def cli(config: str | None, address: str | None, storage: str | None) -> None:
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, address: str | None, storage: str | None) -> None:
     """ray-mlops: a closed MLOps loop on Ray (ingest → train → registry → serve → monitor)."""
+    from ray_mlops.progress import hide_progress, show_progress
+
+    handler = show_progress()  # stderr: a live line on a terminal, timestamped lines otherwise
+    ctx.call_on_close(lambda: hide_progress(handler))
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable:

@@ -33,6 +33,7 @@ import ray.exceptions
 from ray_mlops.config import Config
 from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
 from ray_mlops.data.quarantine import Quarantine, reject_frame
+from ray_mlops.progress import quiet_cpu_warning, report as progress
 from ray_mlops.data.sources import SourceType, sources_of
 from ray_mlops.data.schema import FEATURES_DIR, LATEST, FeatureSchema, IngestResult, cast_features, feature_schema
 from ray_mlops.errors import DataError, RejectRateError
@@ -212,9 +213,11 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     sources = sources_of(config)
     ordered = [s for s in sources if s.settings is spine] + [s for s in sources if s.settings is not spine]
     buckets = _bucket_count(listed)
+    progress("ingest: reading %d sources (%d files)", len(ordered), sum(len(f.paths) for f in listed.values()))
     try:
-        with _unreserved_operators():
+        with _unreserved_operators(), quiet_cpu_warning():
             stage_all(ordered, listed, quarantine, staging, buckets)
+            progress("ingest: records staged; joining %d buckets into the feature table", buckets)
             table = build_table(ordered, schema, staging, quarantine, buckets)
             table.write_parquet(storage.path(folder, "table"), filesystem=storage.fs)
         accepted = _sum_counts(staging, buckets)
@@ -224,6 +227,8 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
         staging.delete("")
     rows = _table_rows(storage, folder)
     counts = _count_summary(ordered, accepted, quarantine.counts(), rows)
+    for name, c in counts.items():
+        progress("ingest: %s done: read %d, accepted %d, quarantined %d", name, c["read"], c["accepted"], c["quarantined"])
     report = {"fingerprint": fingerprint, "rows": rows, "sources": counts, "seconds": round(time.monotonic() - started, 2)}
     _check_reject_rates(storage, folder, report, config.data.max_reject_rate)
     reference = _write_reference(storage, folder, schema, config.data.reference_sample, rows)

@@ -441,6 +441,42 @@ def _can_restore(path: str, fs: Any) -> bool:
         return False
 
 
+class SearchProgress(tune.Callback):
+    """Reports the search as it runs: trials done/running/failed and the best metric so far."""
+
+    def __init__(self, metric: str, mode: str, total: int):
+        self.metric, self.mode, self.total = metric, mode, total
+        self.best: float | None = None
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+
+    def _report(self, trials: list) -> None:
+        from ray_mlops.progress import report
+
+        ended = self.done | self.failed
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in ended)
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        report("search: %d/%d trials done, %d running, %d failed; best %s %s",
+               len(self.done), self.total, running, len(self.failed), self.metric, best)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+                self.best = float(value)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._report(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done.add(trial.trial_id)
+        self._report(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.failed.add(trial.trial_id)
+        self._report(trials)
+
+
 def _tuner(
     trainable: Any, train_config: TrainConfig, iterative: frozenset[str], storage_path: str, fs: Any, name: str,
     callbacks: Sequence[tune.Callback] = (),
@@ -468,7 +504,7 @@ def _tuner(
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=train_config.max_failures),
             verbose=0,
-            callbacks=list(callbacks),
+            callbacks=[SearchProgress(train_config.metric, train_config.mode, train_config.num_samples), *callbacks],
         ),
     )
 
