@@ -22,3 +22,18 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, message: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def metric_hook_actor():
+    """An actor calling the monitor's metric hook (defined in a function: Ray pickles it by value)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class HookActor:
+        def emit(self, events: list[tuple[str, dict]]) -> None:
+            from ray_mlops.monitor.actor import export_metrics
+
+            for kind, payload in events:
+                export_metrics(kind, payload)
+
+    return HookActor

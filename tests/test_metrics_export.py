@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import NAMESPACE
-from helpers import free_port
+from helpers import free_port, metric_hook_actor
 from serve_fixtures import raw_instances, register_version, serve_config_for
 
 pytestmark = pytest.mark.multinode  # its own Ray: runs last, after the shared one stops
@@ -75,21 +75,6 @@ def _monitor_hook():
     return export_metrics
 
 
-def _hook_actor():
-    """An actor calling the monitor's metric hook (defined here: pickled by value)."""
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class HookActor:
-        def emit(self, events: list[tuple[str, dict]]) -> None:
-            from ray_mlops.monitor.actor import export_metrics
-
-            for kind, payload in events:
-                export_metrics(kind, payload)
-
-    return HookActor
-
-
 def test_registry_serving_and_drift_metrics_are_scraped_by_name(served_model, ray_with_metrics):  # noqa: F811
     import ray
     from ray import serve
@@ -122,7 +107,7 @@ def test_registry_serving_and_drift_metrics_are_scraped_by_name(served_model, ra
         if hook is not None:  # the monitor's real metric hook, in a live actor like the monitor's
             window = {"drift": True, "p_value": 0.001, "alarm": True,
                       "features": {"age_years": {"p_value": 0.0004}, "firmware": {"p_value": 0.7}}}
-            emitter = _hook_actor().remote()
+            emitter = metric_hook_actor().remote()
             ray.get(emitter.emit.remote([("window", window), ("retrain", {"status": "promoted"})]))
             wanted |= {
                 "ray_ray_mlops_drift_p_value": {"feature": "age_years"},

@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 
 from conftest import NAMESPACE
-from helpers import free_port, wait_for
+from helpers import free_port, metric_hook_actor, wait_for
 from serve_fixtures import Load, build_served_model, raw_instances, register_version, serve_config_for
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow]  # its own Ray (with the dashboard): runs last
@@ -148,21 +148,6 @@ def prometheus(ray_head, tmp_path):
         log.close()
 
 
-def _hook_actor():
-    """An actor calling the monitor's metric hook (defined here: pickled by value)."""
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class HookActor:
-        def emit(self, events: list[tuple[str, dict]]) -> None:
-            from ray_mlops.monitor.actor import export_metrics
-
-            for kind, payload in events:
-                export_metrics(kind, payload)
-
-    return HookActor
-
-
 def shifted(instances: list[dict]) -> list[dict]:
     """Covariate drift in the raw request: older machines."""
     return [{**record, "age_years": record["age_years"] * 1.8 + 3} for record in instances]
@@ -234,7 +219,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(ray_head
         served.registry.rollback("prometheus test")
         _fail_a_swap(served, config)
         assert ray.get(actor.receive.remote(pd.DataFrame({"x": [1.0]}))) == 0  # refused for its schema
-        emitter = _hook_actor().remote()
+        emitter = metric_hook_actor().remote()
         ray.get(emitter.emit.remote([("retrain", {"status": "promoted"}),
                                      ("rollback", {"outcome": "rolled_back"})]))
 
