@@ -185,6 +185,24 @@ def test_catch_up_recovers_records_logged_after_the_last_checkpoint(monitored, t
     assert status.windows == 1 and status.open_window_rows == 90 and status.records == 190
 
 
+def test_a_restart_after_fast_traffic_counts_every_logged_record_once(monitored, tmp_path):
+    """More windows than the last few arrive within the catch-up slack: none is re-counted."""
+    from ray_mlops.contracts import PREDICTIONS_DIR, PartitionedWriter
+    from ray_mlops.monitor.window import RECENT_KEY_WINDOWS
+
+    config, storage, _ = fresh_storage(monitored, tmp_path, window_size=20)
+    first, log = _monitor(config, storage), PartitionedWriter(storage, PREDICTIONS_DIR, "replica")
+    windows = 3 * RECENT_KEY_WINDOWS
+    for frame in _chunks(records(monitored, monitored.traffic.iloc[:20 * windows + 10]), 10):
+        log.write(frame)  # the replica's durable log...
+        first.receive(frame)  # ...and the monitor, at once
+    first.step()
+    first.flush_checkpoint()
+    second = _monitor(config, storage)  # re-reads everything logged in the slack before the checkpoint
+    status = second.status()
+    assert (status.records, status.windows, status.open_window_rows) == (20 * windows + 10, windows, 10)
+
+
 def test_the_reference_follows_the_production_alias(monitored, tmp_path):
     from serve_fixtures import reference_bytes
 

@@ -50,13 +50,14 @@ from ray_mlops.monitor.retraining import Launcher, RetrainTracker
 from ray_mlops.monitor.state import MonitorState, MonitorStatus
 from ray_mlops.monitor.store import FeedbackIndex, MonitorStore
 from ray_mlops.monitor.tester import WindowTester, now_iso, summarize, verdict_record
-from ray_mlops.monitor.window import Inbox, WindowCutter
+from ray_mlops.monitor.window import KEY_HORIZON_S, Inbox, WindowCutter
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
 log = logging.getLogger(__name__)
 
-CATCH_UP_SLACK_S = 3.0
+CATCH_UP_SLACK_S = 3.0  # how far before the last checkpoint a restart re-reads the log
+assert CATCH_UP_SLACK_S < KEY_HORIZON_S, "the cutter must remember every record a catch-up can re-read"
 MAX_BACKLOG_WINDOWS = 20
 
 
@@ -280,7 +281,13 @@ def schema_problem(records: Any, required: list[str]) -> str | None:
 
 
 def logged_since(store: MonitorStore, since: float | None, required: list[str]) -> pd.DataFrame | None:
-    """The prediction records the replicas logged since ``since`` (a checkpoint time), if any."""
+    """The prediction records the replicas logged since ``since`` (a checkpoint time), if any.
+
+    Every file written since :data:`CATCH_UP_SLACK_S` before ``since``: a replica sends a
+    frame to the monitor just before it writes the file, and the cutter remembers the key
+    of every record it cut in the last :data:`~ray_mlops.monitor.window.KEY_HORIZON_S`
+    seconds, so no record re-read here is counted twice.
+    """
     if since is None:
         return None
     try:

@@ -1,7 +1,10 @@
 """The window cutter: prediction records in, windows out (no Ray, no storage).
 
-Records are de-duplicated by key (``request_id:row``, against the open window and the
-keys of the last few cut windows, so a record re-sent after a restart is counted once),
+Records are de-duplicated by key (``request_id:row``) against the open window and the
+keys of the records cut lately: every one cut in the last ``key_horizon_s`` seconds, and
+at least the last few windows. A restart re-reads the log files written since the last
+checkpoint less a slack (:data:`ray_mlops.monitor.core.CATCH_UP_SLACK_S`, well inside
+the horizon), so a record re-read after a restart is counted once however fast traffic is;
 and a window is cut when ``window_size`` records are open, or ``min_window`` of them
 have waited ``window_max_s`` seconds.
 
@@ -27,6 +30,8 @@ import pandas as pd
 from ray_mlops.contracts import record_keys
 
 RECENT_KEY_WINDOWS = 5
+KEY_HORIZON_S = 10.0
+MAX_RECENT_KEYS = 500_000
 
 
 @dataclass
@@ -36,15 +41,21 @@ class CutterState:
     records: int = 0
     dropped_records: int = 0
     window_opened: float | None = None
-    recent_keys: list[str] = field(default_factory=list)
+    recent_keys: dict[str, float] = field(default_factory=dict)  # key -> when its record was cut (epoch seconds)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recent_keys, list):  # a checkpoint from before record times were kept
+            self.recent_keys = dict.fromkeys(self.recent_keys, 0.0)
 
 
 class WindowCutter:
     """Prediction records → windows of ``window_size`` (see the module docstring)."""
 
     def __init__(self, columns: list[str], *, window_size: int, min_window: int, window_max_s: float,
-                 state: CutterState | None = None, clock: Callable[[], float] = time.time):
+                 state: CutterState | None = None, clock: Callable[[], float] = time.time,
+                 key_horizon_s: float = KEY_HORIZON_S):
         self.columns, self.window_size, self.min_window, self.window_max_s = columns, window_size, min_window, window_max_s
+        self.key_horizon_s = key_horizon_s
         self.state, self.clock = state or CutterState(), clock
         self.window = pd.DataFrame(columns=columns)
         self._recent = set(self.state.recent_keys)
@@ -95,10 +106,19 @@ class WindowCutter:
         size = min(len(self.window), self.window_size)
         window, self.window = self.window.iloc[:size], self.window.iloc[size:].reset_index(drop=True)
         self.state.window_opened = self.clock() if len(self.window) else None
-        keep = RECENT_KEY_WINDOWS * self.window_size
-        self.state.recent_keys = (self.state.recent_keys + record_keys(window).tolist())[-keep:]
-        self._recent = set(self.state.recent_keys)
+        self._remember(window)
         return window
+
+    def _remember(self, window: pd.DataFrame) -> None:
+        """Keep the keys of records cut within the horizon, and of at least the last few windows."""
+        recent, now = self.state.recent_keys, self.clock()
+        recent.update(dict.fromkeys(record_keys(window).tolist(), now))
+        horizon = now - self.key_horizon_s
+        floor = len(recent) - RECENT_KEY_WINDOWS * self.window_size
+        ceiling = len(recent) - MAX_RECENT_KEYS
+        self.state.recent_keys = {key: stamp for i, (key, stamp) in enumerate(recent.items())
+                                  if i >= ceiling and (stamp >= horizon or i >= floor)}
+        self._recent = set(self.state.recent_keys)
 
 
 class Inbox:
