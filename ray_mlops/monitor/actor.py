@@ -206,6 +206,7 @@ class MonitorActor:
         rollback = _rollback_action(self.config, storage, swap)
         self.monitor = Monitor(self.config, storage, launcher=launcher, rollback=rollback, observe=_safe(export_metrics))
         self._stop = threading.Event()
+        self._stepping = threading.Lock()  # the step thread and a checkpoint call never mutate the monitor at once
         self.errors = 0
         self._thread = threading.Thread(target=self._loop, name="monitor-step", daemon=True)
         self._thread.start()
@@ -213,7 +214,8 @@ class MonitorActor:
     def _loop(self) -> None:
         while not self._stop.wait(self.config.monitor.poll_interval_s):
             try:
-                self.monitor.step()
+                with self._stepping:
+                    self.monitor.step()
             except Exception:  # never let one bad step stop the monitor
                 self.errors += 1
                 log.exception("monitor step failed")
@@ -230,7 +232,8 @@ class MonitorActor:
 
     def checkpoint(self) -> None:
         """Write the open window and state now (e.g. before a planned stop)."""
-        self.monitor.flush_checkpoint()
+        with self._stepping:
+            self.monitor.flush_checkpoint()
 
 
 def _rollback_action(config: Config, storage: Storage, swap: Callable | str | None) -> Callable[[dict], dict]:
