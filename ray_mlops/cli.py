@@ -124,15 +124,26 @@ def config_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--drift", type=click.Choice(["none", "covariate", "prior", "concept"]), default="none", show_default=True)
 @click.option("--intensity", type=click.FloatRange(0, 5), default=1.0, show_default=True, help="Strength of the drift.")
 @click.option("--start-id", type=click.IntRange(min=0), default=0, show_default=True, help="First machine number (fresh ids for new batches).")
+@click.option("--modalities", default="table,events,text,image,timeseries", show_default=True,
+              help="Comma-separated sources to write (the labels always are); the config written beside the data lists only these.")
 @click.pass_context
-def generate(ctx: click.Context, out: str | None, entities: int, seed: int, drift: str, intensity: float, start_id: int) -> None:
-    """Write the sample multi-format predictive-maintenance dataset."""
-    from ray_mlops.data.generate import GenerateSpec, generate as write_dataset
+def generate(ctx: click.Context, out: str | None, entities: int, seed: int, drift: str, intensity: float, start_id: int,
+             modalities: str) -> None:
+    """Write the sample multi-format predictive-maintenance dataset, and a config for it (<out>/ray_mlops.yaml)."""
+    from ray_mlops.data.generate import GenerateSpec, generate as write_dataset, parse_modalities, sample_config
 
-    target = out or _context(ctx).config.data.root
-    spec = GenerateSpec(entities=entities, seed=seed, drift=drift, intensity=intensity, start_id=start_id)  # type: ignore[arg-type]
+    context = _context(ctx)
+    target = Path(out or context.config.data.root).resolve()
+    chosen = parse_modalities(modalities)
+    spec = GenerateSpec(entities=entities, seed=seed, drift=drift, intensity=intensity, start_id=start_id,  # type: ignore[arg-type]
+                        modalities=chosen)
     counts = write_dataset(target, spec)
-    click.echo(f"wrote sample dataset to {Path(target).resolve()}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    config_path = target / "ray_mlops.yaml"
+    base = ctx.find_root().params.get("config")
+    document = sample_config(yaml.safe_load(Path(base).read_text(encoding="utf-8")) or {} if base else {}, target, chosen)
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    click.echo(f"wrote sample dataset to {target}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    click.echo(f"config for it: {config_path} (ray-mlops --config {config_path} ingest)")
 
 
 @command()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ray_mlops.data.generate import GenerateSpec, generate
+from ray_mlops.config import config_from_dict, load_config
+from ray_mlops.data.generate import GenerateSpec, generate, parse_modalities, sample_config
 from ray_mlops.errors import DataError
 
 
@@ -104,8 +107,69 @@ def test_concept_drift_changes_the_relationship(variants):
         (dict(entities=0), "--entities"),
         (dict(drift="sideways"), "--drift"),
         (dict(intensity=-1), "--intensity"),
+        (dict(modalities=("video",)), "--modalities"),
+        (dict(modalities=("events", "table")), "--modalities"),
     ],
 )
 def test_bad_options_are_named(spec, message):
     with pytest.raises(DataError, match=message):
         GenerateSpec(**spec)
+
+
+# -- choosing modalities --------------------------------------------------------------
+def test_only_the_chosen_modalities_are_written(tmp_path):
+    counts = generate(tmp_path, GenerateSpec(entities=30, seed=3, modalities=("events", "timeseries")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events", "labels.csv", "telemetry"]
+    assert counts == {"machines": 30, "failure_rate_pct": counts["failure_rate_pct"], "telemetry_rows": 30 * 48}
+
+
+def test_a_modality_is_the_same_whichever_others_are_written(tmp_path):
+    generate(tmp_path / "all", GenerateSpec(entities=30, seed=4))
+    generate(tmp_path / "some", GenerateSpec(entities=30, seed=4, modalities=("timeseries",)))
+    for name in ("labels.csv", "telemetry"):
+        assert _tree_digest(tmp_path / "all" / name) == _tree_digest(tmp_path / "some" / name)
+
+
+def test_regenerating_with_fewer_modalities_removes_the_others(tmp_path):
+    generate(tmp_path, GenerateSpec(entities=10, seed=1))
+    generate(tmp_path, GenerateSpec(entities=10, seed=1, modalities=("table",)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "machines.csv", "specs.parquet"]
+
+
+def test_parse_modalities_orders_and_names_the_unknown():
+    assert parse_modalities("timeseries,table, events") == ("table", "events", "timeseries")
+    with pytest.raises(DataError, match=r"--modalities: unknown modality 'video' \(choose from table, events"):
+        parse_modalities("table,video")
+    with pytest.raises(DataError, match="no modality given"):
+        parse_modalities(" , ")
+
+
+def test_sample_config_lists_only_the_chosen_sources(tmp_path):
+    document = sample_config({"storage": "/s"}, tmp_path, ("table", "image"))
+    config = config_from_dict(document)
+    assert [s.name for s in config.data.sources] == ["machines", "specs", "labels", "images"]
+    assert config.data.root == str(tmp_path) and config.storage == "/s"
+    assert [s.name for s in config_from_dict(sample_config({}, tmp_path, ("events",))).data.sources] == ["labels", "events"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ray_mlops.cli", *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_cli_generate_writes_a_config_for_the_chosen_modalities(tmp_path):
+    done = _cli("generate", "--entities", "20", "--out", str(tmp_path), "--modalities", "timeseries,table")
+    assert done.returncode == 0, done.stderr
+    config = load_config(tmp_path / "ray_mlops.yaml")
+    assert [s.name for s in config.data.sources] == ["machines", "specs", "labels", "telemetry"]
+    assert all(Path(config.resolve_source_path(s)).exists() for s in config.data.sources)
+    assert not (tmp_path / "images").exists() and not (tmp_path / "notes").exists()
+
+
+def test_cli_generate_refuses_an_unknown_modality_in_one_line(tmp_path):
+    done = _cli("generate", "--entities", "20", "--out", str(tmp_path / "d"), "--modalities", "table,video")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "ray-mlops: error: --modalities: unknown modality 'video' (choose from table, events, text, image, "
+        "timeseries, comma-separated)"]
+    assert not (tmp_path / "d").exists()

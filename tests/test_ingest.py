@@ -256,3 +256,26 @@ def test_bring_your_own_tabular_data(ray_session, tmp_path, repo_root):
     assert result.counts["customers"]["reasons"] == {"plan: unknown level": 1}
     assert set(result.schema.features) == {"tenure_months", "plan", "monthly_charges", "support_calls"}
     assert table["support_calls"].isna().sum() == 40
+
+
+def test_ingest_and_train_on_a_config_of_chosen_modalities(ray_session, tmp_path):
+    """``generate --modalities``' config: only those sources (and the labels) are ingested, and a model trains on it."""
+    from ray_mlops.config import config_from_dict
+    from ray_mlops.data.generate import sample_config
+    from ray_mlops.pipeline import train_and_promote
+
+    from train_fixtures import tiny_config
+
+    root = tmp_path / "data"
+    generate(root, GenerateSpec(entities=300, seed=2, modalities=("events", "timeseries")))
+    document = sample_config({"storage": str(tmp_path / "store")}, root, ("events", "timeseries"))
+    document["train"] = tiny_config(num_samples=2).model_dump(mode="json")
+    config = config_from_dict(document)
+    storage = Storage(config.storage)
+    result = ingest(config, storage)
+    assert result.rows == 300
+    assert list(result.counts) == ["labels", "events", "telemetry", "entities"]
+    assert result.counts["telemetry"] == {"read": 300 * 48, "accepted": 300 * 48, "quarantined": 0, "reasons": {}}
+    assert {name.split("__")[0] for name in result.schema.features} == {"events", "telemetry"}
+    outcome = train_and_promote(config, storage)
+    assert outcome.version and outcome.ingest.fingerprint == result.fingerprint

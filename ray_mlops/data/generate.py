@@ -14,6 +14,9 @@ Drift controls simulate production change for the monitor:
   mattering, pressure — previously irrelevant — starts to).
 
 Deterministic for a given seed; ``start_id`` gives a later batch fresh machine ids.
+``modalities`` picks which sources are written (the labels always are): a million
+machines without images and notes is a few large files instead of 2.5M small ones, and
+:func:`sample_config` gives the config that lists only the sources written.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 from PIL import Image
 
 from ray_mlops.errors import DataError
@@ -48,6 +52,29 @@ FILLER_WORDS = (
 ).split()
 TELEMETRY_HOURS = 48
 ENTITIES_PER_FILE = 2000
+#: What ``--modalities`` chooses from, and the source formats of each (the label table is always written).
+MODALITY_FORMATS: dict[str, tuple[str, ...]] = {
+    "table": ("csv", "parquet"),
+    "events": ("jsonl",),
+    "text": ("text",),
+    "image": ("image",),
+    "timeseries": ("timeseries",),
+}
+MODALITIES = tuple(MODALITY_FORMATS)
+
+
+def parse_modalities(text: str) -> tuple[str, ...]:
+    """``"table,events"`` → the modalities in canonical order; a :class:`DataError` naming an unknown one.
+
+    >>> parse_modalities("timeseries, table")
+    ('table', 'timeseries')
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODALITY_FORMATS]
+    if unknown or not names:
+        what = f"unknown modality {unknown[0]!r}" if unknown else "no modality given"
+        raise DataError(f"--modalities: {what} (choose from {', '.join(MODALITIES)}, comma-separated)")
+    return tuple(m for m in MODALITIES if m in names)
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,7 @@ class GenerateSpec:
     drift: Drift = "none"
     intensity: float = 1.0
     start_id: int = 0
+    modalities: tuple[str, ...] = MODALITIES
 
     def __post_init__(self) -> None:
         if self.entities < 1:
@@ -67,6 +95,8 @@ class GenerateSpec:
             raise DataError(f"--drift must be none, covariate, prior or concept, got {self.drift!r}")
         if not 0.0 <= self.intensity <= 5.0:
             raise DataError(f"--intensity must be between 0 and 5, got {self.intensity}")
+        if parse_modalities(",".join(self.modalities)) != tuple(self.modalities):
+            raise DataError(f"--modalities must be distinct, in the order {', '.join(MODALITIES)}; got {self.modalities}")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -136,7 +166,11 @@ def _machines(rng: np.random.Generator, spec: GenerateSpec) -> tuple[pd.DataFram
     return latent, failed
 
 
-def _write_tables(out: Path, latent: pd.DataFrame, failed: np.ndarray) -> None:
+def _write_labels(out: Path, latent: pd.DataFrame, failed: np.ndarray) -> None:
+    pd.DataFrame({"machine_id": latent["machine_id"], "failed": failed}).to_csv(out / "labels.csv", index=False)
+
+
+def _write_tables(out: Path, latent: pd.DataFrame) -> None:
     machines = pd.DataFrame(
         {
             "machine_id": latent["machine_id"],
@@ -155,7 +189,6 @@ def _write_tables(out: Path, latent: pd.DataFrame, failed: np.ndarray) -> None:
         }
     )
     pq.write_table(pa.Table.from_pandas(specs, preserve_index=False), out / "specs.parquet")
-    pd.DataFrame({"machine_id": latent["machine_id"], "failed": failed}).to_csv(out / "labels.csv", index=False)
 
 
 def _event(rng: np.random.Generator, machine_id: str, wear: float, hour: int) -> dict:
@@ -265,10 +298,37 @@ def _clear_generated(out: Path) -> None:
     for name in ("events", "notes", "images", "telemetry"):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
+    for name in ("machines.csv", "specs.parquet"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _writers(out: Path, seed: int) -> dict[str, Any]:
+    """Per modality: write its files for ``latent`` (each with its own seeded stream)."""
+    return {
+        "table": lambda latent: _write_tables(out, latent),
+        "events": lambda latent: _write_events(out, np.random.default_rng([seed, 1]), latent),
+        "text": lambda latent: _write_notes(out, np.random.default_rng([seed, 2]), latent),
+        "image": lambda latent: _write_images(out, np.random.default_rng([seed, 3]), latent),
+        "timeseries": lambda latent: _write_telemetry(out, np.random.default_rng([seed, 4]), latent),
+    }
+
+
+def _counts(out: Path, latent: pd.DataFrame, failed: np.ndarray, modalities: tuple[str, ...]) -> dict[str, int]:
+    counts = {"machines": len(latent), "failure_rate_pct": int(round(100 * failed.mean()))}
+    if "text" in modalities:
+        counts["notes"] = len(list((out / "notes").glob("*.txt")))
+    if "image" in modalities:
+        counts["images"] = len(list((out / "images").glob("*.png")))
+    if "timeseries" in modalities:
+        counts["telemetry_rows"] = len(latent) * TELEMETRY_HOURS
+    return counts
 
 
 def generate(out: str | Path, spec: GenerateSpec = GenerateSpec()) -> dict[str, int]:
-    """Write the sample dataset under ``out``; returns how many files/rows of each kind.
+    """Write the sample dataset's chosen modalities (and the labels) under ``out``; returns how many files/rows of each kind.
+
+    Each modality draws from its own seeded stream, so a modality's files are the same
+    whichever others are written.
 
     >>> import tempfile
     >>> counts = generate(tempfile.mkdtemp(), GenerateSpec(entities=5, seed=1))
@@ -283,18 +343,34 @@ def generate(out: str | Path, spec: GenerateSpec = GenerateSpec()) -> dict[str, 
     _clear_generated(out)
     rng = np.random.default_rng(spec.seed)
     latent, failed = _machines(rng, spec)
-    _write_tables(out, latent, failed)
-    _write_events(out, np.random.default_rng([spec.seed, 1]), latent)
-    _write_notes(out, np.random.default_rng([spec.seed, 2]), latent)
-    _write_images(out, np.random.default_rng([spec.seed, 3]), latent)
-    _write_telemetry(out, np.random.default_rng([spec.seed, 4]), latent)
-    return {
-        "machines": len(latent),
-        "failure_rate_pct": int(round(100 * failed.mean())),
-        "notes": len(list((out / "notes").glob("*.txt"))),
-        "images": len(list((out / "images").glob("*.png"))),
-        "telemetry_rows": len(latent) * TELEMETRY_HOURS,
-    }
+    _write_labels(out, latent, failed)
+    writers = _writers(out, spec.seed)
+    for modality in spec.modalities:
+        writers[modality](latent)
+    return _counts(out, latent, failed, spec.modalities)
 
 
-__all__ = ["GenerateSpec", "generate", "inspection_image", "telemetry_frame", "Drift"]
+def sample_config(base: dict[str, Any], root: str | Path, modalities: tuple[str, ...]) -> dict[str, Any]:
+    """A config document for data generated under ``root``: ``base``'s sources of the chosen modalities and the labels.
+
+    ``base`` is a raw config document (a YAML file's mapping); without ``data.sources``
+    the built-in sample sources are used.
+
+    >>> doc = sample_config({}, "/data", ("timeseries",))
+    >>> [s["name"] for s in doc["data"]["sources"]], doc["data"]["root"]
+    (['labels', 'telemetry'], '/data')
+    """
+    document = dict(base)
+    data = dict(document.get("data") or {})
+    if "sources" not in data:
+        bundled = yaml.safe_load(Path(__file__).parents[1].joinpath("default.yaml").read_text(encoding="utf-8"))
+        data["sources"] = bundled["data"]["sources"]
+    label = data.get("label", "failed")
+    formats = {f for m in modalities for f in MODALITY_FORMATS[m]}
+    data["sources"] = [s for s in data["sources"] if label in (s.get("columns") or {}) or s.get("format") in formats]
+    data["root"] = str(root)
+    document["data"] = data
+    return document
+
+
+__all__ = ["MODALITIES", "Drift", "GenerateSpec", "generate", "inspection_image", "parse_modalities", "sample_config", "telemetry_frame"]
