@@ -11,7 +11,13 @@ Ray namespace; a replica hands it frames of prediction records (``receive``).
 table's columns) plus :data:`META_COLUMNS`: ``request_id``, ``row`` (the instance's
 index in its request), ``entity`` (the key the client sent, or null),
 ``model_version``, ``prediction``, ``probabilities`` (per class; null for regression)
-and ``time`` (UTC). The monitor needs :data:`REQUIRED_META` of them.
+and ``time`` (UTC). The monitor needs :data:`REQUIRED_META` of them. While a shadow
+version is loaded beside production, each row also carries :data:`SHADOW_COLUMNS`:
+``shadow_version``, ``shadow_prediction`` and ``shadow_probabilities`` (the candidate's
+outputs on the same features; production's answer is the one returned). Logs written
+before shadows existed, or batches the shadow was dropped from, lack them or hold nulls:
+:func:`with_shadow_columns` gives any frame the full set, and :func:`read_partitioned`
+unifies the files' schemas, so old and new files read together.
 
 **The feedback log**: ``request_id``, ``row``, ``label`` and ``time``; labels join
 predictions on :func:`record_keys` (``request_id:row``).
@@ -49,6 +55,7 @@ PREDICTIONS_DIR = "predictions"
 FEEDBACK_DIR = "feedback"
 META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "probabilities", "time")
 REQUIRED_META = ("request_id", "row", "model_version", "prediction", "time")
+SHADOW_COLUMNS = ("shadow_version", "shadow_prediction", "shadow_probabilities")
 FEEDBACK_COLUMNS = ("request_id", "row", "label", "time")
 RECENT_PARTITIONS = 2
 
@@ -61,6 +68,16 @@ def partition_of(stamp: pd.Timestamp) -> str:
 def record_keys(frame: pd.DataFrame) -> pd.Series:
     """``request_id:row`` of each prediction or feedback record (how labels find their prediction)."""
     return frame["request_id"].astype(str) + ":" + frame["row"].astype(str)
+
+
+def with_shadow_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every :data:`SHADOW_COLUMNS` column (null where a record has no shadow output).
+
+    >>> list(with_shadow_columns(pd.DataFrame({"prediction": [1]})).columns)
+    ['prediction', 'shadow_version', 'shadow_prediction', 'shadow_probabilities']
+    """
+    missing = [c for c in SHADOW_COLUMNS if c not in frame.columns]
+    return frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in missing}) if missing else frame
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -115,9 +132,24 @@ def read_partitioned(storage: Storage, folder: str, since: str | None = None) ->
     partitioning = pads.partitioning(pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive")
     dataset = pads.dataset(storage.path(folder), filesystem=storage.fs, format="parquet",
                            partitioning=partitioning, exclude_invalid_files=True)
+    dataset = _unified(dataset, partitioning, storage.path(folder))
     table = dataset.to_table(filter=_from_hour(since)) if since is not None else dataset.to_table()
     frame = table.to_pandas()
     return frame.drop(columns=[c for c in ("date", "hour") if c in frame.columns])
+
+
+def _unified(dataset: Any, partitioning: Any, base: str) -> Any:
+    """``dataset`` over the union of its files' columns (a file without the shadow columns, or
+    with all-null ones, reads beside one that has them), when the files' schemas differ."""
+    import pyarrow.dataset as pads
+
+    fragments = list(dataset.get_fragments())
+    schemas = {fragment.physical_schema for fragment in fragments}
+    if len(schemas) < 2:
+        return dataset
+    schema = pa.unify_schemas([*schemas, dataset.schema], promote_options="permissive")
+    return pads.dataset([f.path for f in fragments], schema=schema, filesystem=dataset.filesystem, format="parquet",
+                        partitioning=partitioning, partition_base_dir=base)
 
 
 def _from_hour(since: str) -> Any:
@@ -161,5 +193,5 @@ def read_files(storage: Storage, infos: list[pafs.FileInfo]) -> pd.DataFrame:
 
 
 __all__ = ["MONITOR_ACTOR", "PREDICTIONS_DIR", "FEEDBACK_DIR", "META_COLUMNS", "REQUIRED_META", "FEEDBACK_COLUMNS",
-           "partition_of", "record_keys", "parquet_bytes", "PartitionedWriter", "read_log", "read_partitioned",
+           "SHADOW_COLUMNS", "with_shadow_columns", "partition_of", "record_keys", "parquet_bytes", "PartitionedWriter", "read_log", "read_partitioned",
            "recent_files", "read_files"]

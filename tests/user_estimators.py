@@ -41,3 +41,29 @@ class SoftCentroidClassifier(ClassifierMixin, BaseEstimator):
 
 class NotAnEstimator:
     """Has no fit: naming it as a family's estimator is a clear error."""
+
+
+class FailsOnRows(ClassifierMixin, BaseEstimator):
+    """A logistic regression that raises whenever it is asked about exactly ``fail_rows`` rows.
+
+    It passes a version's warm-up (64 rows), so it loads, and fails on chosen requests: a
+    shadow version that raises on a batch.
+    """
+
+    def __init__(self, fail_rows: int = 3):
+        self.fail_rows = fail_rows
+
+    def fit(self, X, y):
+        from sklearn.linear_model import LogisticRegression
+
+        self.model_ = LogisticRegression(max_iter=500).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        if X.shape[0] == self.fail_rows:
+            raise RuntimeError(f"refusing {self.fail_rows} rows")
+        return self.model_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]

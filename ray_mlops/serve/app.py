@@ -12,6 +12,9 @@ Inside a replica:
   event loop, then swaps one reference: a batch uses the version it started with, and
   every response names it. A version that fails leaves the old one serving; the error
   shows in ``/health`` and the replica log;
+- ``reconfigure({"version": "v7", "shadow": "v8"})`` also loads ``v8`` as a shadow: it
+  predicts on every logged batch beside production, only logged
+  (:mod:`ray_mlops.serve.shadow`);
 - every prediction goes to the bounded prediction log (:mod:`ray_mlops.serve.predlog`).
 
 No ``from __future__ import annotations`` here: FastAPI reads the route annotations,
@@ -44,6 +47,7 @@ from ray_mlops.registry import Registry
 from ray_mlops.serve import predlog
 from ray_mlops.serve.ids import RequestIds, token_matches
 from ray_mlops.serve.model import ServedModel, load_version
+from ray_mlops.serve.shadow import ShadowSlot
 from ray_mlops.serve.schemas import (
     ErrorResponse,
     FeedbackResponse,
@@ -85,6 +89,8 @@ def metrics() -> dict[str, Any]:
                            boundaries=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], tag_keys=("version",)),
         "version": Gauge("ray_mlops_serving_version", "1 for the version this replica serves", tag_keys=("version",)),
         "swap_failures": Counter("ray_mlops_swap_failures", "versions that failed to load", tag_keys=("version",)),
+        "shadow_failures": Counter("ray_mlops_shadow_failures", "batches a shadow version was dropped from",
+                                   tag_keys=("version",)),
         "log": Counter("ray_mlops_prediction_log_records", "prediction log records by outcome", tag_keys=("outcome",)),
         "log_buffered": Gauge("ray_mlops_prediction_log_buffered", "prediction log records waiting to flush"),
     }
@@ -296,6 +302,8 @@ class ModelServer:
         self.writer_id = f"{self.replica}-{uuid.uuid4().hex[:8]}"
         self.serving: Optional[ServedModel] = None
         self.swap_error: Optional[dict] = None
+        self.shadow = ShadowSlot(functools.partial(load_version, self.registry, schema=self.schema),
+                                 lambda version: metrics()["shadow_failures"].inc(1, {"version": version}))
         self._compute_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._feedback = predlog.PartitionedWriter(self.storage, predlog.FEEDBACK_DIR, self.writer_id)
         self.log = self._prediction_log()
@@ -311,7 +319,7 @@ class ModelServer:
                                      interval_s=cfg.log_flush_interval_s, on_event=self._log_event)
 
     def _check_meta_names(self) -> None:
-        clash = sorted(set(predlog.META_COLUMNS) & set(self.schema.features))
+        clash = sorted(set(predlog.META_COLUMNS + predlog.SHADOW_COLUMNS) & set(self.schema.features))
         if clash:
             raise ServingError(f"features {clash} collide with prediction log columns")
 
@@ -323,11 +331,16 @@ class ModelServer:
     # -- model versions -------------------------------------------------------------
     async def reconfigure(self, user_config: dict) -> None:
         """Serve calls this with ``user_config`` at start and on every change."""
-        ref = str((user_config or {}).get("version", "production"))
+        user_config = user_config or {}
+        await self._serve_version(str(user_config.get("version", "production")))
+        shadow = user_config.get("shadow")
+        await self.shadow.follow(None if shadow is None else str(shadow))
+
+    async def _serve_version(self, ref: str) -> None:
         if self.serving is not None and ref == self.serving.version:
             return
         try:
-            loaded = await asyncio.to_thread(load_version, self.registry, ref, self.schema)
+            loaded = self.shadow.take(ref) or await asyncio.to_thread(load_version, self.registry, ref, self.schema)
         except ServingError as exc:
             self._swap_failed(ref, exc)
             if self.serving is None:
@@ -418,6 +431,7 @@ class ModelServer:
         if not scored or not self.config.serve.prediction_log:
             return outcomes, None, sum(len(f) for _, f in scored)
         frame = self._log_frame(scored, [by_job[id(job)] for job, _ in scored], serving.version)
+        self.shadow.annotate(frame, list(self.schema.features))
         return outcomes, frame, len(frame)
 
     @staticmethod
@@ -482,10 +496,10 @@ class ModelServer:
             raise _http(422, f"labels[{bad}]: {labels[bad]!r} is not one of the model's classes {serving.classes[:20]}")
 
     def health(self) -> dict:
-        return {"status": "degraded" if self.swap_error else "ok",
+        return {"status": "degraded" if self.swap_error or self.shadow.error else "ok",
                 "model_version": self.serving.version if self.serving else "",
                 "replica": self.replica, "last_swap_error": self.swap_error,
-                "prediction_log": self.log.stats()}
+                "prediction_log": self.log.stats(), "shadow": self.shadow.health()}
 
     def model_info(self) -> dict:
         if self.serving is None:

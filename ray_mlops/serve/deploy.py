@@ -7,6 +7,8 @@ The application is always deployed from a standard Serve config (the document
 its import path and runtime environment, :func:`swap` changes only ``user_config``:
 running replicas are reconfigured in place (load, verify, warm up, switch), nothing is
 restarted. Other declaratively deployed applications are carried over unchanged.
+:func:`set_shadow` loads (or removes) a shadow version beside production the same way
+(``user_config: {"version": "v3", "shadow": "v4"}``); a swap of production removes it.
 
 The caller connects to Ray first (``ray_mlops.runtime.connect``).
 """
@@ -195,11 +197,47 @@ def swap(config: Config, version: str, *, timeout_s: float = 120.0) -> str:
     return concrete
 
 
-def _with_version(app: dict, version: str) -> dict:
+def _with_version(app: dict, version: str, shadow: str | None = None) -> dict:
+    user_config = {"version": version} if shadow is None else {"version": version, "shadow": shadow}
     updated = dict(app)
-    updated["deployments"] = [{**d, "user_config": {"version": version}} if d.get("name") == DEPLOYMENT else d
+    updated["deployments"] = [{**d, "user_config": user_config} if d.get("name") == DEPLOYMENT else d
                               for d in app["deployments"]]
     return updated
+
+
+def set_shadow(config: Config, version: str | None, *, timeout_s: float = 120.0) -> str | None:
+    """Load ``version`` as the shadow beside production in every replica (None: remove the shadow).
+
+    Returns the concrete shadow version. When it fails to load, production keeps serving
+    alone, ``/health`` says so, and a :class:`ServingError` carries the replicas' message.
+    """
+    config = absolute_storage(config)
+    name = config.serve.app_name
+    running = _running_app_config(name)
+    if running is None:
+        raise ServingError(f"application {name} is not deployed: run `ray-mlops serve` first")
+    concrete = None if version is None else resolve_version(config, version)
+    production = running["deployments"][0].get("user_config", {}).get("version")
+    _apply(_with_version(running, production, concrete))
+    failure = _wait_shadowed(name, concrete, timeout_s)
+    if failure is not None:
+        raise ServingError(f"shadow {concrete} failed to load; production {production} serves alone: {failure}")
+    return concrete
+
+
+def _wait_shadowed(name: str, version: str | None, timeout_s: float) -> str | None:
+    """Poll replicas until they all report ``version`` as their shadow (None) or one reports its failure."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = [h.get("shadow") or {} for h in _served_versions(name, probes=3 * max(1, _running_replicas(name)) + 2)]
+        failures = [s["error"]["error"] for s in seen if s.get("error") and s["error"].get("version") == version]
+        if failures:
+            return failures[0]
+        if all(s.get("version") == version for s in seen):
+            return None
+        if time.monotonic() > deadline:
+            raise ServingError(f"replicas of {name} did not load shadow {version} within {timeout_s:.0f}s")
+        time.sleep(0.3)
 
 
 def _wait_swapped(name: str, version: str, timeout_s: float) -> str | None:
@@ -233,6 +271,7 @@ def status(config: Config) -> dict[str, Any]:
     deployment = details.get("deployments", {}).get(DEPLOYMENT, {})
     user_config = (details.get("deployed_app_config") or {}).get("deployments", [{}])[0].get("user_config") or {}
     return {"app": config.serve.app_name, "status": _plain(details.get("status")), "version": user_config.get("version"),
+            "shadow": user_config.get("shadow"),
             "replicas": _running_replicas(config.serve.app_name),
             "deployment_status": _plain(deployment.get("status")), "url": _url(config)}
 
@@ -259,6 +298,7 @@ def shutdown(config: Config, *, timeout_s: float = 60.0) -> dict[str, bool]:
 __all__ = [
     "deploy",
     "swap",
+    "set_shadow",
     "shutdown",
     "status",
     "serve_config",

@@ -37,6 +37,7 @@ from ray_mlops.contracts import (
     META_COLUMNS,
     MONITOR_ACTOR,
     PREDICTIONS_DIR,
+    SHADOW_COLUMNS,
     PartitionedWriter,
     partition_of,
     read_log,
@@ -185,4 +186,5 @@ __all__ = [
     "FEEDBACK_DIR",
     "MONITOR_ACTOR",
     "META_COLUMNS",
+    "SHADOW_COLUMNS",
 ]

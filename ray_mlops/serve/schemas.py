@@ -104,6 +104,7 @@ class HealthResponse(BaseModel):
     replica: str
     last_swap_error: Optional[dict[str, Any]] = None
     prediction_log: dict[str, int]
+    shadow: Optional[dict[str, Any]] = None
 
 
 class ErrorResponse(BaseModel):
