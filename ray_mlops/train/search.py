@@ -533,36 +533,52 @@ def run_search(
     after the search when no trial produced metrics.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    check_table(frame, schema)
-    check_train_config(train_config, schema.task, schema)
-    _check_metric(train_config.metric, _check_label(frame, schema))
-    train, valid = _split(frame, schema, train_config.validation_fraction)
-    name = name or f"search-{data_digest(frame, schema, train_config)[:16]}"
-    storage_path, path, fs = _experiment(storage, name)
-    restorable = _can_restore(path, fs)
-    if restorable and not resume:
-        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        storage_path, path, fs = _experiment(storage, name)
-        restorable = False
+    train, valid = _checked_split(frame, schema, train_config)
+    name, (storage_path, path, fs), restorable = _experiment_to_run(
+        storage, name or f"search-{data_digest(frame, schema, train_config)[:16]}", resume)
     data = TrialData(train=train, valid=valid, schema=schema, seed=train_config.seed, config=train_config)
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, data=data), {"cpu": train_config.cpus_per_trial}
-    )
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, data=data), {"cpu": train_config.cpus_per_trial})
     iterative = iterative_families(train_config, schema)
     try:
-        if restorable:
-            log.info("resuming Tune search %s", path)
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
-        else:
-            tuner = _tuner(trainable, train_config, iterative, storage_path, fs, name, callbacks)
-        started = time.perf_counter()
-        grid = tuner.fit()
-        tune_seconds = time.perf_counter() - started
+        tuner = (_restored(path, trainable, fs) if restorable
+                 else _tuner(trainable, train_config, iterative, storage_path, fs, name, callbacks))
+        grid, tune_seconds = _fit(tuner)
     except (tune.TuneError, OSError, ValueError, RuntimeError) as exc:
         raise TrainError(f"Tune search {name!r} failed: {exc}") from exc
     result = _result(grid, schema, train_config, train, valid, name, path)
     result.extra["tune_seconds"] = tune_seconds
     return result
+
+
+def _restored(path: str, trainable: Any, fs: Any) -> tune.Tuner:
+    log.info("resuming Tune search %s", path)
+    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
+
+
+def _fit(tuner: tune.Tuner) -> tuple[Any, float]:
+    """The ResultGrid of ``tuner.fit()`` and the seconds it took."""
+    started = time.perf_counter()
+    grid = tuner.fit()
+    return grid, time.perf_counter() - started
+
+
+def _checked_split(frame: pd.DataFrame, schema: FeatureSchema, train_config: TrainConfig) -> tuple:
+    """The (train, validation) split, after checking the table and the config against each other."""
+    check_table(frame, schema)
+    check_train_config(train_config, schema.task, schema)
+    _check_metric(train_config.metric, _check_label(frame, schema))
+    return _split(frame, schema, train_config.validation_fraction)
+
+
+def _experiment_to_run(storage: Storage, name: str, resume: bool) -> tuple[str, tuple, bool]:
+    """``(name, (storage_path, path, fs), restorable)``: a finished or interrupted search of
+    ``name`` is resumed, unless ``resume`` is False, when a new one with a time suffix starts."""
+    location = _experiment(storage, name)
+    restorable = _can_restore(location[1], location[2])
+    if restorable and not resume:
+        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return name, _experiment(storage, name), False
+    return name, location, restorable
 
 
 def _result(
