@@ -311,6 +311,7 @@ def test_the_callable_class_on_a_pandas_batch_of_bytes(tiny_model):
     assert np.array_equal(out.filter(like="embed_").to_numpy(np.float64), embedder.embed(images))
 
 
+@pytest.mark.slow  # a Ray Data actor pool (~11 s)
 def test_embed_dataset_on_a_ray_data_actor_pool(ray_session, tiny_model):
     """Rows of key + image bytes → rows of key + embedding, the same numbers as online
     (both decode with the source's decoder; num_gpus on a cluster without GPUs runs on CPUs)."""

@@ -18,6 +18,8 @@ from test_image_features import _tiny_onnx
 from ray_mlops.config import load_config
 from ray_mlops.data.sources import sources_of
 
+pytestmark = pytest.mark.slow  # every image representation through a real ingest; test_image_features covers them without Ray
+
 N = 60
 
 

@@ -26,6 +26,7 @@ def _status(ray, actor):
     return ray.get(actor.status.remote(), timeout=30)
 
 
+@pytest.mark.slow  # kills and restarts the actor (~15 s)
 def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session, monitored, monitor_actor):
     from ray_mlops.contracts import PREDICTIONS_DIR, PartitionedWriter
 
@@ -73,6 +74,7 @@ def test_bad_schema_records_to_the_actor_are_an_event(ray_session, monitored, mo
     assert ray.get(actor.ping.remote()) == "ok"
 
 
+@pytest.mark.slow  # its own Serve app and monitor (~11 s)
 def test_a_worse_promoted_version_is_rolled_back_and_served_back_by_the_actor(ray_session, monitored, tmp_path):
     """Probation on the real actor: the injected swap is called with the previous version."""
     from ray_mlops.monitor.actor import start_monitor, stop_monitor
@@ -127,6 +129,7 @@ def test_failed_retraining_leaves_production_untouched(monitored, tmp_path):
     assert event["retrain"] == "r1" and event["stage"] == "ingest"
 
 
+@pytest.mark.slow  # a real re-ingest before the failure (~9 s)
 def test_failing_trainer_is_recorded_and_production_untouched(ray_session, sample_ingest, monitored, tmp_path):
     """An injected trainer that fails after a real re-ingest: recorded at the search stage."""
     from ray_mlops.monitor.retrain import retrain

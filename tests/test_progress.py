@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ray_mlops.progress import hide_progress, report, show_progress
@@ -51,6 +52,7 @@ def test_search_progress_counts_trials_and_keeps_the_best():
     assert last.endswith("search: 1/3 trials done, 0 running, 1 failed; best roc_auc 0.9000"), last
 
 
+@pytest.mark.slow  # a CLI subprocess with its own Ray (~18 s)
 def test_cli_ingest_prints_progress_per_source_without_a_tty(tmp_path):
     """Needs the Ray lock: the subprocess starts an embedded Ray."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -193,6 +193,7 @@ def test_prediction_log_holds_exactly_the_requests_sent(app, records, served_mod
     assert joined["label"].notna().all()
 
 
+@pytest.mark.slow  # deploys its own app (~11 s)
 def test_bearer_token_guards_predict_and_feedback(served_model, records, serve_instance):  # noqa: F811
     from ray import serve
 

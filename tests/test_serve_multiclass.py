@@ -26,7 +26,7 @@ from ray_mlops.config import Config, config_from_dict
 from ray_mlops.serve import deploy as serving
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_log
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # two more Serve apps and monitors (~35 s); multi-class is covered without Ray by test_multiclass/test_output_drift
 
 VALIDATION_FRACTION = 0.4  # enough unseen rows (>= 30) for the monitor's output reference
 MONITOR = {"window_size": 100, "min_window": 50, "min_labels": 30, "alpha": 0.05, "probation_windows": 2}

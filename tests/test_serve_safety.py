@@ -22,6 +22,8 @@ from serve_fixtures import raw_instances, serve_config_for
 from ray_mlops import loop
 from ray_mlops.serve import deploy as serving
 
+pytestmark = pytest.mark.slow  # own apps and a storage outage (~30 s); test_serve_api keeps the Serve smoke in the fast lane
+
 
 @pytest.fixture(scope="module")
 def records(served_model):  # noqa: F811

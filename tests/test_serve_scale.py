@@ -4,10 +4,14 @@ A replica lost under load (with the node it ran on) is tested in test_faults.py.
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import wait_for
 from serve_fixtures import Load, raw_instances, running_replicas, serve_config_for
 
 from ray_mlops.serve import deploy as serving
+
+pytestmark = pytest.mark.slow  # a second replica under load and back: ~30 s; test_serve_api keeps the Serve smoke in the fast lane
 
 CLIENTS = 8
 

@@ -136,6 +136,7 @@ def test_a_text_model_round_trips_through_the_registry_with_sklearn_types_only(s
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a Tune search on text (~12 s)
 @pytest.mark.timeout(300)
 def test_a_tune_search_over_text_families_and_a_user_estimator(ray_session, tmp_path, monkeypatch):
     # Ray ships the driver's working directory (the repo root) to its workers' sys.path, as it

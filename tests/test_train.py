@@ -204,6 +204,7 @@ def _runs(marker_dir: Path) -> dict[str, int]:
     return {p.name.removesuffix(".runs"): len(p.read_text()) for p in marker_dir.glob("*.runs")}
 
 
+@pytest.mark.slow  # a second Tune search (~7 s)
 @pytest.mark.timeout(120)
 def test_a_failed_trial_is_retried(ray_session, tmp_path):
     frame, schema = make_table()
@@ -217,6 +218,7 @@ def test_a_failed_trial_is_retried(ray_session, tmp_path):
     assert retried and retried == set(result.trials.loc[result.trials["family"] == "random_forest", "trial_id"])
 
 
+@pytest.mark.slow  # two Tune searches (~10 s)
 @pytest.mark.timeout(120)
 def test_an_interrupted_search_resumes_where_it_stopped(ray_session, tmp_path):
     frame, schema = make_table()
@@ -238,6 +240,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(ray_session, tmp_path):
     assert {t for t in after if after[t] != before[t]} == failed  # finished trials did not run again
 
 
+@pytest.mark.slow  # a Tune search per metric (~14 s)
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("metric, mode", [("roc_auc", "max"), ("log_loss", "min")])
 def test_a_multiclass_search_with_string_labels_picks_and_refits_the_best(ray_session, tmp_path, metric, mode):
