@@ -319,9 +319,21 @@ class Config(_Strict):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    def without_secrets(self) -> "Config":
+        """This config without the bearer token: what may leave the driver process.
+
+        Serve replicas get the token's sha256 besides it (``serve/deploy.py``); the monitor
+        and the retraining get nothing of it, as they never check a request.
+        """
+        return self.model_copy(update={"serve": self.serve.model_copy(update={"token": None})})
+
     def digest(self) -> str:
-        """A stable sha256 of the configuration (recorded as lineage with every model)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A stable sha256 of the configuration, the token left out (recorded as lineage with every model).
+
+        So a version trained by the driver and one retrained by the monitor (which never
+        gets the token) record the same hash for the same configuration.
+        """
+        canonical = json.dumps(self.without_secrets().model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def resolve_source_path(self, source: SourceSettings) -> str:

@@ -10,6 +10,10 @@ Off unless ``tracking.mlflow_uri`` is set; the client comes from the optional ex
   ``<model_name>``, tagged with our version name, its sha256, the gate decision and its
   lineage (:func:`log_registration`), its run holding our ``metadata.json``.
 
+Batch training (``ray-mlops train``) and the monitor's retraining log alike: a retraining's
+trials go to the experiment ``<project>/retrain-<id>``, and its version also carries the
+``ray_mlops.retrain`` / ``ray_mlops.drift_onset`` / ``ray_mlops.trigger_window`` tags.
+
 MLflow being down or refusing never breaks training or registration: each failed call is
 a warning in the log and one more ``ray_mlops_tracking_failures`` (by ``operation``), and
 the work goes on. Logging is idempotent (a trial or version already logged is skipped),
@@ -37,6 +41,7 @@ FAILURES_METRIC = "ray_mlops_tracking_failures"  # a counter, tagged operation
 TRIAL_TAG = "ray_mlops.trial_id"
 VERSION_TAG = "ray_mlops.version"
 FAMILY_TAG = "family"
+RETRAIN_LINEAGE = ("retrain", "drift_onset", "trigger_window")  # recorded in ``extra`` by a retraining
 # Tune's bookkeeping in a trial result: not model metrics.
 _NOT_METRICS = {"timestamp", "pid", "time_this_iter_s", "time_total_s", "time_since_restore",
                 "iterations_since_restore", "done", "date", "hostname", "node_ip", "checkpoint_dir_name"}
@@ -245,8 +250,10 @@ def log_registration(config: Config, metadata: dict[str, Any], *, promoted: bool
     found = tracker(config)
     if found is None:
         return None
+    extra = metadata.get("extra") or {}
     lineage = {key: metadata.get(key) for key in ("parent", "data_fingerprint", "config_hash", "created")
                if metadata.get(key) is not None}
+    lineage |= {key: extra[key] for key in RETRAIN_LINEAGE if extra.get(key) is not None}  # a monitor's retraining
     record = VersionRecord(
         experiment=f"{config.project}/{search_name}", model_name=config.model_name, version=str(metadata["version"]),
         sha256=str((metadata.get("artifact") or {}).get("sha256", "")), params=dict(metadata.get("params") or {}),

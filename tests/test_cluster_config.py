@@ -81,7 +81,9 @@ def _invocations(text: str) -> list[list[str]]:
 def test_the_documented_path_is_in_the_file(cluster_text):
     commands = {_command_path(args)[0] for args in _invocations(cluster_text)}
     assert {"train", "serve", "monitor"} <= commands
-    assert "ray up cluster.yaml" in cluster_text and "ray job submit -- ray-mlops" in cluster_text
+    assert "ray up cluster.yaml" in cluster_text
+    assert "ray job submit --working-dir . -- ray-mlops" in cluster_text  # as the README and test_job_submit run it
+    assert "ray job submit -- " not in cluster_text  # without --working-dir the job would not see the config file
 
 
 def _command_path(args: list[str]) -> tuple[str, list[str], list[str]]:

@@ -139,3 +139,32 @@ def test_mlflow_down_is_a_counted_warning_and_nothing_breaks(ray_session, tmp_pa
     assert callback.tracker.failures == 2  # one per trial
     warnings = [r for r in caplog.records if "MLflow tracking" in r.getMessage()]
     assert len(warnings) == 3 and all(down in r.getMessage() for r in warnings)
+
+
+def test_a_monitor_retraining_is_logged_like_batch_training(sample_ingest, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ray_mlops.monitor.retrain import retrain
+    from ray_mlops.registry import Registry
+    from ray_mlops.storage import Storage
+    from ray_mlops.tracking import TRIAL_TAG, VERSION_TAG
+
+    base, _, _ = sample_ingest
+    config = _with_tracking(base, mlflow_server, storage=str(tmp_path / "store"), train=tiny_config(num_samples=2),
+                            model_name="retrained")  # the server is shared with the test above: its own model
+    storage = Storage(config.storage)
+    outcome = retrain(config, storage, {"id": "r1", "onset": None, "trigger_window": 4})
+    assert outcome["status"] in ("promoted", "rejected"), outcome
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(f"{config.project}/retrain-r1")
+    assert experiment is not None, [e.name for e in client.search_experiments()]
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` != ''")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    (version,) = client.search_model_versions(f"name = '{config.model_name}'")
+    metadata = Registry(storage, config.model_name).metadata(outcome["version"])
+    assert version.tags[VERSION_TAG] == outcome["version"]
+    assert version.tags["ray_mlops.sha256"] == metadata["artifact"]["sha256"]
+    assert version.tags["ray_mlops.gate"] == outcome["status"]
+    assert version.tags["ray_mlops.retrain"] == "r1" and version.tags["ray_mlops.trigger_window"] == "4"
+    assert version.tags["ray_mlops.data_fingerprint"] == outcome["fingerprint"]

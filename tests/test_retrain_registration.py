@@ -7,10 +7,14 @@ metadata (the split recorded at registration), never from today's ``train`` conf
 # ruff: noqa: F811  (pytest fixtures imported from monitor_fixtures are requested as arguments)
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 
 from monitor_fixtures import fresh_storage
 from serve_fixtures import fit_small_pipeline
+
+from ray_mlops.progress import hide_progress, show_progress
 
 LINEAGE = {"retrain", "drift_onset", "trigger_window"}
 
@@ -42,8 +46,18 @@ def test_a_retrained_version_has_the_lineage_of_a_trained_one(ray_session, sampl
     config, storage, registry = fresh_storage(monitored, tmp_path)
     config = config.model_copy(update={"data": sample_ingest[0].data})
     calls: list = []
-    outcome = retrain(config, storage, {"id": "r1", "onset": None}, search=_quick_search(calls))
+    stream = io.StringIO()
+    handler = show_progress(stream)
+    try:
+        outcome = retrain(config, storage, {"id": "r1", "onset": None}, search=_quick_search(calls))
+    finally:
+        hide_progress(handler)
     assert outcome["status"] in ("promoted", "rejected"), outcome
+    ours = [line.split("progress: ", 1)[1] for line in stream.getvalue().splitlines() if "retrain r1: " in line]
+    done = [line.split(": ")[1].split(" done")[0] for line in ours if " done in " in line]
+    assert done == ["ingest", "read", "prediction log", "search", "register", "gate"] + (
+        ["swap"] if outcome["status"] == "promoted" else []), ours
+    assert ours[-1].startswith(f"retrain r1: {outcome['status']} {outcome['version']} in "), ours
     retrained = registry.metadata(outcome["version"])
     trained = registry.metadata(register_search(config, storage, calls[0], latest_ingest(storage)))
 

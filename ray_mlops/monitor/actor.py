@@ -44,6 +44,7 @@ from ray_mlops.monitor.probation import roll_back
 from ray_mlops.monitor.retrain import retrain
 from ray_mlops.monitor.state import MonitorStatus
 from ray_mlops.monitor.store import MonitorStore
+from ray_mlops.progress import show_progress
 from ray_mlops.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,15 @@ def export_metrics(kind: str, payload: dict) -> None:
         m["reference"].set(1, {"version": payload["version"]})
 
 
+def actor_config(config: Config) -> dict[str, Any]:
+    """What the monitor and the retraining actors are given of ``config``: all of it but the bearer token.
+
+    They never check a request, and their hot swap only changes the running application's
+    ``user_config`` (its token digest stays as deployed), so the token stays with the driver.
+    """
+    return config.without_secrets().model_dump(mode="json")
+
+
 # -- retraining as separate Ray work ------------------------------------------------------
 @ray.remote(num_cpus=0, max_restarts=0)
 class Retrainer:
@@ -115,6 +125,7 @@ class Retrainer:
 
     def __init__(self, config: dict, swap: Callable | str | None = None, search: Callable | str | None = None):
         self.config = config_from_dict(config, origin="retrainer args")
+        show_progress()  # the stages' progress lines, on this worker's stderr (the driver's, with log_to_driver)
         self.storage = Storage(self.config.storage)
         self.store = MonitorStore(self.storage)
         self.swap = resolve_callable(swap)
@@ -154,7 +165,7 @@ class RayLauncher:
             if not create:
                 return None
         return Retrainer.options(name=RETRAINER_ACTOR, namespace=self.config.ray.namespace, lifetime="detached",
-                                 get_if_exists=True).remote(self.config.model_dump(mode="json"), self.swap, self.search)
+                                 get_if_exists=True).remote(actor_config(self.config), self.swap, self.search)
 
     def launch(self, job: dict) -> None:
         if self.store.retrain_status(job["id"]) is not None:
@@ -259,7 +270,7 @@ def start_monitor(config: Config, *, swap: Callable | str | None = None, search:
                   timeout_s: float = 60.0) -> Any:
     """Start the monitor (or return the running one): idempotent. Connect to Ray first."""
     actor = MonitorActor.options(name=MONITOR_ACTOR, namespace=config.ray.namespace, lifetime="detached",
-                                 get_if_exists=True).remote(config.model_dump(mode="json"), swap, search)
+                                 get_if_exists=True).remote(actor_config(config), swap, search)
     try:
         ray.get(actor.ping.remote(), timeout=timeout_s)
     except (ray.exceptions.RayError, TimeoutError) as exc:
@@ -295,5 +306,5 @@ def stop_monitor(config: Config) -> bool:
     return actor is not None
 
 
-__all__ = ["MonitorActor", "Retrainer", "start_monitor", "get_monitor", "stop_monitor", "export_metrics",
+__all__ = ["MonitorActor", "Retrainer", "actor_config", "start_monitor", "get_monitor", "stop_monitor", "export_metrics",
            "MONITOR_ACTOR", "RETRAINER_ACTOR", "resolve_callable"]

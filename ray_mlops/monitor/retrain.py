@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from ray_mlops import tracking
 from ray_mlops.config import Config
 from ray_mlops.data.ingest import ingest
 from ray_mlops.data.schema import FeatureSchema, cast_features, read_feature_table
@@ -41,6 +41,7 @@ from ray_mlops.errors import RayMlopsError
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys
 from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.pipeline import register_search
+from ray_mlops.progress import report
 from ray_mlops.promotion import gate_and_promote
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
@@ -92,25 +93,35 @@ def split_recent(rows: pd.DataFrame, key: str, train_fraction: float) -> tuple[p
 
 
 # -- the stages ------------------------------------------------------------------------
-@contextmanager
-def _timed(name: str, seconds: dict[str, float]) -> Iterator[None]:
-    """Record how long the block took in ``seconds[name]``, even when it raises."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[name] = round(time.perf_counter() - started, 2)
+@dataclass
+class Stages:
+    """Runs one retraining's stages in turn: each timed, reported as progress, a failure named.
 
+    ``seconds`` holds each stage's time (also of one that failed). Progress lines go to
+    :mod:`ray_mlops.progress` (``retrain r1: search started``, ``… search done in 12.3 s``).
+    """
 
-def _stage(name: str, fn: Callable[[], Any], seconds: dict[str, float]) -> Any:
-    """Run one timed stage; a failure becomes :class:`RetrainFailed` naming it."""
-    with _timed(name, seconds):
+    job: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` as stage ``name``; any failure becomes :class:`RetrainFailed` naming it."""
+        report("retrain %s: %s started", self.job, name)
+        started = time.perf_counter()
         try:
-            return fn()
-        except RetrainFailed:
+            value = fn()
+        except RetrainFailed as exc:
+            self._ended(name, started, f"failed: {exc}")
             raise
         except Exception as exc:  # any failure of a stage is recorded with its name
+            self._ended(name, started, f"failed: {type(exc).__name__}: {exc}")
             raise RetrainFailed(name, f"{type(exc).__name__}: {exc}") from exc
+        self._ended(name, started, "done")
+        return value
+
+    def _ended(self, name: str, started: float, how: str) -> None:
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        report("retrain %s: %s %s in %.1f s", self.job, name, how[:300], self.seconds[name])
 
 
 def _training_frame(table: pd.DataFrame, extra: pd.DataFrame, holdout: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -141,46 +152,54 @@ def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = 
     outcome: dict[str, Any] = {"id": job["id"], "started": started, "production_before": registry.get_alias("production")}
     events.record_event("retrain_started", retrain=job["id"], onset=job.get("onset"),
                           trigger_window=job.get("trigger_window"), production=outcome["production_before"])
-    stage_seconds: dict[str, float] = {}
+    stages = Stages(job["id"])
     try:
-        outcome.update(_run(config, storage, job, registry, swap, search, stage_seconds))
+        outcome.update(_run(config, storage, job, registry, swap, search, stages))
     except RetrainFailed as exc:
         outcome.update(status="failed", stage=exc.stage, error=str(exc)[:1000])
-    outcome.update(finished=time.time(), seconds=round(time.time() - started, 1), stage_seconds=stage_seconds,
+    outcome.update(finished=time.time(), seconds=round(time.time() - started, 1), stage_seconds=stages.seconds,
                    production_after=registry.get_alias("production"))
+    report("retrain %s: %s%s in %.1f s; production %s", job["id"], outcome["status"],
+           f" {outcome['version']}" if outcome.get("version") else f" at {outcome.get('stage')}",
+           outcome["seconds"], outcome["production_after"])
     kind = "retrain_failed" if outcome["status"] == "failed" else "retrain_finished"
     events.record_event(kind, retrain=job["id"], **{k: v for k, v in outcome.items() if k not in ("id",)})
     return outcome
 
 
 def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: Swap | None,
-         search: Callable[..., SearchResult], seconds: dict[str, float]) -> dict[str, Any]:
-    ingested = _stage("ingest", lambda: ingest(config, storage), seconds)
+         search: Callable[..., SearchResult], stages: Stages) -> dict[str, Any]:
+    ingested = stages.run("ingest", lambda: ingest(config, storage))
     schema, key = ingested.schema, ingested.schema.entity_key
-    table = _stage("read", lambda: read_feature_table(storage, ingested), seconds)
-    recent = _stage("prediction log", lambda: labeled_predictions(storage, schema, job.get("onset")), seconds)
+    table = stages.run("read", lambda: read_feature_table(storage, ingested))
+    recent = stages.run("prediction log", lambda: labeled_predictions(storage, schema, job.get("onset")))
     extra, holdout = split_recent(recent, key, config.monitor.retrain.log_train_fraction)
     if len(holdout) < config.monitor.retrain.min_holdout_rows:
         extra, holdout = recent, None
     frame = _training_frame(table, extra, holdout if holdout is not None else extra.iloc[:0], key)
-    train_config = config.train
-    if config.monitor.retrain.num_samples:
-        train_config = train_config.model_copy(update={"num_samples": config.monitor.retrain.num_samples})
-    result = _stage("search", lambda: search(frame, schema, train_config, storage, name=f"retrain-{job['id']}"), seconds)
+    result = stages.run("search", lambda: search(frame, schema, _train_config(config), storage,
+                                                 name=f"retrain-{job['id']}", callbacks=tracking.tune_callbacks(config)))
     lineage = {"retrain": job["id"], "drift_onset": job.get("onset"), "trigger_window": job.get("trigger_window")}
-    version = _stage("register", lambda: register_search(config, storage, result, ingested, holdout=holdout,
-                                                         lineage=lineage), seconds)
+    version = stages.run("register", lambda: register_search(config, storage, result, ingested, holdout=holdout,
+                                                             lineage=lineage))
     gate_rows = holdout if holdout is not None else result.validation
-    decision = _stage("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate), seconds)
-    served = None
-    if decision.promoted:
-        with _timed("swap", seconds):  # _swap rolls production back and raises its own RetrainFailed
-            served = _swap(config, registry, version, swap)
+    decision = stages.run("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate))
+    tracking.log_registration(config, registry.metadata(version), promoted=decision.promoted,
+                              reason=decision.reason, search_name=result.name)
+    # _swap rolls production back and raises its own RetrainFailed
+    served = stages.run("swap", lambda: _swap(config, registry, version, swap)) if decision.promoted else None
     return {"status": "promoted" if decision.promoted else "rejected", "version": version,
             "family": result.family, "decision": _plain_decision(decision.to_dict()),
             "holdout_rows": len(gate_rows), "holdout": "post-drift prediction log" if holdout is not None else "search validation",
             "table_rows": len(table), "log_rows_added": len(extra), "train_rows": result.train_rows,
             "served": served, "fingerprint": ingested.fingerprint}
+
+
+def _train_config(config: Config) -> Any:
+    """The search's config: ``train``, with ``monitor.retrain.num_samples`` trials when set."""
+    if config.monitor.retrain.num_samples:
+        return config.train.model_copy(update={"num_samples": config.monitor.retrain.num_samples})
+    return config.train
 
 
 def _plain_decision(decision: dict) -> dict:
