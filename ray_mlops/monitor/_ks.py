@@ -27,7 +27,7 @@ import numpy as np
 from scipy import special, stats
 from scipy.stats import _stats_py  # scipy's own exact two-sample KS p-value
 
-__all__ = ["NumericComparison", "NumericReference", "ks_p_value"]
+__all__ = ["Located", "NumericComparison", "NumericReference", "ks_p_value"]
 
 #: ``scipy.stats.ks_2samp(method="auto")`` is exact when both sizes are at most this.
 MAX_EXACT_N = 10_000
@@ -67,8 +67,9 @@ def _reference_counts(reference: list[np.ndarray], padded: np.ndarray,
     offsets = (np.arange(padded.shape[0]) * padded.shape[1])[:, None]
     below = padded.ravel()[np.maximum(right - 1, 0) + offsets]
     tied = (below == window_sorted) & (right > 0)  # NaN window slots never compare equal
-    left = right.copy()
-    for f in np.flatnonzero(tied.any(axis=1)):
+    tied_rows = np.flatnonzero(tied.any(axis=1))
+    left = right.copy() if tied_rows.size else right  # no ties: the same counts
+    for f in tied_rows:
         cols = np.flatnonzero(tied[f])
         left[f, cols] = np.searchsorted(reference[f], window_sorted[f, cols], side="left")
     return right, left
@@ -82,8 +83,10 @@ def _d_statistics(right: np.ndarray, left: np.ndarray, window_sorted: np.ndarray
     valid = k[None, :] < n_win[:, None]
     n1 = n_ref[:, None].astype(float)
     n2 = np.maximum(n_win, 1)[:, None].astype(float)  # empty rows are masked out
-    diff = right / n1 - _window_right_counts(window_sorted) / n2
-    gap = left / n1 - k[None, :] / n2  # just below each window value
+    right_share = right / n1
+    left_share = right_share if left is right else left / n1
+    diff = right_share - _window_right_counts(window_sorted) / n2
+    gap = left_share - k[None, :] / n2  # just below each window value
     if valid.all():  # no missing values: nothing to mask
         max_s = np.maximum(diff.max(axis=1), gap.max(axis=1))
         min_s = np.clip(-diff.min(axis=1), 0, 1)
@@ -242,6 +245,23 @@ class NumericComparison:
         self.exact = np.ones(len(p_value), dtype=bool) if exact is None else exact
 
 
+class Located:
+    """A window's columns sorted and placed in a reference (see :meth:`NumericReference.locate`).
+
+    ``order`` (features × rows) sorts each window column (NaN last); ``sorted`` is the
+    sorted values, ``n_window`` the non-missing count per feature, and ``right`` /
+    ``left`` the number of reference values ``<=`` / ``<`` each sorted window value
+    (0 at NaN slots).
+    """
+
+    __slots__ = ("order", "sorted", "n_window", "right", "left")
+
+    def __init__(self, order: np.ndarray, values: np.ndarray, n_window: np.ndarray,
+                 right: np.ndarray, left: np.ndarray) -> None:
+        self.order, self.sorted, self.n_window = order, values, n_window
+        self.right, self.left = right, left
+
+
 class NumericReference:
     """Numeric reference columns, sorted once, compared against window after window.
 
@@ -262,33 +282,46 @@ class NumericReference:
             [np.zeros((len(filled), 1)), np.cumsum(filled, axis=1)], axis=1))
         self._steps: dict = {}  # ∫ Q_ref up to each j / n2, per window size (see _wasserstein)
 
-    def compare(self, window: np.ndarray, thresholds: np.ndarray | None = None) -> NumericComparison:
+    def locate(self, window: np.ndarray) -> Located:
+        """Sort each column of ``window`` (rows × features) and count the reference
+        values below each value: the one pass the KS test and the normal scores share."""
+        columns = np.ascontiguousarray(window.T)
+        order = np.argsort(columns, axis=1)  # NaN last
+        values = np.take_along_axis(columns, order, axis=1)
+        n_win = np.count_nonzero(~np.isnan(values), axis=1)
+        right, left = _reference_counts(self.sorted, self.padded, values, n_win)
+        return Located(order, values, n_win, right, left)
+
+    def compare(self, window: np.ndarray | Located,
+                thresholds: np.ndarray | None = None) -> NumericComparison:
         """KS (as ``scipy.stats.ks_2samp``) and Wasserstein of each column of ``window``.
 
-        ``window`` is rows × features and may hold NaN (dropped per feature); features
-        with no window values get NaN statistics. ``thresholds`` (one per feature: the
-        p-value at or below which it is rejected) lets large samples skip the exact
-        p-value away from the threshold (see the module docstring); without it every
-        p-value is scipy's.
+        ``window`` is rows × features (or its :meth:`locate` result) and may hold NaN
+        (dropped per feature); features with no window values get NaN statistics.
+        ``thresholds`` (one per feature: the p-value at or below which it is rejected)
+        lets large samples skip the exact p-value away from the threshold (see the
+        module docstring); without it every p-value is scipy's.
         """
-        window_sorted = np.ascontiguousarray(np.sort(window, axis=0).T)
-        n_win = np.count_nonzero(~np.isnan(window_sorted), axis=1)
-        right, left = _reference_counts(self.sorted, self.padded, window_sorted, n_win)
-        d_raw = _d_statistics(right, left, window_sorted, self.n, n_win)
-        stat = np.full(len(self.n), np.nan)
-        p = np.full(len(self.n), np.nan)
-        exact = np.ones(len(self.n), dtype=bool)
-        far = np.zeros(len(self.n), dtype=bool)
-        if thresholds is not None:
-            far = _banded(d_raw, self.n, n_win, thresholds, (n_win > 0) & _fast_rows(self.n, n_win))
-            stat[far], _ = _lattice_all(d_raw[far], self.n[far], n_win[far])
-            p[far] = np.clip(stephens_p(stat[far], self.n[far].astype(float),
-                                        n_win[far].astype(float)), 0.0, 1.0)
-            exact[far] = False
-        for f in np.flatnonzero((n_win > 0) & ~far):  # scipy's p-value
-            stat[f], p[f] = ks_p_value(float(d_raw[f]), int(self.n[f]), int(n_win[f]))
-        dist = _wasserstein(self.centered, self.cumsum, self.n, window_sorted, left, n_win,
+        at = window if isinstance(window, Located) else self.locate(window)
+        n_win = at.n_window
+        d_raw = _d_statistics(at.right, at.left, at.sorted, self.n, n_win)
+        stat, p, exact = _p_values(d_raw, self.n, n_win, thresholds)
+        dist = _wasserstein(self.centered, self.cumsum, self.n, at.sorted, at.left, n_win,
                             self.shift, self._steps)
         return NumericComparison(stat, p, dist, self.n.copy(), n_win, exact)
 
 
+def _p_values(d_raw: np.ndarray, n_ref: np.ndarray, n_win: np.ndarray,
+              thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D on the lattice, p-value, exact?) per feature: Stephens' p-value where the band
+    allows it (see the module docstring), scipy's everywhere else; NaN without values."""
+    stat, p = np.full(len(n_ref), np.nan), np.full(len(n_ref), np.nan)
+    far = np.zeros(len(n_ref), dtype=bool)
+    if thresholds is not None:
+        far = _banded(d_raw, n_ref, n_win, thresholds, (n_win > 0) & _fast_rows(n_ref, n_win))
+        stat[far], _ = _lattice_all(d_raw[far], n_ref[far], n_win[far])
+        p[far] = np.clip(stephens_p(stat[far], n_ref[far].astype(float),
+                                    n_win[far].astype(float)), 0.0, 1.0)
+    for f in np.flatnonzero((n_win > 0) & ~far):  # scipy's p-value
+        stat[f], p[f] = ks_p_value(float(d_raw[f]), int(n_ref[f]), int(n_win[f]))
+    return stat, p, ~far

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from ray_mlops.monitor._ks import NumericComparison, NumericReference
+from ray_mlops.monitor._ks import Located, NumericComparison, NumericReference, _take
 
 __all__ = ["MahalanobisTest", "ledoit_wolf"]
 
@@ -46,20 +46,62 @@ def ledoit_wolf(z: np.ndarray) -> np.ndarray:
     return shrink * target + (1.0 - shrink) * sample
 
 
+class _FitRanks:
+    """Mid-ranks in the fit part's ECDF, read off the whole reference's counts.
+
+    The fit ECDF is the fit rows' values with a missing value at the fit median. A
+    window value's count of fit values ``<=`` it is the count of fit rows among the
+    reference values ``<=`` it (a prefix count over the sorted reference, so the one
+    ``searchsorted`` of the KS test serves both), plus the imputed ones.
+    """
+
+    def __init__(self, reference: NumericReference, matrix: np.ndarray, fit: np.ndarray) -> None:
+        median = np.nanmedian(np.where(fit[:, None], matrix, np.nan), axis=0)
+        self.fill = np.where(np.isnan(median), 0.0, median)
+        order = np.argsort(matrix, axis=0, kind="stable")  # NaN last, as in the reference
+        counts = np.cumsum(fit[order], axis=0).T
+        self.prefix = np.ascontiguousarray(
+            np.concatenate([np.zeros((counts.shape[0], 1), dtype=np.int64), counts], axis=1))
+        self.imputed = (np.isnan(matrix) & fit[:, None]).sum(axis=0)[:, None]
+        self.n = n = int(fit.sum())
+        # a mid-rank sum is an integer in [0, 2n]: its normal score is tabulated
+        self.table = special.ndtri(np.clip(np.arange(2 * n + 1) / (2.0 * n), 0.5 / n, 1.0 - 0.5 / n))
+        self.fill_rank = self._ranks(reference.locate(self.fill[None, :]))[:, :1]
+
+    def _ranks(self, at: Located) -> np.ndarray:
+        """left + right fit counts of each sorted window value (features × rows)."""
+        right = _take(self.prefix, at.right)
+        left = right if at.left is at.right else _take(self.prefix, at.left)
+        if self.imputed.any():
+            fill = self.fill[:, None]
+            right = right + self.imputed * (fill <= at.sorted)
+            left = left + self.imputed * (fill < at.sorted)
+        return right + left
+
+    def normal_scores(self, at: Located) -> np.ndarray:
+        """Φ⁻¹ of each value's mid-rank, rows × features in the window's row order."""
+        ranks = self._ranks(at)
+        width = ranks.shape[1]
+        if not (at.n_window == width).all():  # missing values: the fit median
+            ranks = np.where(np.arange(width)[None, :] < at.n_window[:, None], ranks,
+                             self.fill_rank)
+        rows = np.empty_like(ranks)
+        np.put_along_axis(rows, at.order, ranks, axis=1)
+        return self.table[rows.T]
+
+
 class _Score:
-    """Median imputation, normal scores and whitening learned from the fit rows.
+    """Normal scores and whitening learned from the fit rows.
 
     A value's normal score is Φ⁻¹ of its mid-rank in the fit ECDF (ties share one),
     kept inside (0.5/n, 1 - 0.5/n). (A transform tabulated on an even grid of the fit
     range was 8× faster but lost a tenth of the power on heavy-tailed features.)
     """
 
-    def __init__(self, fit: np.ndarray) -> None:
-        median = np.nanmedian(fit, axis=0)
-        self.fill = np.where(np.isnan(median), 0.0, median)
-        filled = self._impute(fit)
-        self.sorted = np.ascontiguousarray(np.sort(filled.T, axis=1))  # features × fit rows
-        scores = self._normal_scores(filled)
+    def __init__(self, reference: NumericReference, matrix: np.ndarray, fit: np.ndarray) -> None:
+        self.reference = reference
+        self.ranks = _FitRanks(reference, matrix, fit)
+        scores = self.ranks.normal_scores(reference.locate(matrix[fit]))
         self.mean = scores.mean(axis=0)
         sd = scores.std(axis=0)
         self.keep = sd > 1e-9
@@ -73,27 +115,10 @@ class _Score:
     def dimension(self) -> int:
         return int(self.keep.sum())
 
-    def _impute(self, matrix: np.ndarray) -> np.ndarray:
-        return np.where(np.isnan(matrix), self.fill, matrix)
-
-    def _normal_scores(self, filled: np.ndarray) -> np.ndarray:
-        n = self.sorted.shape[1]
-        columns = np.ascontiguousarray(filled.T)
-        order = np.argsort(columns, axis=1)  # sorted queries: cache-friendly lookups
-        ranks = np.empty(columns.shape)
-        for j, ordered in enumerate(self.sorted):
-            values = columns[j, order[j]]
-            right = np.searchsorted(ordered, values, side="right")
-            left = right.copy()
-            tied = ordered[right - 1] == values  # right == 0: ordered[-1] > value, not tied
-            if tied.any():  # only tied values need the second search
-                left[tied] = np.searchsorted(ordered, values[tied], side="left")
-            ranks[j, order[j]] = left + right
-        return special.ndtri(np.clip(ranks.T / (2.0 * n), 0.5 / n, 1.0 - 0.5 / n))
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+    def __call__(self, window: np.ndarray | Located) -> np.ndarray:
         """Squared Mahalanobis distance of every row's normal scores (NaN: the fit median)."""
-        scores = self._normal_scores(self._impute(matrix))
+        at = window if isinstance(window, Located) else self.reference.locate(window)
+        scores = self.ranks.normal_scores(at)
         z = (scores[:, self.keep] - self.mean[self.keep]) / self.sd
         return np.sum((z @ self.whiten) ** 2, axis=1)
 
@@ -105,18 +130,19 @@ class MahalanobisTest:
     few rows for both parts; :meth:`compare` must then not be called.
     """
 
-    def __init__(self, matrix: np.ndarray) -> None:
+    def __init__(self, matrix: np.ndarray, reference: NumericReference | None = None) -> None:
         n = matrix.shape[0]
-        order = np.random.default_rng(SPLIT_SEED).permutation(n)
+        fit = np.zeros(n, dtype=bool)
         n_fit = int(round(FIT_SHARE * n))
+        fit[np.random.default_rng(SPLIT_SEED).permutation(n)[:n_fit]] = True
         self.n_fit, self.n_held_out = n_fit, n - n_fit
         self.available = (matrix.shape[1] >= 2 and min(n_fit, n - n_fit) >= MIN_ROWS)
         if not self.available:
             return
-        self._score = _Score(matrix[order[:n_fit]])
+        self._score = _Score(reference or NumericReference(matrix), matrix, fit)
         self.available = self._score.dimension >= 2
         if self.available:
-            held_out = self._score(matrix[order[n_fit:]])
+            held_out = self._score(matrix[~fit])
             self._reference = NumericReference(held_out[:, None])
 
     @property
@@ -124,8 +150,10 @@ class MahalanobisTest:
         """How many standardized features the score uses."""
         return self._score.dimension if self.available else 0
 
-    def compare(self, window: np.ndarray, threshold: float | None = None) -> NumericComparison:
+    def compare(self, window: np.ndarray | Located,
+                threshold: float | None = None) -> NumericComparison:
         """KS of the window's scores against the held-out reference scores
-        (``threshold``: the decision level, see ``NumericReference.compare``)."""
+        (``window``: rows × features or their ``locate`` in the whole reference;
+        ``threshold``: the decision level, see ``NumericReference.compare``)."""
         thresholds = None if threshold is None else np.array([threshold])
         return self._reference.compare(self._score(window)[:, None], thresholds)
