@@ -1,7 +1,8 @@
 """Calibration under no shift and power under known shifts, by seeded simulation.
 
-The per-feature part of the family (``multivariate=False``; the multivariate and
-model-output parts are proven in ``test_drift_multivariate.py``). Simulations are shared
+The per-feature part of the family (``multivariate=False, point_mass=False``; the
+multivariate and model-output parts are proven in ``test_drift_multivariate.py``, the
+point-mass part in ``test_drift_point_mass.py``). Simulations are shared
 between tests (one per data kind and window size). Each
 window is tested once with DriftDetector; the raw p-values of its family are then
 re-decided under every correction and combination (the equivalence with a detector
@@ -72,7 +73,7 @@ def _simulate(kind: str, size: int, seed: int = 0) -> tuple[list[np.ndarray], li
     reports = []
     for _ in range(N_WINDOWS // N_PER_REFERENCE):
         detector = DriftDetector(_frame(rng, 2000, kind), alpha=ALPHA, correction="none",
-                                 multivariate=False)
+                                 multivariate=False, point_mass=False)
         reports += [detector.test(_frame(rng, size, kind)) for _ in range(N_PER_REFERENCE)]
     return [_family_p_values(r) for r in reports], reports
 
@@ -131,7 +132,8 @@ def test_family_decision_equals_detector(correction: str, combination: str | Non
     rng = np.random.default_rng(14)
     ref = _frame(rng, 3000, "mixed")
     raw = DriftDetector(ref, correction="none")
-    det = DriftDetector(ref, correction=correction, combine=combination, multivariate=False)
+    det = DriftDetector(ref, correction=correction, combine=combination, multivariate=False,
+                        point_mass=False)
     for w in range(40):
         window = _frame(rng, 200, "mixed", shift=0.1 * (w % 4))
         expected = _multitest.family_p_value(_family_p_values(raw.test(window)),

@@ -99,7 +99,8 @@ def test_constant_columns_have_documented_verdicts() -> None:
     ref = pd.DataFrame({"k": np.full(500, 2.0), "c": ["only"] * 500})
     det = DriftDetector(ref)
     same = det.test(ref.iloc[:50])
-    assert not same.drift and same.n_tests == 1  # one-level categorical cannot reject
+    assert not same.drift and same.n_tests == 1  # one level / one value cannot reject
+    assert same.features["k"].point_mass_p_value is None
     assert same.features["c"].test == "chi2 (one level)"
     moved = det.test(pd.DataFrame({"k": np.full(50, 3.0), "c": ["new"] * 50}))
     assert moved.drift and set(moved.drifted_features) == {"k", "c"}

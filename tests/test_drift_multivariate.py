@@ -103,23 +103,27 @@ def test_window_verdict_is_the_union_of_the_parts_at_their_shares() -> None:
     ref, _ = _halves(frame, 0, rng)
     det = DriftDetector(ref)
     only_inputs = DriftDetector(ref, multivariate=False)
-    assert det.shares_ == {"inputs": 0.5, "multivariate": 0.5}
-    assert only_inputs.shares_ == {"inputs": 1.0}
+    assert det.shares_ == pytest.approx({"inputs": 0.5 / 1.1, "multivariate": 0.5 / 1.1,
+                                         "point_mass": 0.1 / 1.1})
+    assert only_inputs.shares_ == pytest.approx({"inputs": 0.5 / 0.6, "point_mass": 0.1 / 0.6})
+    ratio = det.shares_["inputs"] / only_inputs.shares_["inputs"]  # the same for point mass
     for noise in (0.0, 0.05, 0.1, 0.2, 0.4):
         win = frame.sample(100, random_state=int(noise * 100)).reset_index(drop=True)
         win = win + rng.normal(0, noise, win.shape) * frame.std().to_numpy()
         report, inputs = det.test(win), only_inputs.test(win)
         mv = report.multivariate
-        assert mv.adjusted_p_value == pytest.approx(min(1.0, mv.p_value / 0.5))
-        expected = min(1.0, inputs.p_value / 0.5, mv.adjusted_p_value)
+        assert mv.adjusted_p_value == pytest.approx(
+            min(1.0, mv.p_value / det.shares_["multivariate"]))
+        expected = min(1.0, inputs.p_value / ratio, mv.adjusted_p_value)
         assert report.p_value == pytest.approx(expected, rel=1e-12)
         assert report.drift == (report.p_value <= ALPHA)
         flagged = bool(report.drifted_features) or mv.drift
         assert report.drift == flagged
-        for name, res in report.features.items():  # the same raw p-values, half the level
+        for name, res in report.features.items():  # the same raw p-values, a lower level
             assert res.p_value == inputs.features[name].p_value
+            assert res.point_mass_p_value == inputs.features[name].point_mass_p_value
             assert res.adjusted_p_value == pytest.approx(
-                min(1.0, inputs.features[name].adjusted_p_value / 0.5))
+                min(1.0, inputs.features[name].adjusted_p_value / ratio))
 
 
 def test_report_round_trips_through_a_dict() -> None:
@@ -128,7 +132,8 @@ def test_report_round_trips_through_a_dict() -> None:
     model.fit(frame.iloc[:200], target[:200])
     det = DriftDetector(frame.iloc[200:450], model=model)
     report = det.test(frame.iloc[450:])
-    assert set(report.outputs) == {"proba[1]"} and report.n_tests == 30 + 1 + 1
+    masses = sum(f.point_mass_p_value is not None for f in report.features.values())
+    assert set(report.outputs) == {"proba[1]"} and report.n_tests == 30 + 1 + 1 + masses
     assert DriftReport.from_dict(report.to_dict()) == report
     old = {k: v for k, v in report.to_dict().items() if k not in ("multivariate", "outputs")}
     assert DriftReport.from_dict(old).multivariate is None  # checkpoints from before

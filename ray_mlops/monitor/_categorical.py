@@ -12,9 +12,12 @@ ends 2 × 2 with a small expected count is decided by Fisher's exact test instea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import special
 
 __all__ = ["CategoricalReference", "TableTest", "fisher_two_sided", "jensen_shannon",
@@ -40,10 +43,11 @@ def _expected(table: np.ndarray) -> np.ndarray:
     return rows * cols / table.sum()
 
 
-def chi2_table(table: np.ndarray) -> tuple[float, float]:
-    """Pearson chi-squared statistic and p-value, identical to ``chi2_contingency``."""
+def chi2_table(table: np.ndarray, expected: np.ndarray | None = None) -> tuple[float, float]:
+    """Pearson chi-squared statistic and p-value, identical to ``chi2_contingency``
+    (``expected``: the table's expected counts, when already known)."""
     observed = table.astype(float)
-    expected = _expected(observed)
+    expected = _expected(observed) if expected is None else expected
     dof = observed.shape[1] - 1
     if dof == 1:  # Yates' continuity correction, as scipy applies it
         diff = expected - observed
@@ -103,6 +107,10 @@ def _log_comb(n: int | np.ndarray, k: np.ndarray) -> np.ndarray:
     return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
+def _cochran_holds(expected: np.ndarray) -> bool:
+    return expected.min() >= 1.0 and np.count_nonzero(expected < MIN_EXPECTED) <= 0.2 * expected.size
+
+
 def table_test(ref_counts: np.ndarray, win_counts: np.ndarray) -> TableTest:
     """Test whether two count vectors over the same levels come from one distribution.
 
@@ -110,13 +118,19 @@ def table_test(ref_counts: np.ndarray, win_counts: np.ndarray) -> TableTest:
     evidence either way: ``p_value = 1.0``, test ``"chi2 (one level)"``.
     """
     table = np.vstack([ref_counts, win_counts]).astype(np.int64)
-    table = _pool(table[:, table.sum(axis=0) > 0])
+    totals = table.sum(axis=0)
+    if not totals.all():
+        table = table[:, totals > 0]
+    expected = _expected(table.astype(float)) if table.shape[1] > 2 else None
+    if expected is None or not _cochran_holds(expected):  # a table that needs no pooling
+        table, expected = _pool(table), None  # (expected >= 1 everywhere) has no hopeless column
     if table.shape[1] < 2:
         return TableTest("chi2 (one level)", 0.0, 1.0, table)
-    if table.shape[1] == 2 and _expected(table.astype(float)).min() < MIN_EXPECTED:
+    expected = _expected(table.astype(float)) if expected is None else expected
+    if table.shape[1] == 2 and expected.min() < MIN_EXPECTED:
         odds, p = fisher_two_sided(table)
         return TableTest("fisher", odds, p, table)
-    stat, p = chi2_table(table)
+    stat, p = chi2_table(table, expected)
     return TableTest("chi2", stat, p, table)
 
 
@@ -125,10 +139,25 @@ def jensen_shannon(ref_counts: np.ndarray, win_counts: np.ndarray) -> float:
     p = ref_counts / ref_counts.sum()
     q = win_counts / win_counts.sum()
     m = (p + q) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
-        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
+    in_p, in_q = p > 0, q > 0
+    kl_p = p[in_p] @ np.log2(p[in_p] / m[in_p])
+    kl_q = q[in_q] @ np.log2(q[in_q] / m[in_q])
     return float(np.sqrt(max((kl_p + kl_q) / 2, 0.0)))
+
+
+def _distinct_counts(values: Any) -> tuple[list, np.ndarray]:
+    """The distinct non-missing values of an array and how often each occurs."""
+    if isinstance(getattr(values, "dtype", None), pd.StringDtype) and values.dtype.storage == "pyarrow":
+        counted = pc.value_counts(pa.array(values))
+        uniques = counted.field("values").to_pylist()
+        per_unique = counted.field("counts").to_numpy().astype(np.int64)
+        present = [u is not None for u in uniques]
+        if all(present):
+            return uniques, per_unique
+        return [u for u in uniques if u is not None], per_unique[np.array(present)]
+    codes, uniques = pd.factorize(values)
+    per_unique = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:].astype(np.int64)
+    return uniques.tolist(), per_unique  # a list: cheaper to walk than an extension array
 
 
 class CategoricalReference:
@@ -146,15 +175,15 @@ class CategoricalReference:
         self.string_levels = all(isinstance(v, str) for v in self.levels)
         self._position = {level: i for i, level in enumerate(self.levels)}
 
-    def window_counts(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def window_counts(self, values: Any) -> tuple[np.ndarray, np.ndarray, list]:
         """``(reference counts, window counts, the window's distinct values)``, counts
         aligned on reference + unseen levels; missing values are not counted.
 
-        The window's values are hashed once (``pd.factorize``, missing → -1) and only the
-        distinct values are looked up in the levels.
+        The window's values are counted once (Arrow's ``value_counts`` for Arrow
+        strings, else ``pd.factorize``) and only the distinct values are looked up in
+        the levels.
         """
-        codes, uniques = pd.factorize(values)
-        per_unique = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:].astype(np.int64)
+        uniques, per_unique = _distinct_counts(values)
         where = np.array([self._position.get(u, -1) for u in uniques], dtype=np.int64)
         counts = np.zeros(len(self.levels), dtype=np.int64)
         counts[where[where >= 0]] = per_unique[where >= 0]

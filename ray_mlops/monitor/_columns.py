@@ -92,44 +92,42 @@ def _numeric_column(series: pd.Series, name: str, where: str) -> np.ndarray:
                      f"{series.dtype} in the {where}")
 
 
-def numeric_matrix(frame: pd.DataFrame, names: list[str], where: str) -> np.ndarray:
-    """Rows × features float matrix (NaN = missing)."""
+def numeric_matrix(frame: pd.DataFrame, names: list[str], where: str,
+                   columns: list | None = None) -> np.ndarray:
+    """Rows × features float matrix (NaN = missing); ``columns``: the frame's, as a list."""
     if not names:
         return np.empty((len(frame), 0))
-    position = {name: i for i, name in enumerate(frame.columns)}
+    columns = frame.columns.tolist() if columns is None else columns
+    position = {name: i for i, name in enumerate(columns)}
     positions = [position[n] for n in names]  # by position: label lookups cost more
     if all(_is_numeric_dtype(d) for d in frame.dtypes.to_numpy()[positions]):
-        return frame.iloc[:, positions].to_numpy(dtype=float, na_value=np.nan)
+        return frame.take(positions, axis=1).to_numpy(dtype=float, na_value=np.nan)
     return np.column_stack([_numeric_column(frame[n], n, where) for n in names])
 
 
-def holds_strings(series: pd.Series, present: np.ndarray) -> bool | None:
+def holds_strings(present: list) -> bool | None:
     """Whether the non-missing values (``present``: e.g. the distinct ones) are strings
     (None when there are none)."""
-    if present.size == 0:
-        return None
-    if _is_numeric(series) or _is_bool_dtype(series.dtype):
-        return False
-    return isinstance(present[0], str)
+    return isinstance(present[0], str) if present else None
 
 
-@functools.lru_cache(maxsize=256)
-def _is_bool_dtype(dtype: Any) -> bool:
-    return pd.api.types.is_bool_dtype(dtype)
-
-
-def check_window_frame(window: Any, columns: list[str]) -> None:
+def check_window_frame(window: Any, columns: list[str]) -> list:
+    """The window's column names (a list); ValueError naming missing or extra ones."""
     if not isinstance(window, pd.DataFrame):
         raise ValueError(f"window must be a pandas DataFrame, got {type(window).__name__}")
     if len(window) == 0:
         raise ValueError("window is empty: at least one row is needed")
-    have, want = set(window.columns), set(columns)
+    names = window.columns.tolist()
+    if names == columns:
+        return names
+    have, want = set(names), set(columns)
     missing = [c for c in columns if c not in have]
     if missing:
         raise ValueError(f"window is missing reference columns: {missing}")
-    extra = [c for c in window.columns if c not in want]
+    extra = [c for c in names if c not in want]
     if extra:
         raise ValueError(f"window has columns not in the reference: {extra}")
+    return names
 
 
 def model_outputs(model: Any, frame: pd.DataFrame, where: str) -> tuple[np.ndarray, list[str]]:

@@ -13,6 +13,7 @@ from ray_mlops.monitor import _multitest
 from ray_mlops.monitor._categorical import CategoricalReference, jensen_shannon, table_test
 from ray_mlops.monitor._columns import CATEGORICAL, NUMERIC, holds_strings
 from ray_mlops.monitor._ks import Located, NumericComparison, NumericReference
+from ray_mlops.monitor._pointmass import PointMassReference
 from ray_mlops.monitor._results import FeatureResult
 
 __all__ = ["FeatureTests", "FeatureVerdicts", "Level"]
@@ -27,6 +28,7 @@ class Level:
     combine: str | None
     share: float
     banded: bool  # KS p-values exact only near the threshold (see ``_ks``)
+    point_mass_share: float = 0.0  # the point-mass tests' own part (Bonferroni in it)
 
     def threshold(self, n_tests: int) -> float | None:
         """The raw p-value at or below which one of ``n_tests`` is rejected; None when
@@ -42,7 +44,7 @@ class _Test:
     """One hypothesis of the family, before correction."""
 
     feature: str
-    missing: bool
+    kind: str  # "distribution", "missing" or "point_mass"
     p_value: float
 
 
@@ -63,12 +65,15 @@ class _Partial:
     missing_share_window: float = 0.0
     adjusted: list[float] = field(default_factory=list)
     exact: bool = True
+    point_mass_p_value: float | None = None
 
     def tests(self, name: str) -> list[_Test]:
         """This feature's hypotheses in the family (a test without data is left out)."""
-        tests = [_Test(name, False, self.p_value)] if self.active else []
+        tests = [_Test(name, "distribution", self.p_value)] if self.active else []
         if self.missing_p_value is not None:
-            tests.append(_Test(name, True, self.missing_p_value))
+            tests.append(_Test(name, "missing", self.missing_p_value))
+        if self.point_mass_p_value is not None:
+            tests.append(_Test(name, "point_mass", self.point_mass_p_value))
         return tests
 
     def result(self, alpha: float) -> FeatureResult:
@@ -80,7 +85,8 @@ class _Partial:
             missing_p_value=self.missing_p_value,
             missing_share_reference=self.missing_share_reference,
             missing_share_window=self.missing_share_window,
-            n_reference=self.n_reference, n_window=self.n_window, exact=self.exact)
+            n_reference=self.n_reference, n_window=self.n_window, exact=self.exact,
+            point_mass_p_value=self.point_mass_p_value)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class FeatureVerdicts:
     n_tests: int
 
 
-def _numeric_part(res: NumericComparison, i: int) -> _Partial:
+def _numeric_part(res: NumericComparison, i: int, point_mass: float | None) -> _Partial:
     has = bool(res.n_window[i] > 0)
     return _Partial(
         test="ks" if has else "ks (no values)",
@@ -101,12 +107,12 @@ def _numeric_part(res: NumericComparison, i: int) -> _Partial:
         p_value=float(res.p_value[i]) if has else 1.0,
         effect_size=float(res.wasserstein[i]), effect_metric="wasserstein",
         n_reference=int(res.n_reference[i]), n_window=int(res.n_window[i]), active=has,
-        exact=bool(res.exact[i]))
+        exact=bool(res.exact[i]), point_mass_p_value=point_mass)
 
 
 def _categorical_part(ref: CategoricalReference, name: str, values: pd.Series) -> _Partial:
     ref_counts, win_counts, levels = ref.window_counts(values.array)
-    strings = holds_strings(values, levels)
+    strings = holds_strings(levels)
     if strings is not None and strings != ref.string_levels:
         raise ValueError(f"column {name!r} changed type: reference levels are "
                          f"{'strings' if ref.string_levels else 'not strings'}, "
@@ -126,11 +132,12 @@ class FeatureTests:
     counts of the categorical ones, the missing count of each."""
 
     def __init__(self, reference: pd.DataFrame, kinds: dict[str, str], matrix: np.ndarray,
-                 missing: dict[str, int]) -> None:
+                 missing: dict[str, int], point_mass: bool = True) -> None:
         self.columns = list(reference.columns)
         self.numeric_names = [c for c in self.columns if kinds[c] == NUMERIC]
         self.categorical_names = [c for c in self.columns if kinds[c] == CATEGORICAL]
         self.numeric = NumericReference(matrix)
+        self.point_mass = PointMassReference(self.numeric.sorted) if point_mass else None
         self.categorical = {c: CategoricalReference(reference[c]) for c in self.categorical_names}
         self.missing = missing
         self.n_reference = len(reference)
@@ -143,21 +150,32 @@ class FeatureTests:
         win_missing = dict(zip(self.numeric_names,
                                (len(window) - located.n_window).tolist()))
         win_missing.update({c: len(window) - p.n_window for c, p in parts.items()})
+        point_mass = (self.point_mass.p_values(located) if self.point_mass is not None
+                      else [None] * len(self.numeric_names))
         threshold = level.threshold(self._count_tests(located, parts, win_missing))
         res = self.numeric.compare(located, None if threshold is None else
                                    np.full(len(self.numeric_names), threshold))
-        parts.update({name: _numeric_part(res, i) for i, name in enumerate(self.numeric_names)})
+        parts.update({name: _numeric_part(res, i, point_mass[i])
+                      for i, name in enumerate(self.numeric_names)})
         self._add_missing_tests(win_missing, len(window), parts)
         tests = [t for name in self.columns for t in parts[name].tests(name)]
         return self._correct(parts, tests, level)
 
     def _correct(self, parts: dict[str, _Partial], tests: list[_Test],
                  level: Level) -> FeatureVerdicts:
-        p = np.array([t.p_value for t in tests])
+        """Adjusted p-values: the distribution and missing-share tests by ``correction``
+        at ``share``, the point-mass tests by Bonferroni at ``point_mass_share``."""
+        inputs = [t for t in tests if t.kind != "point_mass"]
+        masses = [t for t in tests if t.kind == "point_mass"]
+        p = np.array([t.p_value for t in inputs])
         adjusted = np.minimum(1.0, _multitest.adjust(p, level.correction) / level.share)
-        for t, a in zip(tests, adjusted):
-            parts[t.feature].adjusted.append(float(a))
         family_p = _multitest.family_p_value(p, level.correction, level.combine) / level.share
+        for t, a in zip(inputs, adjusted):
+            parts[t.feature].adjusted.append(float(a))
+        for t in masses:
+            a = min(1.0, t.p_value * len(masses) / level.point_mass_share)
+            parts[t.feature].adjusted.append(a)
+            family_p = min(family_p, a)
         features = {name: parts[name].result(level.alpha) for name in self.columns}
         return FeatureVerdicts(features, min(1.0, family_p), len(tests))
 

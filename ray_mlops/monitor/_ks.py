@@ -210,23 +210,30 @@ def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
     for n2 in np.unique(n_win[n_win > 0]):
         rows = np.flatnonzero(n_win == n2)
         n2 = int(n2)
-        ref_r, cum_r, n1 = _rows(ref, rows), _rows(cumsum, rows), n_ref[rows, None]
-        j = np.arange(n2)[None, :]
+        cum_r, n1 = _rows(cumsum, rows), n_ref[rows, None]
         lft = _rows(left, rows)[:, :n2]
         c = _rows(window_sorted, rows)[:, :n2] - shift[rows, None]
-        key = (n2, rows.tobytes())
-        if key not in steps_memo:
-            if len(steps_memo) > 64:
-                steps_memo.clear()
-            steps_memo[key] = _integral_q(cum_r, ref_r, n1, np.arange(n2 + 1)[None, :], n2)
-        steps = steps_memo[key]
-        g_a, g_b = steps[:, :-1], steps[:, 1:]
-        a, b = j / n2, (j + 1) / n2
-        t = np.clip(lft / n1, a, b)
-        g_t = np.where(t <= a, g_a, np.where(t >= b, g_b, _take(cum_r, lft) / n1))
-        piece = (g_b - g_a) - c / n2 + 2 * (c * (t - a) - (g_t - g_a))
-        out[rows] = piece.sum(axis=1)
+        g_a, g_b, whole, sum_a = _steps(steps_memo, (n2, rows.tobytes()), cum_r,
+                                        _rows(ref, rows), n1, n2)
+        a = np.arange(n2)[None, :] / n2
+        x = lft / n1  # Q_ref < w_j on the step exactly for u < x
+        g_x = np.where(x <= a, g_a, np.where(x >= a + 1 / n2, g_b, _take(cum_r, lft) / n1))
+        inner = (c * np.clip(x - a, 0.0, 1.0 / n2)).sum(axis=1) - (g_x.sum(axis=1) - sum_a)
+        out[rows] = whole - c.sum(axis=1) / n2 + 2 * inner
     return out
+
+
+def _steps(memo: dict, key: tuple, cum: np.ndarray, ref: np.ndarray, n1: np.ndarray,
+           n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """∫_0^u Q_ref at u = j / n2 and j + 1 / n2 (j < n2), their last minus first, and the
+    sum of the first: they depend on the reference and n2 only (memoised)."""
+    if key not in memo:
+        if len(memo) > 64:
+            memo.clear()
+        steps = _integral_q(cum, ref, n1, np.arange(n2 + 1)[None, :], n2)
+        memo[key] = (steps[:, :-1], steps[:, 1:], steps[:, -1] - steps[:, 0],
+                     steps[:, :-1].sum(axis=1))
+    return memo[key]
 
 
 class NumericComparison:

@@ -15,9 +15,12 @@ class FeatureResult:
 
     ``test``, ``statistic`` and ``p_value`` describe the distribution test (raw, not
     corrected); ``missing_p_value`` the missing-share test (``None`` when no value is
-    missing in reference or window). ``drift`` is whether either test is rejected
-    after the detector's correction; ``adjusted_p_value`` is the smaller corrected
-    p-value of the two. When the window has no non-missing value the distribution test
+    missing in reference or window); ``point_mass_p_value`` the point-mass test of a
+    numeric feature (has one value become far more frequent, e.g. a knocked-out
+    feature stuck at a default; ``None`` when no value repeats in reference and window
+    together, or the detector has ``point_mass=False``). ``drift`` is whether any of
+    the feature's tests is rejected after the detector's correction;
+    ``adjusted_p_value`` is the smallest corrected p-value among them. When the window has no non-missing value the distribution test
     is ``"<test> (no values)"`` with ``p_value = 1.0``: the missing-share test decides.
     ``exact`` is False when a large-sample KS p-value is the asymptotic one (Stephens),
     reported because it is far from the decision threshold (see ``_ks``); the decision
@@ -37,6 +40,7 @@ class FeatureResult:
     n_reference: int = 0
     n_window: int = 0
     exact: bool = True
+    point_mass_p_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""

@@ -60,11 +60,11 @@ __all__ = [
 ]
 
 #: Shares of α for the parts of a window's family, normalised over the parts a detector
-#: has: the per-feature tests, the multivariate test, the model's outputs. Whatever the
+#: has: the per-feature tests, the multivariate test, the model's outputs, the
+#: point-mass tests (small: a knockout gives p-values far below any level). Whatever the
 #: shares, a part at level ``share · α`` and the union over parts keep the window's
 #: false-alarm rate at most α (Bonferroni across parts, valid under any dependence).
-SHARES = {"inputs": 0.5, "multivariate": 0.5, "outputs": 0.5}
-
+SHARES = {"inputs": 0.5, "multivariate": 0.5, "outputs": 0.5, "point_mass": 0.1}
 
 
 def _ks_result(test: str, res: NumericComparison, i: int, adjusted: float,
@@ -110,6 +110,10 @@ class DriftDetector:
         model: a fitted model (``predict_proba`` or ``predict`` on a frame like the
             reference) whose outputs are tested too. The reference must be data the
             model was *not* trained on, or its outputs there look unlike any window's.
+        point_mass: add, per numeric feature, the point-mass test (default; see
+            ``_pointmass``): exact, it sees a feature stuck at one value in part of the
+            rows (a knockout), which KS sees at half strength. It is in the family only
+            when a value repeats in reference and window together.
         exact_p_values: False (default): every decision is the one scipy's exact KS
             p-value gives, but on large samples (both sizes >= 500) a p-value more than
             a factor 2 from its decision threshold is Stephens' asymptotic one, within
@@ -136,7 +140,8 @@ class DriftDetector:
     def __init__(self, reference: pd.DataFrame, *, alpha: float = 0.05,
                  correction: str = "bonferroni", categorical: Iterable[str] | None = None,
                  combine: str | None = None, multivariate: bool = True,
-                 model: Any = None, exact_p_values: bool = False) -> None:
+                 model: Any = None, exact_p_values: bool = False,
+                 point_mass: bool = True) -> None:
         check_options(alpha, correction, combine)
         missing = check_reference(reference)
         self.alpha, self.correction, self.combine = float(alpha), correction, combine
@@ -146,7 +151,7 @@ class DriftDetector:
         self.n_reference_ = len(reference)
         matrix = numeric_matrix(reference, [c for c in self.columns_
                                             if self.kinds_[c] == "numeric"], "reference")
-        self._features = FeatureTests(reference, self.kinds_, matrix, missing)
+        self._features = FeatureTests(reference, self.kinds_, matrix, missing, point_mass)
         self.numeric_ = self._features.numeric_names
         self.categorical_ = self._features.categorical_names
         self._multivariate = _multivariate_or_none(matrix, self._features.numeric, multivariate)
@@ -155,7 +160,8 @@ class DriftDetector:
             values, self.outputs_ = model_outputs(model, reference, "reference")
             self._outputs = NumericReference(values)
         present = ["inputs"] + ["multivariate"] * (self._multivariate is not None) + [
-            "outputs"] * (model is not None)
+            "outputs"] * (model is not None) + ["point_mass"] * (
+            point_mass and bool(self.numeric_))
         total = sum(SHARES[p] for p in present)
         self.shares_ = {p: SHARES[p] / total for p in present}
 
@@ -166,8 +172,9 @@ class DriftDetector:
             ValueError: empty window, missing or extra columns, or a column whose
                 type changed (the message names it).
         """
-        check_window_frame(window, self.columns_)
-        located = self._features.numeric.locate(numeric_matrix(window, self.numeric_, "window"))
+        names = check_window_frame(window, self.columns_)
+        located = self._features.numeric.locate(
+            numeric_matrix(window, self.numeric_, "window", names))
         inputs = self._features.test(window, located, self._level("inputs"))
         multivariate = self._multivariate_result(located)
         outputs = self._output_results(window)
@@ -184,7 +191,7 @@ class DriftDetector:
         multivariate and output parts by Bonferroni at their shares."""
         if part == "inputs":
             return Level(self.alpha, self.correction, self.combine, self.shares_[part],
-                         not self.exact_p_values)
+                         not self.exact_p_values, self.shares_.get("point_mass", 0.0))
         return Level(self.alpha, "bonferroni", None, self.shares_[part], not self.exact_p_values)
 
     def _multivariate_result(self, located: Located) -> FeatureResult | None:

@@ -61,6 +61,7 @@ INTENSITIES = ("small", "medium", "large")
 WINDOWS_FULL = (10, 30, 100, 300, 1000)
 WINDOWS_QUICK = (100,)
 METHODS = ("ours", "ks_bonf", "ours+model", "bbsd")
+BASE_METHODS = len(METHODS)
 
 
 # ---------------------------------------------------------------- datasets
@@ -268,6 +269,10 @@ def model_outputs(ds: Dataset, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(proba, columns=[f"p{i}" for i in range(proba.shape[1])])
 
 
+#: Candidate settings measured beside the defaults with ``--candidates`` (name: options).
+CANDIDATES = {"no_point_mass": {"point_mass": False}}
+
+
 def decide(ds: Dataset, pair: Pair) -> dict[str, bool]:
     """Every method's verdict on one (reference, window) pair."""
     cats = [ds.categorical]
@@ -277,6 +282,9 @@ def decide(ds: Dataset, pair: Pair) -> dict[str, bool]:
     out["ours+model"] = DriftDetector(ref, alpha=ALPHA, categorical=cats,
                                       model=ds.model).test(win).drift
     out["bbsd"] = _scipy_family(pair.reference_outputs, pair.window_outputs, []) <= ALPHA
+    for name in METHODS[BASE_METHODS:]:  # --candidates
+        out[name] = DriftDetector(ref, alpha=ALPHA, categorical=cats,
+                                  **CANDIDATES[name]).test(win).drift
     return out
 
 
@@ -314,6 +322,12 @@ def run_cell(ds: Dataset, shift: Shift | None, intensity: int, window: int, tria
     return cell
 
 
+def far_interval(rejections: int, trials: int) -> tuple[float, float]:
+    """Clopper–Pearson 95 % interval of a false-alarm rate."""
+    ci = stats.binomtest(rejections, trials).proportion_ci(0.95)
+    return float(ci.low), float(ci.high)
+
+
 def far_limit(trials: int) -> float:
     """The largest false-alarm rate a calibrated test shows with 99 % probability."""
     return float(stats.binom.ppf(0.99, trials, ALPHA) / trials)
@@ -330,11 +344,12 @@ def print_report(cells: list[Cell], out=sys.stdout) -> dict[str, float]:
     print(f"false alarms at alpha={ALPHA} (limit = 99% binomial quantile of a calibrated "
           "test)", file=out)
     print(f"  {'dataset':<14}{'window':>7}{'trials':>7}" + "".join(f"{m:>12}" for m in METHODS)
-          + f"{'limit':>8}", file=out)
+          + f"{'limit':>8}   ours 95% CI", file=out)
     for c in null:
+        low, high = far_interval(c.rejections["ours"], c.trials)
         print(f"  {c.dataset:<14}{c.window:>7}{c.trials:>7}"
               + "".join(f"{c.rate(m):>12.3f}" for m in METHODS)
-              + f"{far_limit(c.trials):>8.3f}", file=out)
+              + f"{far_limit(c.trials):>8.3f}   [{low:.3f}, {high:.3f}]", file=out)
     print("\npower", file=out)
     print(f"  {'dataset':<14}{'shift':<17}{'int.':<8}{'window':>7}"
           + "".join(f"{m:>12}" for m in METHODS), file=out)
@@ -343,6 +358,10 @@ def print_report(cells: list[Cell], out=sys.stdout) -> dict[str, float]:
         print(f"  {c.dataset:<14}{c.shift:<17}{c.intensity:<8}{c.window:>7}"
               + "".join(f"{c.rate(m):>12.3f}" for m in METHODS), file=out)
     return summarize(null, shifted, out)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
 
 
 def summarize(null: list[Cell], shifted: list[Cell], out) -> dict[str, float]:
@@ -357,9 +376,9 @@ def summarize(null: list[Cell], shifted: list[Cell], out) -> dict[str, float]:
         rates = {m: _mean(chosen, m) for m in METHODS}
         print(f"  mean power, {label} ({len(chosen)} cells): "
               + ", ".join(f"{m} {r:.3f}" for m, r in rates.items())
-              + f"; ratio ours/ks_bonf {rates['ours'] / rates['ks_bonf']:.2f}x, "
-              f"ours+model/ks_bonf {rates['ours+model'] / rates['ks_bonf']:.2f}x, "
-              f"ours+model/bbsd {rates['ours+model'] / rates['bbsd']:.2f}x", file=out)
+              + f"; ratio ours/ks_bonf {_ratio(rates['ours'], rates['ks_bonf'])}, "
+              f"ours+model/ks_bonf {_ratio(rates['ours+model'], rates['ks_bonf'])}, "
+              f"ours+model/bbsd {_ratio(rates['ours+model'], rates['bbsd'])}", file=out)
         key = label.replace(", ", "_").replace(" ", "_")
         summary.update({f"power_{key}_{m}": r for m, r in rates.items()})
     worst = {m: max((c.rate(m) - far_limit(c.trials) for c in null), default=0.0)
@@ -373,29 +392,50 @@ def summarize(null: list[Cell], shifted: list[Cell], out) -> dict[str, float]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="window 100 only, fewer trials")
     parser.add_argument("--trials", type=int, default=None, help="trials per shifted cell")
     parser.add_argument("--null-trials", type=int, default=None, help="trials per null cell")
     parser.add_argument("--datasets", default="breast_cancer,wine,digits,diabetes")
+    parser.add_argument("--windows", default=None, help="comma-separated window sizes")
+    parser.add_argument("--shifts", default=None, help="comma-separated shift names "
+                        "(default all; 'none' runs the null cells only)")
+    parser.add_argument("--candidates", action="store_true",
+                        help=f"also measure the candidate settings {sorted(CANDIDATES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write every cell and the summary")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _cells(ds: Dataset, windows: tuple[int, ...], shifts: list[Shift], trials: int,
+           null_trials: int, seed: int) -> list[Cell | None]:
+    cells = []
+    for window in windows:
+        cells.append(run_cell(ds, None, 0, window, null_trials, seed))
+        for shift in shifts:
+            if shift.needs_classes and not ds.classification:
+                continue
+            cells += [run_cell(ds, shift, i, window, trials, seed)
+                      for i in range(len(INTENSITIES))]
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    global METHODS
+    args = _arguments(argv)
+    if args.candidates:
+        METHODS = METHODS[:BASE_METHODS] + tuple(CANDIDATES)
     trials = args.trials or 100
     null_trials = args.null_trials or (200 if args.quick else 500)
-    windows = WINDOWS_QUICK if args.quick else WINDOWS_FULL
+    windows = (tuple(int(w) for w in args.windows.split(",")) if args.windows
+               else WINDOWS_QUICK if args.quick else WINDOWS_FULL)
+    names = args.shifts.split(",") if args.shifts else [s.name for s in SHIFTS]
+    shifts = [s for s in SHIFTS if s.name in names]
     start = time.perf_counter()
-    cells: list[Cell] = []
+    cells: list[Cell | None] = []
     for name in args.datasets.split(","):
-        ds = load(name)
-        for window in windows:
-            cells.append(run_cell(ds, None, 0, window, null_trials, args.seed))
-            for shift in SHIFTS:
-                if shift.needs_classes and not ds.classification:
-                    continue
-                for i in range(len(INTENSITIES)):
-                    cells.append(run_cell(ds, shift, i, window, trials, args.seed))
+        cells += _cells(load(name), windows, shifts, trials, null_trials, args.seed)
     cells = [c for c in cells if c is not None]
     summary = print_report(cells)
     print(f"\n{len(cells)} cells, {sum(c.trials for c in cells)} trials in "
