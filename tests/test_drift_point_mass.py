@@ -14,7 +14,12 @@ from scipy import stats
 from sklearn import datasets
 
 from ray_mlops.monitor._ks import NumericReference
-from ray_mlops.monitor._pointmass import PointMassReference, hypergeom_tail
+from ray_mlops.monitor._pointmass import (
+    PointMassReference,
+    hypergeom_mode,
+    hypergeom_pmf,
+    upper_tail,
+)
 from ray_mlops.monitor.drift import DriftDetector
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,14 +43,22 @@ def _point_mass(ref: np.ndarray, win: np.ndarray) -> list[float | None]:
     return PointMassReference(numeric.sorted).p_values(numeric.locate(win))
 
 
-def test_tail_equals_scipy_hypergeom() -> None:
+def test_tail_and_pmf_equal_scipy_hypergeom() -> None:
+    """Above the mode the tail is scipy's (an upper bound where the series is cut)."""
     rng = np.random.default_rng(0)
-    total = rng.integers(50, 3000, 400)
-    good = np.minimum(total, rng.integers(1, 400, 400))
-    draws = np.minimum(total, rng.integers(1, 300, 400))
-    k = rng.integers(0, 60, 400)
-    expected = stats.hypergeom.sf(k - 1, total, good, draws)
-    assert np.allclose(hypergeom_tail(k, total, good, draws), expected, rtol=1e-9, atol=1e-14)
+    total = rng.integers(50, 3000, 600).astype(float)
+    good = np.minimum(total, rng.integers(1, 400, 600))
+    draws = np.minimum(total, rng.integers(1, 300, 600))
+    k = np.minimum(np.minimum(good, draws), rng.integers(0, 80, 600)).astype(float)
+    assert np.allclose(hypergeom_pmf(k, total, good, draws),
+                       stats.hypergeom.pmf(k, total, good, draws), rtol=1e-9, atol=1e-300)
+    above = k > hypergeom_mode(total, good, draws)
+    assert above.sum() > 100
+    ours = upper_tail(k[above], total[above], good[above], draws[above])
+    expected = stats.hypergeom.sf(k[above] - 1, total[above], good[above], draws[above])
+    assert np.all(ours >= expected * (1 - 1e-9))
+    far = expected < 1e-3  # far in the tail the series converges within the terms
+    assert far.sum() > 20 and np.allclose(ours[far], expected[far], rtol=1e-9, atol=0)
 
 
 def test_no_repeated_value_means_no_test() -> None:

@@ -6,7 +6,8 @@ value. Given the pooled multiset of a feature's reference and window values, und
 drift the window is a uniformly random subset of the pool (the rows are exchangeable),
 so a value held ``c`` times in the pool appears ``K ~ Hypergeometric(N, c, n)`` times in
 the window (``N`` pooled values, ``n`` in the window). Each value's tail
-``p_v = P(K >= k_v)`` is exact; the feature's p-value is ``M · min_v p_v``, where ``M``
+``p_v = P(K >= k_v)`` is exact (or bounded above: a value at or below its mode counts
+as 1, a long tail ends in a geometric bound); the feature's p-value is ``M · min_v p_v``, where ``M``
 counts the values whose *smallest possible* tail (all ``min(c, n)`` copies drawn) is at
 most ``min_v p_v``: a union bound over the only values that could have produced so small
 a tail, valid whatever the data. A value seen once in the pool can never be surprising,
@@ -24,34 +25,51 @@ from ray_mlops.monitor._ks import Located
 __all__ = ["PointMassReference"]
 
 
-def _log_hyper_pmf(k: np.ndarray, total: np.ndarray, good: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    return (_log_comb(good, k) + _log_comb(total - good, draws - k) - _log_comb(total, draws))
+#: Terms of a tail summed exactly; a geometric bound covers the rest (an upper bound).
+TAIL_TERMS = 128
 
 
 def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
     return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
-def hypergeom_tail(k: np.ndarray, total: np.ndarray, good: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """``P(K >= k)`` for ``K ~ Hypergeometric(total, good, draws)``, elementwise (as
-    ``scipy.stats.hypergeom.sf(k - 1, total, good, draws)``)."""
-    k, total, good, draws = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
-                                                  (k, total, good, draws)))
-    top = np.minimum(good, draws)
-    width = int(np.max(top - k, initial=0)) + 1
-    steps = np.arange(width)[None, :]
-    support = k.ravel()[:, None] + steps
-    valid = support <= top.ravel()[:, None]
-    logs = _log_hyper_pmf(np.where(valid, support, 0), total.ravel()[:, None],
-                          good.ravel()[:, None], draws.ravel()[:, None])
-    tail = np.where(valid, np.exp(logs), 0.0).sum(axis=1)
-    return np.clip(np.where(k.ravel() <= 0, 1.0, tail), 0.0, 1.0).reshape(k.shape)
+def hypergeom_pmf(k: np.ndarray, total: np.ndarray, good: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """``P(K = k)`` for ``K ~ Hypergeometric(total, good, draws)``, elementwise."""
+    return np.exp(_log_comb(good, k) + _log_comb(total - good, draws - k)
+                  - _log_comb(total, draws))
 
 
-def _window_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start index and length of each run of equal values in a sorted 1-D array."""
-    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
-    return starts, np.diff(np.append(starts, len(values)))
+def hypergeom_mode(total: np.ndarray, good: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    return np.floor((draws + 1) * (good + 1) / (total + 2))
+
+
+def upper_tail(k: np.ndarray, total: np.ndarray, good: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """``P(K >= k)`` for ``k`` above the mode, elementwise: the first TAIL_TERMS terms
+    by the pmf's ratio recursion, the rest bounded by a geometric series (past the mode
+    the ratio of successive terms falls), so the value is exact or slightly above."""
+    k, total, good, draws = (np.asarray(a, dtype=float)[:, None] for a in (k, total, good, draws))
+    j = k + np.arange(TAIL_TERMS)[None, :]
+    ratio = np.clip((good - j) * (draws - j) / ((j + 1) * (total - good - draws + j + 1)), 0, 1)
+    steps = np.concatenate([np.ones((len(k), 1)), np.cumprod(ratio[:, :-1], axis=1)], axis=1)
+    terms = hypergeom_pmf(k, total, good, draws) * steps
+    r = ratio[:, -1]
+    rest = np.where(r < 1, terms[:, -1] * r / np.where(r < 1, 1 - r, 1.0), 1.0)
+    return np.clip(terms.sum(axis=1) + rest, 0.0, 1.0)
+
+
+def _window_runs(at: Located) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every feature's runs of equal sorted window values: (feature, length, count of
+    the value in the reference), in feature order."""
+    values, n_win = at.sorted, at.n_window
+    width = values.shape[1]
+    valid = np.arange(width)[None, :] < n_win[:, None]
+    new = valid.copy()
+    new[:, 1:] &= values[:, 1:] != values[:, :-1]
+    feature, col = np.nonzero(new)
+    following = np.append(col[1:], width)
+    last = np.append(feature[1:] != feature[:-1], True)
+    length = np.where(last, n_win[feature], following) - col
+    return feature, length.astype(float), (at.right[feature, col] - at.left[feature, col]).astype(float)
 
 
 class PointMassReference:
@@ -59,44 +77,54 @@ class PointMassReference:
     array of non-missing values per feature)."""
 
     def __init__(self, sorted_columns: list[np.ndarray]) -> None:
-        self.repeated: list[tuple[np.ndarray, np.ndarray]] = []
-        self.singletons = np.zeros(len(sorted_columns), dtype=np.int64)
-        for f, ref in enumerate(sorted_columns):
-            values, counts = np.unique(ref, return_counts=True)
-            self.repeated.append((values[counts > 1], counts[counts > 1]))
-            self.singletons[f] = np.count_nonzero(counts == 1)
-        self.n = np.array([len(r) for r in sorted_columns])
+        counts = [np.unique(ref, return_counts=True)[1] for ref in sorted_columns]
+        self.n = np.array([len(r) for r in sorted_columns], dtype=float)
+        self.singletons = np.array([np.count_nonzero(c == 1) for c in counts], dtype=float)
+        self.repeated = np.concatenate([c[c > 1] for c in counts] + [[]]).astype(float)
+        self.repeated_feature = np.concatenate(
+            [np.full(np.count_nonzero(c > 1), f) for f, c in enumerate(counts)] + [[]]).astype(int)
 
     def p_values(self, at: Located) -> list[float | None]:
-        """Each feature's point-mass p-value (None: no value repeats in the pool, or
-        the pool holds a single value: the test cannot reject)."""
-        has_ties = self._window_ties(at)
-        return [self._feature(f, at) if has_ties[f] or len(self.repeated[f][0]) else None
-                for f in range(len(self.n))]
+        """Each feature's point-mass p-value (None: no value repeats in the pool, the
+        pool holds a single value, or the window has no value: the test cannot reject).
+        Every feature's values are computed at once."""
+        features = len(self.n)
+        feature, k, ref = _window_runs(at)
+        n_win = at.n_window.astype(float)
+        total, pooled = self.n + n_win, k + ref
+        repeats = np.bincount(self.repeated_feature, minlength=features) + np.bincount(
+            feature, weights=pooled >= 2, minlength=features)
+        lone = self.singletons - np.bincount(feature, weights=ref == 1, minlength=features)
+        distinct = (np.bincount(feature, minlength=features) + lone + np.bincount(
+            self.repeated_feature, minlength=features) - np.bincount(
+            feature, weights=ref >= 2, minlength=features))
+        tested = (repeats > 0) & (distinct >= 2) & (n_win > 0)
+        if not tested.any():
+            return [None] * features
+        best = self._best(feature, k, pooled, total, n_win, tested)
+        m = self._surprising(feature, pooled, ref, total, n_win, best) + lone * (
+            n_win / total <= best)
+        p = np.minimum(1.0, best * m)
+        return [float(p[f]) if tested[f] else None for f in range(features)]
 
     @staticmethod
-    def _window_ties(at: Located) -> np.ndarray:
-        """Features whose window repeats a value or meets a reference value."""
-        width = at.sorted.shape[1]
-        inside = np.arange(width - 1)[None, :] < (at.n_window - 1)[:, None]
-        repeats = ((at.sorted[:, 1:] == at.sorted[:, :-1]) & inside).any(axis=1)
-        return repeats if at.left is at.right else repeats | (at.right != at.left).any(axis=1)
+    def _best(feature: np.ndarray, k: np.ndarray, pooled: np.ndarray, total: np.ndarray,
+              n_win: np.ndarray, tested: np.ndarray) -> np.ndarray:
+        """The smallest tail per feature (at or below its mode a tail counts as 1)."""
+        best = np.ones(len(total))
+        above = tested[feature] & (k > hypergeom_mode(total[feature], pooled, n_win[feature]))
+        if above.any():
+            f = feature[above]
+            np.minimum.at(best, f, upper_tail(k[above], total[f], pooled[above], n_win[f]))
+        return best
 
-    def _feature(self, f: int, at: Located) -> float | None:
-        n_win = int(at.n_window[f])
-        window = at.sorted[f, :n_win]
-        starts, k = _window_runs(window)
-        ref_count = (at.right[f, starts] - at.left[f, starts]).astype(float)
-        values, counts = self.repeated[f]
-        absent = ~np.isin(values, window[starts])
-        pooled = np.concatenate([k + ref_count, counts[absent]]).astype(float)
-        # reference values seen once and not in the window: each could show up once
-        lone = int(self.singletons[f] - np.count_nonzero(ref_count == 1))
-        if pooled.max(initial=0) < 2 or len(pooled) + lone < 2:
-            return None
-        total = float(self.n[f] + n_win)
-        tails = hypergeom_tail(np.concatenate([k, np.zeros(absent.sum())]), total, pooled, n_win)
-        best = float(tails.min())
-        lowest = hypergeom_tail(np.minimum(pooled, n_win), total, pooled, n_win)
-        m = int(np.count_nonzero(lowest <= best)) + lone * (n_win / total <= best)
-        return min(1.0, best * m)
+    def _surprising(self, feature: np.ndarray, pooled: np.ndarray, ref: np.ndarray,
+                    total: np.ndarray, n_win: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """Per feature, how many pooled values could show a tail as small as ``best``:
+        those in the window, plus the repeated reference values absent from it."""
+        def count(owner: np.ndarray, good: np.ndarray, keep: np.ndarray | bool = True) -> np.ndarray:
+            lowest = hypergeom_pmf(np.minimum(good, n_win[owner]), total[owner], good, n_win[owner])
+            return np.bincount(owner, weights=(lowest <= best[owner] * (1 + 1e-9)) & keep,
+                               minlength=len(total))
+        return (count(feature, pooled) + count(self.repeated_feature, self.repeated)
+                - count(feature, np.maximum(ref, 1.0), ref >= 2))

@@ -86,12 +86,14 @@ def _multivariate_or_none(matrix: np.ndarray, reference: NumericReference,
 class DriftDetector:
     """Test windows of production data against a reference sample.
 
-    The family of one window has up to three parts, each given a share of α
+    The family of one window has up to four parts, each given a share of α
     (:data:`SHARES`): the per-feature tests (KS, chi-squared, missing share, combined by
-    ``correction``), one multivariate test (the squared Mahalanobis distance of the rows,
-    KS-tested against held-out reference rows, see ``_multivariate``) and, when a
-    ``model`` is given, KS tests of its predicted probabilities (black-box shift
-    detection). The window drifts when any part rejects at its share.
+    ``correction``), the point-mass tests of numeric features (a value become far more
+    frequent, e.g. a feature stuck at a default; Bonferroni, see ``_pointmass``), one
+    multivariate test (the squared Mahalanobis distance of the rows, KS-tested against
+    held-out reference rows, see ``_multivariate``) and, when a ``model`` is given, KS
+    tests of its predicted probabilities (black-box shift detection). The window
+    drifts when any part rejects at its share.
 
     Args:
         reference: the reference sample (e.g. the training feature table or the
