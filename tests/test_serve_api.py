@@ -137,7 +137,7 @@ def _json_values():
 
 def _instances(config, good: dict):
     """Instances over the request schema: each field valid, absent, or any JSON value."""
-    fields = list(request_models(config).instance.model_fields)
+    fields = list(request_models(config).instance_fields)
     value = {name: st.one_of(st.just(good.get(name)), _json_values()) for name in fields}
     return st.fixed_dictionaries({}, optional=value).flatmap(
         lambda d: st.one_of(st.just(d), st.dictionaries(st.text(max_size=8), _json_values(), max_size=2).map(lambda extra: {**d, **extra})))

@@ -125,8 +125,7 @@ def test_a_registered_format_is_ingested_served_and_featurized_online(kv_format,
     assert table.loc["e3", "pairs__total"] == 2.0 * (3 + 1.5) and table.loc["e3", "pairs__pairs"] == 2.0
     online = featurize_instances(config, [{"x": 3.0, "pairs": {"a": 3, "b": 1.5}}])
     assert online.loc[0, "pairs__total"] == table.loc["e3", "pairs__total"]
-    instance = request_models(config).instance
-    assert "pairs" in instance.model_fields
+    assert "pairs" in request_models(config).instance_fields
     with pytest.raises(RecordError, match=r"instances\[0\]\.pairs: expected numbers"):
         featurize_instances(config, [{"x": 1.0, "pairs": {"a": "no"}}])
 

@@ -4,8 +4,9 @@ Every prediction a replica makes becomes one row: the featurized inputs (the fea
 table's columns) plus ``request_id``, ``row`` (the instance's index in its request),
 ``entity`` (the entity key the client sent, or null), ``model_version``, ``prediction``,
 ``probabilities`` (per class; null for regression) and ``time`` (UTC). Rows are
-buffered in the replica (bounded: overflow is dropped and counted) and flushed in
-batches by a background task:
+buffered in the replica as the chunks the batch path hands over (bounded: overflow is
+dropped and counted); a background task turns them into one frame and flushes it, in a
+thread, off the request path:
 
 - fire-and-forget to the drift monitor actor (``actor.receive.remote(frame)``) when
   one is registered under its name; its absence is normal;
@@ -27,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Union
 
 import pandas as pd
 import pyarrow as pa
@@ -45,6 +46,24 @@ from ray_mlops.contracts import (
 from ray_mlops.errors import StorageError
 
 log = logging.getLogger(__name__)
+
+
+class Rows(Protocol):
+    """Log rows kept as the batch path made them: ``frame()`` builds them (in the flush thread)."""
+
+    def __len__(self) -> int: ...
+
+    def frame(self) -> pd.DataFrame: ...
+
+
+Chunk = Union[pd.DataFrame, Rows]
+
+
+def frame_of(chunks: list[Chunk]) -> pd.DataFrame:
+    """One frame of buffered chunks (frames as they are, :class:`Rows` built)."""
+    frames = [c if isinstance(c, pd.DataFrame) else c.frame() for c in chunks]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
 
 class MonitorLink:
     """A cheap, cached lookup of the monitor actor; sends are fire-and-forget."""
@@ -84,7 +103,7 @@ class PredictionLog:
     """A bounded in-replica buffer of prediction rows, flushed in the background.
 
     ``append`` never blocks and never raises: rows that do not fit are dropped and
-    counted. ``run()`` is the flush loop (start it as a task); ``close()`` flushes what
+    counted. A chunk is a frame or :class:`Rows`, whose frame is built when it flushes. ``run()`` is the flush loop (start it as a task); ``close()`` flushes what
     is left. ``on_event(kind, n)`` is told about ``"flushed"`` / ``"dropped"`` rows (for
     metrics).
     """
@@ -95,7 +114,7 @@ class PredictionLog:
         self.writer, self.monitor = writer, monitor
         self.capacity, self.flush_rows, self.interval_s = capacity, flush_rows, interval_s
         self.on_event = on_event
-        self._chunks: deque[pd.DataFrame] = deque()
+        self._chunks: deque[Chunk] = deque()
         self.buffered = 0
         self.counts = {"flushed": 0, "dropped": 0, "sent_to_monitor": 0, "write_errors": 0}
         self._wake = asyncio.Event()
@@ -106,12 +125,12 @@ class PredictionLog:
         self.counts[kind] += n
         self.on_event(kind, n)
 
-    def append(self, frame: pd.DataFrame) -> bool:
-        if self._closed or self.buffered + len(frame) > self.capacity:
-            self._count("dropped", len(frame))
+    def append(self, chunk: Chunk) -> bool:
+        if self._closed or self.buffered + len(chunk) > self.capacity:
+            self._count("dropped", len(chunk))
             return False
-        self._chunks.append(frame)
-        self.buffered += len(frame)
+        self._chunks.append(chunk)
+        self.buffered += len(chunk)
         if self.buffered >= self.flush_rows:
             self._wake.set()
         return True
@@ -119,13 +138,11 @@ class PredictionLog:
     def stats(self) -> dict[str, int]:
         return {"buffered": self.buffered, **self.counts}
 
-    def _take(self) -> pd.DataFrame | None:
-        if not self._chunks:
-            return None
+    def _take(self) -> list[Chunk]:
         chunks = list(self._chunks)
         self._chunks.clear()
         self.buffered = 0
-        return pd.concat(chunks, ignore_index=True)
+        return chunks
 
     def _deliver(self, frame: pd.DataFrame) -> None:
         """Blocking part of a flush (runs in a thread): monitor send, then the durable write."""
@@ -137,8 +154,14 @@ class PredictionLog:
     async def flush(self) -> int:
         """Write out everything buffered now; returns the rows flushed."""
         async with self._flushing:
-            frame = self._take()
-            if frame is None:
+            chunks = self._take()
+            if not chunks:
+                return 0
+            try:
+                frame = await asyncio.to_thread(frame_of, chunks)
+            except Exception as exc:  # rows that cannot be built: dropped and counted, the flush loop goes on
+                log.error("prediction log: cannot build %d rows: %s: %s", sum(map(len, chunks)), type(exc).__name__, exc)
+                self._count("dropped", sum(map(len, chunks)))
                 return 0
             try:
                 await asyncio.to_thread(self._deliver, frame)
@@ -178,6 +201,8 @@ class PredictionLog:
 
 __all__ = [
     "PredictionLog",
+    "Rows",
+    "frame_of",
     "PartitionedWriter",
     "MonitorLink",
     "read_log",

@@ -26,9 +26,8 @@ import logging
 import time
 from typing import Any, Callable
 
-import pandas as pd
-
 from ray_mlops.errors import ServingError
+from ray_mlops.serve.batch import LogChunk
 from ray_mlops.serve.model import ServedModel
 
 log = logging.getLogger("ray.serve")
@@ -76,25 +75,24 @@ class ShadowSlot:
         model = self.model
         return model if model is not None and model.version == version else None
 
-    def annotate(self, frame: pd.DataFrame | None, features: list[str]) -> None:
-        """Add the shadow's outputs on ``frame``'s feature rows to ``frame`` (the log rows); never raises."""
+    def annotate(self, chunk: LogChunk | None) -> None:
+        """Add the shadow's outputs on the log rows' features (the batch's own, not featurized again); never raises."""
         model = self.model
-        if model is None or frame is None or not len(frame):
+        if model is None or chunk is None or not len(chunk):
             return
         self.batches += 1
         try:
-            out = model.predict(frame[features].reset_index(drop=True))
-            if len(out.predictions) != len(frame):
-                raise ServingError(f"{len(out.predictions)} predictions for {len(frame)} rows")
+            out = model.predict(chunk.features)
+            if len(out.predictions) != len(chunk):
+                raise ServingError(f"{len(out.predictions)} predictions for {len(chunk)} rows")
         except Exception as exc:  # the shadow's own problem: dropped from this batch, never the request's
             self.failed_batches += 1
-            log.warning("shadow %s dropped from a batch of %d rows: %s: %s", model.version, len(frame),
+            log.warning("shadow %s dropped from a batch of %d rows: %s: %s", model.version, len(chunk),
                         type(exc).__name__, exc)
             self.on_failure(model.version)
             return
-        frame["shadow_version"] = model.version
-        frame["shadow_prediction"] = out.predictions
-        frame["shadow_probabilities"] = out.probabilities
+        chunk.extra.update(shadow_version=model.version, shadow_prediction=out.predictions,
+                           shadow_probabilities=out.probabilities)
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` shows under ``shadow``."""

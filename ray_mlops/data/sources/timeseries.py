@@ -8,13 +8,13 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 import numpy as np
 import pandas as pd
 import ray.data
-from pydantic import Field, create_model
+from pydantic import Field
 
 from ray_mlops.config import SourceSettings
 from ray_mlops.data.grouped import Groups, std_and_slope
 from ray_mlops.data.quarantine import reject_frame
 from ray_mlops.data.sources._read import check_columns, parquet_columns, read_parquet_files
-from ray_mlops.data.sources._request import FORBID, MAX_ITEMS_PER_FIELD, FiniteFloat, Text
+from ray_mlops.data.sources._request import MAX_ITEMS_PER_FIELD, FiniteFloat, Text, typed_record
 from ray_mlops.data.sources.base import Columns, FeatureKind, Invalid, MultiRecordSource, Split, empty_rejects, entity_groups, key_text, matrix
 
 STATS = ["mean", "std", "min", "max", "last", "slope"]
@@ -106,7 +106,7 @@ class TimeseriesSource(MultiRecordSource):
     def request_fields(self) -> dict[str, tuple]:
         fields: dict[str, Any] = {signal: (FiniteFloat, ...) for signal in self.settings.signals}
         fields[self.settings.time_column] = (Optional[Union[Text, FiniteFloat]], None)
-        reading = create_model(f"{self.name.title()}Reading", __config__=FORBID, **fields)
+        reading = typed_record(f"{self.name.title()}Reading", fields)
         listed = Optional[Annotated[list[reading], Field(max_length=MAX_ITEMS_PER_FIELD)]]  # type: ignore[valid-type]
         return {self.name: (listed, Field(default=None, description=f"{self.name}: recent readings, oldest first"))}
 
