@@ -81,3 +81,37 @@ def test_every_representation_through_ingest_and_online(scans, tmp_path, ray_ses
     columns = [c for c in result.schema.features if c.startswith("scans__")]
     np.testing.assert_allclose(online[columns].to_numpy(), table.loc[ids, columns].to_numpy(), rtol=1e-6, atol=1e-6)
     assert np.abs(table[[c for c in columns if "embed_" in c]].to_numpy()).sum() > 0
+
+
+def _encoded(pixels: np.ndarray, mode: str, **save) -> bytes:
+    image = Image.fromarray(pixels).convert(mode)
+    sink = io.BytesIO()
+    image.save(sink, format="PNG", **save)
+    return sink.getvalue()
+
+
+def _pil_pixels(data: bytes, size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+        rgb = rgb if rgb.size == (size, size) else rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.float64) / 255.0
+
+
+@pytest.mark.parametrize("mode,save", [("RGB", {}), ("RGB", {"optimize": True}), ("RGB", {"compress_level": 0}),
+                                       ("RGBA", {}), ("L", {}), ("P", {}), ("I;16", {})])
+def test_decoding_gives_the_pixels_pil_gives_for_every_png_kind(mode, save):
+    """The libspng fast path (8-bit RGB at the source's size) and the PIL path decode to the same floats."""
+    from ray_mlops.data.sources.image import _png_rgb8, decode_image
+
+    rng = np.random.default_rng(7)
+    for size, shape in ((32, (32, 32, 3)), (32, (20, 28, 3)), (16, (16, 16, 3))):
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        pixels[: shape[0] // 2] = pixels[0]  # rows that compress (filters other than None)
+        data = _encoded(pixels, mode, **save)
+        decoded = decode_image(data, size)
+        assert decoded.dtype == np.float64 and decoded.shape == (size, size, 3)
+        np.testing.assert_array_equal(decoded, _pil_pixels(data, size))
+        assert (_png_rgb8(data, size) is not None) == (mode == "RGB" and shape[:2] == (size, size))
+    for broken in (b"not a png", _encoded(pixels, "RGB")[:60], b"\x89PNG\r\n\x1a\n" + b"\0" * 40):
+        with pytest.raises(ValueError, match="unreadable image"):
+            decode_image(broken, 16)

@@ -146,6 +146,21 @@ def test_online_readings_accept_finite_numbers_only_on_the_fast_and_the_slow_che
             source.online([{source.name: [good, dict(good, **{where: bad})]}])
 
 
+def test_online_readings_checked_in_bulk_equal_the_reading_by_reading_path():
+    from ray_mlops.data.sources import sources_of
+
+    source = next(s for s in sources_of(load_config()) if s.settings.format == "timeseries")
+    rng = np.random.default_rng(11)
+    instances = [{source.name: [{s: float(v) for s, v in zip(source.settings.signals, rng.normal(size=4) * 10)}
+                                for _ in range(n)]} for n in (24, 0, 3, 1)] + [{}]
+    bulk = source.online(instances)
+    assert source._bulk(instances) is not None
+    one_by_one = source.online(instances + [{source.name: {s: 1.0 for s in source.settings.signals}}])  # a lone object: slow path
+    for name, values in bulk.items():
+        np.testing.assert_array_equal(values, one_by_one[name][:-1])
+    assert np.isnan(bulk[source.column("n_readings")][[1, 4]]).all()
+
+
 class ExplodingSettings(KeyValueSettings):
     format: Literal["kvboom"]  # type: ignore[assignment]
 

@@ -192,10 +192,14 @@ def represent(images: Sequence[np.ndarray] | np.ndarray, rep: ImageRepresentatio
     """
     if embedder is not None and embedder.settings != rep.embedding:
         raise ValueError("the embedder's settings are not this representation's embedding")
-    stack = as_images(images)
-    out = np.empty((len(stack), _width(rep)))
-    for rows, group in _groups(stack):
-        out[rows] = _group_features(group, rep)
+    if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[3] == 3 and min(images.shape[1:3]) >= 1 \
+            and images.dtype == np.float64:
+        out, stack = _group_features(images, rep), images  # one stack of equal-shape images already
+    else:
+        stack = as_images(images)
+        out = np.empty((len(stack), _width(rep)))
+        for rows, group in _groups(stack):
+            out[rows] = _group_features(group, rep)
     if embedder is not None:
         out = np.concatenate([out, embedder.embed(stack)], axis=1)
     return out
@@ -247,9 +251,14 @@ def _group_features(stack: np.ndarray, rep: ImageRepresentation) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def _grey(stack: np.ndarray) -> np.ndarray:
+    """``stack.mean(axis=3)`` of RGB images, bit for bit (numpy adds the 3 channels in order), 4x faster."""
+    return (stack[..., 0] + stack[..., 1] + stack[..., 2]) / 3.0
+
+
 def summary_matrix(stack: np.ndarray) -> np.ndarray:
     """Per image (N×H×W×3): brightness, contrast, dark-spot share, edge density, redness."""
-    grey = stack.mean(axis=3)
+    grey = _grey(stack)
     edges = np.abs(np.diff(grey, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(grey, axis=2)).mean(axis=(1, 2))
     dark = (grey < 0.4).mean(axis=(1, 2))
     redness = (stack[..., 0] - stack[..., 2]).mean(axis=(1, 2))
@@ -259,7 +268,7 @@ def summary_matrix(stack: np.ndarray) -> np.ndarray:
 def pixel_grid(stack: np.ndarray, grid: PixelGrid) -> np.ndarray:
     """The resized grid: N×size×size (grey, the channel mean) or N×size×size×3 (RGB)."""
     if grid.mode == "gray":
-        return resize(stack.mean(axis=3), grid.size)
+        return resize(_grey(stack), grid.size)
     return resize(stack, grid.size)
 
 
@@ -294,7 +303,7 @@ def hog_matrix(stack: np.ndarray, hog: Hog) -> np.ndarray:
     """HOG descriptors (N×``hog.length``) of the grey images resized to ``hog.size``."""
     from skimage.feature import hog as skimage_hog
 
-    grey = resize(stack.mean(axis=3), hog.size)
+    grey = resize(_grey(stack), hog.size)
     cell, block = (hog.pixels_per_cell,) * 2, (hog.cells_per_block,) * 2
     rows = [skimage_hog(image, orientations=hog.orientations, pixels_per_cell=cell, cells_per_block=block, block_norm="L2-Hys") for image in grey]
     return np.asarray(rows, dtype=np.float64).reshape(len(stack), hog.length)

@@ -50,7 +50,10 @@ def _walk(value: Any, path: list[str]) -> list[Any]:
 
 def _number(values: list[Any]) -> float:
     numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return float(np.sum(numbers)) if numbers else np.nan
+    if not numbers:
+        return np.nan
+    # numpy sums fewer than 8 floats left to right from 0.0, as ``sum`` does (and 40x faster for a few)
+    return float(sum(numbers)) if len(numbers) < 8 else float(np.sum(numbers))
 
 
 def parse_event_line(line: str, key: str) -> tuple[dict | None, str | None]:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+import pyspng
 import ray.data
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
@@ -57,8 +58,32 @@ class ImageSettings(SourceSettings):
     filename_pattern: str = DEFAULT_FILENAME_PATTERN
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """PNG/JPEG bytes → float RGB array in [0, 1] of ``size``×``size``; ValueError if unreadable."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_rgb8(data: bytes, size: int) -> np.ndarray | None:
+    """An 8-bit RGB PNG of ``size``×``size`` decoded by libspng (pyspng), else None (PIL decides).
+
+    PNG is lossless, so these are the pixels PIL gives; libspng skips PIL's per-image
+    Python work (about 0.1 ms of a 32×32 image's 0.13 ms).
+    """
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if (width, height) != (size, size) or (data[24], data[25]) != (8, 2):  # bit depth 8, colour type RGB
+        return None
+    try:
+        pixels = pyspng.load(data)
+    except Exception:  # anything libspng refuses goes to PIL, which names the problem
+        return None
+    return pixels if pixels.shape == (size, size, 3) and pixels.dtype == np.uint8 else None
+
+
+def decode_pixels(data: bytes, size: int) -> np.ndarray:
+    """PNG/JPEG bytes → uint8 RGB array of ``size``×``size``; ValueError if unreadable."""
+    fast = _png_rgb8(data, size)
+    if fast is not None:
+        return fast
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -67,7 +92,17 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         raise ValueError(f"unreadable image: {exc}") from exc
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.float64) / 255.0
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def as_unit(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (one image or a stack) as floats in [0, 1]: what every representation reads."""
+    return pixels.astype(np.float64) / 255.0
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """PNG/JPEG bytes → float RGB array in [0, 1] of ``size``×``size``; ValueError if unreadable."""
+    return as_unit(decode_pixels(data, size))
 
 
 class ImageSource(MultiRecordSource):
@@ -118,9 +153,9 @@ class ImageSource(MultiRecordSource):
         return columns
 
     def _represent_all(self, images: list[np.ndarray], embedder: OnnxEmbedder | None) -> np.ndarray:
-        """Per-image components; without ``embedder`` the embedding columns are left out."""
+        """Per-image components of uint8 ``images``; without ``embedder`` the embedding columns are left out."""
         width = len(self._record_kinds) if embedder is not None else self._stateless_width
-        return represent(np.stack(images), self.representation, embedder) if images else np.empty((0, width))
+        return represent(as_unit(np.stack(images)), self.representation, embedder) if images else np.empty((0, width))
 
     # -- batch ----------------------------------------------------------------------
     def read(self, listed: Any) -> ray.data.Dataset:
@@ -143,7 +178,7 @@ class ImageSource(MultiRecordSource):
                 bad.append(path)
                 continue
             try:
-                images.append(decode_image(bytes(data), self.settings.size))
+                images.append(decode_pixels(bytes(data), self.settings.size))
             except ValueError:
                 reasons.append("unreadable image")
                 bad.append(path)
@@ -167,7 +202,7 @@ class ImageSource(MultiRecordSource):
         if not isinstance(value, str):
             raise Invalid("expected a base64-encoded image string")
         try:
-            return decode_image(base64.b64decode(value.split(",", 1)[-1], validate=True), self.settings.size)
+            return decode_pixels(base64.b64decode(value.split(",", 1)[-1], validate=True), self.settings.size)
         except (binascii.Error, ValueError) as exc:
             raise Invalid("not a readable base64-encoded image") from exc
 
@@ -180,4 +215,4 @@ class ImageSource(MultiRecordSource):
         return {self.name: many(Text, f"{self.name}: base64-encoded PNG/JPEG images")}
 
 
-__all__ = ["ImageSource", "ImageSettings", "decode_image"]
+__all__ = ["ImageSource", "ImageSettings", "as_unit", "decode_image", "decode_pixels"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import numpy as np
@@ -30,6 +32,7 @@ class TimeseriesSettings(SourceSettings):
 
 
 _FLOATS = {float}
+_NUMBERS = {float, int}  # not bool: ``type(True)`` is ``bool``
 
 
 def _finite_number(value: Any) -> bool:
@@ -98,9 +101,33 @@ class TimeseriesSource(MultiRecordSource):
             raise Invalid("expected a finite number", f".{bad}")
         return [float(v) for v in values]
 
+    def _bulk(self, instances: list[dict]) -> tuple[np.ndarray, list[int]] | None:
+        """Every reading of a request as one matrix, when all are objects of finite numbers (checked in bulk), else None."""
+        lists = [record.get(self.name) or [] for record in instances]
+        if not all(type(readings) is list for readings in lists):
+            return None
+        signals = self.settings.signals
+        pick = operator.itemgetter(*signals) if len(signals) > 1 else lambda reading: (reading[signals[0]],)
+        try:
+            picked = [pick(reading) for readings in lists for reading in readings]
+        except (KeyError, TypeError, IndexError):  # a reading that is not an object of every signal
+            return None
+        if not set(map(type, itertools.chain.from_iterable(picked))) <= _NUMBERS:
+            return None
+        try:
+            values = matrix(picked, len(signals))
+        except OverflowError:  # an integer beyond float range
+            return None
+        if not np.isfinite(values).all():
+            return None
+        return values, [i for i, readings in enumerate(lists) for _ in readings]
+
     def online(self, instances: list[dict]) -> Columns:
-        readings, rows = self.items(instances, self._reading)  # readings arrive oldest first
-        values = matrix(readings, len(self.settings.signals))
+        bulk = self._bulk(instances)  # readings arrive oldest first
+        if bulk is None:  # something to refuse (or a lone string or object): reading by reading, naming a bad one
+            readings, rows = self.items(instances, self._reading)
+            bulk = matrix(readings, len(self.settings.signals)), rows
+        values, rows = bulk
         return self.per_instance(rows, len(instances), lambda groups: self.entity_columns(groups, values))
 
     def request_fields(self) -> dict[str, tuple]:
