@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ray_mlops.config import Config
-from ray_mlops.data.schema import FeatureSchema, cast_columns, feature_schema
+from ray_mlops.data.schema import FeatureRows, FeatureSchema, feature_rows, feature_schema
 from ray_mlops.data.sources import RecordError, sources_of
 from ray_mlops.data.sources.base import Columns, field_path
 
@@ -28,6 +28,11 @@ def featurize_instances(config: Config, instances: list[dict], schema: FeatureSc
     >>> rows.loc[0, "notes__kw_leak"], rows.loc[0, "age_years"], rows.loc[0, "notes__text"]
     (np.float64(1.0), np.float64(3.0), 'worn belt, leak')
     """
+    return featurize_rows(config, instances, schema).frame()
+
+
+def featurize_rows(config: Config, instances: list[dict], schema: FeatureSchema | None = None) -> FeatureRows:
+    """:func:`featurize_instances` as :class:`~ray_mlops.data.schema.FeatureRows` (numpy, no frame): what a replica predicts from."""
     schema = schema or feature_schema(config)
     for i, record in enumerate(instances):
         if not isinstance(record, dict):
@@ -35,7 +40,7 @@ def featurize_instances(config: Config, instances: list[dict], schema: FeatureSc
     columns: Columns = {}
     for source in sources_of(config):
         columns.update(source.online(instances))
-    return cast_columns(columns, len(instances), schema)
+    return feature_rows(columns, len(instances), schema)
 
 
-__all__ = ["featurize_instances", "RecordError"]
+__all__ = ["featurize_instances", "featurize_rows", "RecordError"]

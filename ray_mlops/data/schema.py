@@ -141,23 +141,101 @@ def cast_columns(columns: Mapping[str, Any], rows: int, schema: FeatureSchema) -
     Numeric and vector features are filled into one float64 block (a frame of hundreds of
     pixel or HOG columns is built in one step, not column by column).
     """
+    return feature_rows(columns, rows, schema).frame()
+
+
+def feature_rows(columns: Mapping[str, Any], rows: int, schema: FeatureSchema) -> "FeatureRows":
+    """:func:`cast_columns`' rows without building the frame (what the serving path predicts from)."""
     numbers, others = _layout(schema)
     block = np.full((rows, len(numbers)), np.nan)
     for j, name in enumerate(numbers):
         if name in columns:
             block[:, j] = _numeric(columns[name])
-    frame = pd.DataFrame(block, columns=numbers, index=pd.RangeIndex(rows), copy=False)
-    position = 0
-    if schema.entity_key in columns:
-        frame.insert(position, schema.entity_key, pd.Series(columns[schema.entity_key]).astype(object).to_numpy())
-        position += 1
-    if schema.label in columns:
-        frame.insert(position, schema.label, _label_values(pd.Series(columns[schema.label]), schema.label_kind).to_numpy())
-        position += 1
-    for where, name in others:  # categorical and text columns, at their place in the schema's order
+    objects = {}
+    for _, name in others:
         column = columns[name] if name in columns else np.full(rows, None, dtype=object)
-        frame.insert(position + where, name, _CASTS[schema.features[name]](column).to_numpy())
-    return frame
+        objects[name] = _as_framed(_CASTS[schema.features[name]](column))
+    keys = {}
+    if schema.entity_key in columns:
+        keys[schema.entity_key] = pd.Series(columns[schema.entity_key]).astype(object).to_numpy()
+    if schema.label in columns:
+        keys[schema.label] = _label_values(pd.Series(columns[schema.label]), schema.label_kind).to_numpy()
+    return FeatureRows(schema, block, objects, keys)
+
+
+#: pandas >= 3 stores a column of strings as ``str``, where a missing value reads back as NaN.
+_STR_COLUMNS = pd.Series(np.array(["a", None], dtype=object)).dtype != object
+
+
+def _as_framed(values: np.ndarray) -> np.ndarray:
+    """Cast values (str or None) as a frame's column gives them back: with a string among them, None is NaN."""
+    if not _STR_COLUMNS or not len(values):
+        return values
+    missing = np.equal(values, None)
+    if missing.all() or not missing.any():
+        return values
+    out = values.copy()
+    out[missing] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Feature rows without a DataFrame: the float features in one block, the others as object arrays.
+
+    The serving path featurizes into this and the compiled model reads it directly;
+    :meth:`frame` is the same rows as :func:`cast_columns` gives them, built only when
+    needed (the prediction log's flush thread, a model without a compiled path).
+    """
+
+    schema: FeatureSchema
+    numbers: np.ndarray               # rows × the numeric and vector features, in schema order
+    objects: dict[str, np.ndarray]    # categorical and text columns, as :meth:`frame`'s columns hold them
+    keys: dict[str, np.ndarray] = field(default_factory=dict)  # the entity key and the label, when given
+
+    def __len__(self) -> int:
+        return self.numbers.shape[0]
+
+    def column(self, name: str) -> np.ndarray:
+        """One feature's values (float64, or objects)."""
+        if name in self.objects:
+            return self.objects[name]
+        return self.numbers[:, _positions(self.schema)[name]]
+
+    def block(self, names: list[str]) -> np.ndarray:
+        """``frame()[names].to_numpy()``: float64 when every one is a float feature, else objects."""
+        positions = _positions(self.schema)
+        if all(name in positions for name in names):
+            return self.numbers[:, [positions[name] for name in names]]
+        return np.column_stack([self.column(name).astype(object) for name in names])
+
+    def take(self, rows: Any) -> "FeatureRows":
+        """The rows at ``rows`` (positions or a slice)."""
+        return FeatureRows(self.schema, self.numbers[rows], {k: v[rows] for k, v in self.objects.items()},
+                           {k: v[rows] for k, v in self.keys.items()})
+
+    @staticmethod
+    def concat(parts: list["FeatureRows"]) -> "FeatureRows":
+        """The rows of ``parts`` one after another (one schema)."""
+        first = parts[0]
+        join = lambda values: np.concatenate(values) if len(values) > 1 else values[0]  # noqa: E731
+        return FeatureRows(first.schema, np.concatenate([p.numbers for p in parts]) if len(parts) > 1 else first.numbers,
+                           {k: join([p.objects[k] for p in parts]) for k in first.objects},
+                           {k: join([p.keys[k] for p in parts]) for k in first.keys})
+
+    def frame(self) -> pd.DataFrame:
+        """The feature-table frame: entity key and label (when given), then the features in schema order."""
+        numbers, others = _layout(self.schema)
+        rows = len(self)
+        frame = pd.DataFrame(self.numbers, columns=numbers, index=pd.RangeIndex(rows), copy=False)
+        position = 0
+        for name in (self.schema.entity_key, self.schema.label):
+            if name in self.keys:
+                frame.insert(position, name, self.keys[name])
+                position += 1
+        for where, name in others:  # categorical and text columns, at their place in the schema's order
+            frame.insert(position + where, name, self.objects[name])
+        return frame
 
 
 @functools.lru_cache(maxsize=32)
@@ -172,21 +250,36 @@ def _layout(schema: FeatureSchema) -> tuple[list[str], list[tuple[int, str]]]:
     return _layout_of(tuple(schema.features.items()))
 
 
+@functools.lru_cache(maxsize=32)
+def _positions_of(features: tuple[tuple[str, str], ...]) -> dict[str, int]:
+    return {name: j for j, name in enumerate(_layout_of(features)[0])}
+
+
+def _positions(schema: FeatureSchema) -> dict[str, int]:
+    """Each float feature's column in :attr:`FeatureRows.numbers`."""
+    return _positions_of(tuple(schema.features.items()))
+
+
 def _numeric(column: Any) -> np.ndarray:
     if getattr(column, "dtype", None) == np.float64:
         return np.asarray(column)
     return np.asarray(pd.to_numeric(column, errors="coerce"), dtype=np.float64)
 
 
-def _categorical(column: Any) -> pd.Series:
+def _categorical(column: Any) -> np.ndarray:
     values = np.asarray(column, dtype=object).reshape(-1)
     missing = pd.isna(values)
-    return pd.Series([None if m else v if isinstance(v, str) else str(v) for v, m in zip(values, missing)], dtype=object)
+    out = np.empty(len(values), dtype=object)
+    out[:] = [None if m else v if isinstance(v, str) else str(v) for v, m in zip(values, missing)]
+    return out
 
 
-def _text(column: Any) -> pd.Series:
-    values = pd.Series(column).astype(object)
-    return values.where(values.notna(), "").map(str)
+def _text(column: Any) -> np.ndarray:
+    values = np.asarray(column, dtype=object).reshape(-1)
+    missing = pd.isna(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = ["" if m else v if isinstance(v, str) else str(v) for v, m in zip(values, missing)]
+    return out
 
 
 _CASTS = {"categorical": _categorical, "text": _text}
@@ -194,7 +287,7 @@ _CASTS = {"categorical": _categorical, "text": _text}
 
 def _label_values(column: pd.Series, kind: str) -> pd.Series:
     if kind == "str":
-        return _categorical(column)
+        return pd.Series(_categorical(column), dtype=object)
     numeric = pd.to_numeric(column, errors="coerce").astype("float64")
     return numeric.astype("int64") if kind == "int" else numeric
 
@@ -228,6 +321,8 @@ __all__ = [
     "feature_schema",
     "cast_features",
     "cast_columns",
+    "feature_rows",
+    "FeatureRows",
     "FeatureKind",
     "FeatureSchema",
     "IngestResult",

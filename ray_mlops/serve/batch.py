@@ -2,10 +2,11 @@
 
 A replica's batch path (:mod:`ray_mlops.serve.app`) is three steps, each a function here:
 
-1. :func:`featurize` turns the raw records of every job of a batch into one feature
-   frame, with the source plugins' online steps run once over all records; a job whose
+1. :func:`featurize` turns the raw records of every job of a batch into one set of
+   :class:`~ray_mlops.data.schema.FeatureRows` (numpy, no frame), with the source
+   plugins' online steps run once over all records; a job whose
    records are bad gets its own :class:`RecordError` and the others still go through;
-2. :func:`predict` scores that frame with one served version in one call (a failing
+2. :func:`predict` scores those rows with one served version in one call (a failing
    call is retried job by job, so one job's bad value fails that job only); a second
    version (a shadow) scores the same :class:`Batch` with another call, without
    featurizing again;
@@ -22,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ray_mlops.config import Config
-from ray_mlops.data.online import RecordError, featurize_instances
-from ray_mlops.data.schema import FeatureSchema
+from ray_mlops.data.online import RecordError, featurize_rows
+from ray_mlops.data.schema import FeatureRows, FeatureSchema
 from ray_mlops.serve.model import ServedModel
 
 
@@ -56,7 +57,7 @@ class Batch:
     """Featurized jobs: ``features`` holds the rows of ``jobs[i]`` at ``spans[i]``, or ``errors[i]`` says why not."""
 
     jobs: list[Job]
-    features: Optional[pd.DataFrame]
+    features: Optional[FeatureRows]
     spans: list[Optional[slice]]
     errors: list[Optional[Exception]]
 
@@ -79,34 +80,34 @@ def _spans(sizes: list[int]) -> list[slice]:
 def featurize(config: Config, schema: FeatureSchema, jobs: list[Job]) -> Batch:
     """Every job's records featurized together; when that fails, job by job to find whose records are bad."""
     try:
-        together = featurize_instances(config, [r for job in jobs for r in job.instances], schema)
+        together = featurize_rows(config, [r for job in jobs for r in job.instances], schema)
         return Batch(jobs, together, _spans([len(job.instances) for job in jobs]), [None] * len(jobs))
     except Exception:
         pass
-    frames: list[Optional[pd.DataFrame]] = []
+    frames: list[Optional[FeatureRows]] = []
     errors: list[Optional[Exception]] = []
     for job in jobs:
         try:
-            frames.append(featurize_instances(config, job.instances, schema))
+            frames.append(featurize_rows(config, job.instances, schema))
             errors.append(None)
         except Exception as exc:
             frames.append(None)
             errors.append(_as_record_error(exc))
     good = [f for f in frames if f is not None]
     spans = iter(_spans([len(f) for f in good]))
-    features = pd.concat(good, ignore_index=True) if good else None
+    features = FeatureRows.concat(good) if good else None
     return Batch(jobs, features, [None if f is None else next(spans) for f in frames], errors)
 
 
-def _score(served: ServedModel, features: pd.DataFrame, spans: list[slice]) -> list[Outcome]:
+def _score(served: ServedModel, features: FeatureRows, spans: list[slice]) -> list[Outcome]:
     out = served.predict(features)
     return [Outcome(out.predictions[s], None if out.probabilities is None else out.probabilities[s], served.version)
             for s in spans]
 
 
-def _score_alone(served: ServedModel, features: pd.DataFrame) -> Outcome:
+def _score_alone(served: ServedModel, features: FeatureRows) -> Outcome:
     try:
-        return _score(served, features.reset_index(drop=True), [slice(0, len(features))])[0]
+        return _score(served, features, [slice(0, len(features))])[0]
     except Exception as exc:
         return Outcome(error=RecordError("instances", f"the model cannot score these instances: {type(exc).__name__}"))
 
@@ -122,7 +123,7 @@ def predict(served: ServedModel, batch: Batch) -> list[Outcome]:
         try:
             scored = _score(served, batch.features, spans)
         except Exception:
-            scored = [_score_alone(served, batch.features.iloc[s]) for s in spans]
+            scored = [_score_alone(served, batch.features.take(s)) for s in spans]
     answers = iter(scored)
     return [Outcome(error=error) if error is not None else next(answers) for error in batch.errors]
 
@@ -131,7 +132,7 @@ def predict(served: ServedModel, batch: Batch) -> list[Outcome]:
 class LogChunk:
     """The prediction-log rows of one scored batch, kept as they are until the log flushes them."""
 
-    features: pd.DataFrame
+    features: FeatureRows
     jobs: list[Job]
     outcomes: list[Outcome]
     version: str
@@ -155,7 +156,7 @@ class LogChunk:
             "time": self.time,
             **self.extra,
         }
-        frame = self.features.reset_index(drop=True)
+        frame = self.features.frame()
         return pd.concat([frame, pd.DataFrame(meta, index=frame.index)], axis=1)
 
 
@@ -168,7 +169,7 @@ def log_chunk(batch: Batch, outcomes: list[Outcome], version: str) -> Optional[L
         features = batch.features
     else:
         rows = np.concatenate([np.arange(batch.spans[i].start, batch.spans[i].stop) for i in kept])
-        features = batch.features.iloc[rows]
+        features = batch.features.take(rows)
     return LogChunk(features, [batch.jobs[i] for i in kept], [outcomes[i] for i in kept], version,
                     pd.Timestamp.now(tz="UTC"))
 

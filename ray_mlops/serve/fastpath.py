@@ -26,6 +26,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from ray_mlops.data.schema import FeatureRows
+
 Step = Callable[[np.ndarray], np.ndarray]
 
 
@@ -113,10 +115,21 @@ class _Branch:
     transformer: Any      # the fitted branch (used when ``compiled`` is None)
     compiled: Step | None
 
-    def apply(self, frame: pd.DataFrame) -> Any:
+    def apply(self, features: pd.DataFrame | FeatureRows) -> Any:
+        if isinstance(features, FeatureRows):
+            if self.compiled is not None:
+                return self.compiled(features.block(self.columns))
+            return self.transformer.transform(_selected(features, self.columns))
         if self.compiled is None:
-            return self.transformer.transform(frame[self.columns])
-        return self.compiled(_block(frame, self.columns))
+            return self.transformer.transform(features[self.columns])
+        return self.compiled(_block(features, self.columns))
+
+
+def _selected(rows: FeatureRows, columns: Any) -> Any:
+    """``rows.frame()[columns]`` for a branch sklearn runs itself: a Series (one name) or a frame."""
+    if isinstance(columns, str):
+        return pd.Series(rows.column(columns), name=columns)
+    return pd.DataFrame({name: rows.column(name) for name in columns})
 
 
 def _block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -131,29 +144,29 @@ def _block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FastPipeline:
-    """The same outputs as ``pipeline`` for a feature frame, with the first step in numpy."""
+    """The same outputs as ``pipeline`` for a feature frame (or :class:`FeatureRows`), with the first step in numpy."""
 
     pipeline: Pipeline
     branches: tuple[_Branch, ...]
     sparse_output: bool
 
-    def _features(self, frame: pd.DataFrame) -> Any:
+    def _features(self, frame: pd.DataFrame | FeatureRows) -> Any:
         blocks = [branch.apply(frame) for branch in self.branches]
         if self.sparse_output:
             return sparse.hstack([b if sparse.issparse(b) else np.asarray(b, dtype=float) for b in blocks]).tocsr()
         return np.hstack([b.toarray() if sparse.issparse(b) else b for b in blocks])
 
-    def _final_input(self, frame: pd.DataFrame) -> Any:
+    def _final_input(self, frame: pd.DataFrame | FeatureRows) -> Any:
         X = self._features(frame)
         for _, step in self.pipeline.steps[1:-1]:
             if step is not None and step != "passthrough":
                 X = step.transform(X)
         return X
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame | FeatureRows) -> np.ndarray:
         return self.pipeline.steps[-1][1].predict_proba(self._final_input(frame))
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, frame: pd.DataFrame | FeatureRows) -> np.ndarray:
         return self.pipeline.steps[-1][1].predict(self._final_input(frame))
 
 

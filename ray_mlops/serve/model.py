@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ray_mlops.data.schema import FeatureSchema, cast_features, read_reference
+from ray_mlops.data.schema import FeatureRows, FeatureSchema, cast_features, feature_rows, read_reference
 from ray_mlops.errors import DataError, RayMlopsError, ServingError
 from ray_mlops.registry import Registry
 from ray_mlops.serve.fastpath import FastPipeline, compile_pipeline
@@ -53,11 +53,16 @@ class ServedModel:
         known = {(type(c), c) for c in self.classes}
         return next((i for i, label in enumerate(labels) if (type(label), label) not in known), None)
 
-    def predict(self, features: pd.DataFrame) -> Prediction:
+    def predict(self, features: pd.DataFrame | FeatureRows) -> Prediction:
         """Regression: values. Classification: the labels of ``classes`` (ints or strings, as
         the model's ``classes_``) and one probability list per row in that order; a
-        classifier without ``predict_proba`` gives its ``predict`` labels and no probabilities."""
+        classifier without ``predict_proba`` gives its ``predict`` labels and no probabilities.
+
+        ``features``: a feature frame, or :class:`FeatureRows` (read directly by the compiled
+        path; the plain Pipeline gets their frame)."""
         model = self.fast or self.model
+        if self.fast is None and isinstance(features, FeatureRows):
+            features = features.frame()
         if self.task != "classification":
             values = np.asarray(model.predict(features), dtype=float)
             return Prediction(values.tolist(), None)
@@ -110,14 +115,18 @@ def _check_outputs(version: str, out: Prediction, rows: int, classes: list) -> N
         raise ServingError(f"{version}: non-finite outputs on the warm-up rows")
 
 
-def _with_fast_path(served: ServedModel, sample: pd.DataFrame, expected: Prediction) -> ServedModel:
-    """``served`` predicting through its compiled Pipeline, if that gives the same outputs on ``sample``."""
+def _with_fast_path(served: ServedModel, sample: pd.DataFrame, expected: Prediction,
+                    schema: FeatureSchema | None = None) -> ServedModel:
+    """``served`` predicting through its compiled Pipeline, if that gives the same outputs on ``sample``
+    (as a frame, and as the :class:`FeatureRows` a replica featurizes into when ``schema`` is given)."""
     fast = compile_pipeline(served.model)
     if fast is None:
         return served
     candidate = ServedModel(served.version, served.model, served.metadata, served.task, served.classes, fast)
     try:
         same = candidate.predict(sample) == expected
+        if same and schema is not None:
+            same = candidate.predict(feature_rows(sample, len(sample), schema)) == expected
     except Exception:  # a step the compiled path reads differently: serve the Pipeline as it is
         same = False
     return candidate if same else served
@@ -137,7 +146,7 @@ def load_version(registry: Registry, ref: str, schema: FeatureSchema) -> ServedM
         sample = _warmup_sample(registry, version, metadata, schema)
         expected = served.predict(sample)
         _check_outputs(version, expected, len(sample), classes)
-        served = _with_fast_path(served, sample, expected)
+        served = _with_fast_path(served, sample, expected, schema)
     except ServingError:
         raise
     except RayMlopsError as exc:

@@ -120,14 +120,14 @@ def measure(server: str, url: str, instances: list, per_request: int, clients: i
 
 
 def floor_predictor(served) -> Any:
-    """The replica's featurize + predict for a list of raw records, in this process."""
-    from ray_mlops.data.online import featurize_instances
+    """The replica's featurize + predict for a list of raw records (FeatureRows, the compiled path), in this process."""
+    from ray_mlops.data.online import featurize_rows
     from ray_mlops.data.schema import feature_schema
     from ray_mlops.serve.model import load_version
 
     schema = feature_schema(served.config)
     model = load_version(served.registry, "production", schema)
-    return lambda records: model.predict(featurize_instances(served.config, records, schema))
+    return lambda records: model.predict(featurize_rows(served.config, records, schema))
 
 
 def measure_floor(predict: Any, key: str, instances: list, per_request: int, seconds: float) -> dict:
