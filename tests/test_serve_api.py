@@ -76,6 +76,24 @@ def test_served_predictions_equal_the_registered_pipeline_on_batch_features(app,
     assert np.allclose(body["probabilities"], expected, atol=1e-5)
 
 
+def test_a_python_client_predicts_through_a_deployment_handle(app, records):
+    """``predict_records`` answers as ``/predict`` does (same validation, predictions, log), without HTTP."""
+    from ray import serve
+
+    config, url = app
+    handle = serve.get_app_handle(config.serve.app_name)
+    answer = handle.predict_records.remote({"instances": records[:4]}).result(timeout_s=60)
+    over_http = predict(url, records[:4]).json()
+    assert answer["predictions"] == over_http["predictions"] and answer["model_version"] == over_http["model_version"]
+    np.testing.assert_array_equal(answer["probabilities"], over_http["probabilities"])
+    assert ID_RE.match(answer["request_id"]) and answer["request_id"] != over_http["request_id"]
+    for body, where in (({"instances": [{**records[0], "age_years": "old"}]}, r"instances\[0\]\.age_years"),
+                        ({"instances": [{**records[0], "load_class": "extreme"}]}, r"instances\[0\]\.load_class"),
+                        ({"rows": []}, "instances")):
+        with pytest.raises(Exception, match=where):
+            handle.predict_records.remote(body).result(timeout_s=60)
+
+
 def _bad_cases(records):
     good = records[0]
     return [

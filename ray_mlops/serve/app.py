@@ -37,9 +37,11 @@ from typing import Any, Optional
 
 import pandas as pd
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 from ray import serve
 
 from ray_mlops.config import Config, config_from_dict
+from ray_mlops.data.online import RecordError
 from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import ServingError
 from ray_mlops.registry import Registry
@@ -75,6 +77,7 @@ class ModelServer:
         self.storage = Storage(self.config.storage)
         self.registry = Registry(self.storage, self.config.model_name)
         self.ids = RequestIds(secret.encode())
+        self._body_schema = TypeAdapter(request_models(self.config).predict)
         self.replica = _replica_name()
         self.writer_id = f"{self.replica}-{uuid.uuid4().hex[:8]}"
         self.serving: Optional[ServedModel] = None
@@ -172,12 +175,34 @@ class ModelServer:
         self.shadow.annotate(chunk)
         return outcomes, chunk
 
-    def respond(self, job: Job, outcome: Outcome) -> JSONResponse:
+    async def batched(self, job: Job) -> Outcome:
+        """One job's outcome; the deployment replaces this with a ``@serve.batch`` of concurrent jobs."""
+        return (await self.run_jobs([job]))[0]
+
+    async def answer(self, job: Job) -> dict:
+        """A job's response body: batched with concurrent small jobs, alone when larger than a batch."""
+        small = len(job.instances) <= self.config.serve.max_batch_size
+        outcome = await self.batched(job) if small else (await self.run_jobs([job]))[0]
         if outcome.error is not None:
             raise outcome.error
-        body = {"predictions": outcome.predictions, "probabilities": outcome.probabilities,
+        return {"predictions": outcome.predictions, "probabilities": outcome.probabilities,
                 "model_version": outcome.version, "request_id": job.request_id}
-        return JSONResponse(body, headers={"x-model-version": outcome.version})
+
+    async def respond(self, body: dict) -> JSONResponse:
+        """The ``/predict`` route's answer to a validated body."""
+        answer = await self.answer(self.make_job(body))
+        return JSONResponse(answer, headers={"x-model-version": answer["model_version"]})
+
+    async def predict_records(self, body: dict) -> dict:
+        """``/predict`` without HTTP, for a Python client holding a ``DeploymentHandle``:
+        ``handle.predict_records.remote({"instances": [...]})``. The same validation, batching,
+        answer (a dict) and log; a bad body raises :class:`RecordError` naming the field."""
+        try:
+            valid = self._body_schema.validate_python(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise RecordError(field_path(tuple(first["loc"])), first["msg"]) from None
+        return await self.answer(self.make_job(valid))
 
     # -- feedback, health, model ----------------------------------------------------
     async def accept_feedback(self, body: Any) -> JSONResponse:
@@ -239,10 +264,7 @@ def make_deployment(config: Config, token_sha256: Optional[str] = None) -> Any:
 
         @api.post("/predict", response_model=PredictResponse, responses=_ERRORS)
         async def predict(self, body: PredictRequest) -> JSONResponse:  # type: ignore[valid-type]
-            job = self.make_job(body)
-            small = len(job.instances) <= cfg.max_batch_size
-            outcome = await self.batched(job) if small else (await self.run_jobs([job]))[0]
-            return self.respond(job, outcome)
+            return await self.respond(body)
 
         @serve.batch(max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s,
                      batch_size_fn=job_rows)

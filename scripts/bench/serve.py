@@ -6,7 +6,9 @@ All three serve the same registered Pipeline on the same raw request format:
   core per call; it has no clients, so every clients row shows the same floor);
 - ``bare``: FastAPI + uvicorn (one worker, ``OMP_NUM_THREADS=1``) featurizing each
   request with the same online featurizers and calling ``predict_proba``;
-- ``serve`` / ``serve-nolog``: our Serve app, one replica (``--replicas``), prediction log on and off.
+- ``serve`` / ``serve-nolog``: our Serve app, one replica (``--replicas``), prediction log on and off;
+- ``handle``: the same app called from Python through a ``DeploymentHandle``
+  (``predict_records``: no HTTP, no proxy), prediction log on.
 
 An async httpx load generator runs each clients count with 1-instance and 100-instance
 requests. Each cell is the best (by rows/s) of ``--repeats`` runs. ``--json PATH`` writes
@@ -119,6 +121,38 @@ def measure(server: str, url: str, instances: list, per_request: int, clients: i
     return _cell(server, per_request, clients, elapsed, out)
 
 
+async def _handle_client(handle: Any, bodies: list, stop: float, out: list) -> None:
+    i = 0
+    while time.perf_counter() < stop:
+        started = time.perf_counter()
+        try:
+            await handle.predict_records.remote(bodies[i % len(bodies)])
+            ok = True
+        except Exception:  # a failed call is counted, never retried
+            ok = False
+        out.append((ok, time.perf_counter() - started))
+        i += 1
+
+
+async def _drive_handle(app_name: str, bodies: list, clients: int, seconds: float) -> list:
+    from ray import serve
+
+    handle = serve.get_app_handle(app_name)
+    warm: list = []
+    await asyncio.gather(*(_handle_client(handle, bodies, time.perf_counter() + 1.0, warm) for _ in range(clients)))
+    out: list = []
+    started = time.perf_counter()
+    await asyncio.gather(*(_handle_client(handle, bodies, started + seconds, out) for _ in range(clients)))
+    return [out, time.perf_counter() - started]
+
+
+def measure_handle(app_name: str, instances: list, per_request: int, clients: int, seconds: float) -> dict:
+    """One DeploymentHandle cell: ``clients`` concurrent Python callers of ``predict_records``."""
+    bodies = [{"instances": batch} for batch in request_batches(instances, per_request)]
+    out, elapsed = asyncio.run(_drive_handle(app_name, bodies, clients, seconds))
+    return _cell("handle", per_request, clients, elapsed, out)
+
+
 def floor_predictor(served) -> Any:
     """The replica's featurize + predict for a list of raw records (FeatureRows, the compiled path), in this process."""
     from ray_mlops.data.online import featurize_rows
@@ -206,6 +240,9 @@ def _serve_cells(plan: Plan, served, port: int, instances: list, bare_url: str) 
                         "bare", bare_url, instances, per_request, clients, plan.seconds)))
                 rows.append(best_of(plan.repeats, lambda: measure(
                     label, url, instances, per_request, clients, plan.seconds)))
+                if label == "serve":
+                    rows.append(best_of(plan.repeats, lambda: measure_handle(
+                        config.serve.app_name, instances, per_request, clients, plan.seconds)))
         serve.delete(config.serve.app_name)
     return rows
 
@@ -328,7 +365,7 @@ def profile(plan: Plan) -> None:
 
 
 # -- output ----------------------------------------------------------------------------
-ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3}
+ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3, "handle": 4}
 
 
 def table(rows: list[dict]) -> str:
