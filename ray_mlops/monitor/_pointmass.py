@@ -57,18 +57,19 @@ def upper_tail(k: np.ndarray, total: np.ndarray, good: np.ndarray, draws: np.nda
     return np.clip(terms.sum(axis=1) + rest, 0.0, 1.0)
 
 
-def _window_runs(at: Located) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every feature's runs of equal sorted window values: (feature, length, count of
-    the value in the reference), in feature order."""
-    values, n_win = at.sorted, at.n_window
+def _window_runs(at: Located, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of equal sorted window values of the features ``rows``: (feature,
+    length, count of the value in the reference), in feature order."""
+    values, n_win = at.sorted[rows], at.n_window[rows]
     width = values.shape[1]
     valid = np.arange(width)[None, :] < n_win[:, None]
     new = valid.copy()
     new[:, 1:] &= values[:, 1:] != values[:, :-1]
-    feature, col = np.nonzero(new)
+    index, col = np.nonzero(new)
+    feature = rows[index]
     following = np.append(col[1:], width)
-    last = np.append(feature[1:] != feature[:-1], True)
-    length = np.where(last, n_win[feature], following) - col
+    last = np.append(index[1:] != index[:-1], True)
+    length = np.where(last, n_win[index], following) - col
     return feature, length.astype(float), (at.right[feature, col] - at.left[feature, col]).astype(float)
 
 
@@ -83,13 +84,17 @@ class PointMassReference:
         self.repeated = np.concatenate([c[c > 1] for c in counts] + [[]]).astype(float)
         self.repeated_feature = np.concatenate(
             [np.full(np.count_nonzero(c > 1), f) for f, c in enumerate(counts)] + [[]]).astype(int)
+        self.has_repeats = np.bincount(self.repeated_feature, minlength=len(counts)) > 0
 
     def p_values(self, at: Located) -> list[float | None]:
         """Each feature's point-mass p-value (None: no value repeats in the pool, the
         pool holds a single value, or the window has no value: the test cannot reject).
         Every feature's values are computed at once."""
         features = len(self.n)
-        feature, k, ref = _window_runs(at)
+        rows = np.flatnonzero(self._window_ties(at) | self.has_repeats)
+        if rows.size == 0:  # continuous features: no value repeats anywhere
+            return [None] * features
+        feature, k, ref = _window_runs(at, rows)
         n_win = at.n_window.astype(float)
         total, pooled = self.n + n_win, k + ref
         repeats = np.bincount(self.repeated_feature, minlength=features) + np.bincount(
@@ -106,6 +111,14 @@ class PointMassReference:
             n_win / total <= best)
         p = np.minimum(1.0, best * m)
         return [float(p[f]) if tested[f] else None for f in range(features)]
+
+    @staticmethod
+    def _window_ties(at: Located) -> np.ndarray:
+        """Features whose window repeats a value or meets a reference value."""
+        width = at.sorted.shape[1]
+        inside = np.arange(width - 1)[None, :] < (at.n_window - 1)[:, None]
+        repeats = ((at.sorted[:, 1:] == at.sorted[:, :-1]) & inside).any(axis=1)
+        return repeats if at.left is at.right else repeats | (at.right != at.left).any(axis=1)
 
     @staticmethod
     def _best(feature: np.ndarray, k: np.ndarray, pooled: np.ndarray, total: np.ndarray,
