@@ -78,7 +78,8 @@ class PointMassReference:
     array of non-missing values per feature)."""
 
     def __init__(self, sorted_columns: list[np.ndarray]) -> None:
-        counts = [np.unique(ref, return_counts=True)[1] for ref in sorted_columns]
+        counts = [np.diff(np.flatnonzero(np.concatenate([[True], ref[1:] != ref[:-1], [True]])))
+                  for ref in sorted_columns]  # run lengths of the sorted values
         self.n = np.array([len(r) for r in sorted_columns], dtype=float)
         self.singletons = np.array([np.count_nonzero(c == 1) for c in counts], dtype=float)
         self.repeated = np.concatenate([c[c > 1] for c in counts] + [[]]).astype(float)
