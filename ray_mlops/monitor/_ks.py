@@ -184,12 +184,12 @@ def _take(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return matrix.ravel()[idx + offsets]
 
 
-def _integral_q(cumsum: np.ndarray, ref: np.ndarray, n1: np.ndarray,
+def _integral_q(cumsum: np.ndarray, ref: np.ndarray, shift: np.ndarray, n1: np.ndarray,
                 num: np.ndarray, den: int) -> np.ndarray:
     """∫_0^u Q_ref for u = num / den (2-D, row-wise n1): prefix sum plus a partial step."""
     idx = (num * n1) // den
     rem = (num * n1 - idx * den) / (n1 * den)
-    return _take(cumsum, idx) / n1 + rem * _take(ref, np.minimum(idx, n1 - 1))
+    return _take(cumsum, idx) / n1 + rem * (_take(ref, np.minimum(idx, n1 - 1)) - shift)
 
 
 def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -214,7 +214,7 @@ def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
         lft = _rows(left, rows)[:, :n2]
         c = _rows(window_sorted, rows)[:, :n2] - shift[rows, None]
         g_a, g_b, whole, sum_a = _steps(steps_memo, (n2, rows.tobytes()), cum_r,
-                                        _rows(ref, rows), n1, n2)
+                                        _rows(ref, rows), shift[rows, None], n1, n2)
         a = np.arange(n2)[None, :] / n2
         x = lft / n1  # Q_ref < w_j on the step exactly for u < x
         g_x = np.where(x <= a, g_a, np.where(x >= a + 1 / n2, g_b, _take(cum_r, lft) / n1))
@@ -223,14 +223,14 @@ def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
     return out
 
 
-def _steps(memo: dict, key: tuple, cum: np.ndarray, ref: np.ndarray, n1: np.ndarray,
-           n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _steps(memo: dict, key: tuple, cum: np.ndarray, ref: np.ndarray, shift: np.ndarray,
+           n1: np.ndarray, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """∫_0^u Q_ref at u = j / n2 and j + 1 / n2 (j < n2), their last minus first, and the
     sum of the first: they depend on the reference and n2 only (memoised)."""
     if key not in memo:
         if len(memo) > 64:
             memo.clear()
-        steps = _integral_q(cum, ref, n1, np.arange(n2 + 1)[None, :], n2)
+        steps = _integral_q(cum, ref, shift, n1, np.arange(n2 + 1)[None, :], n2)
         memo[key] = (steps[:, :-1], steps[:, 1:], steps[:, -1] - steps[:, 0],
                      steps[:, :-1].sum(axis=1))
     return memo[key]
@@ -284,7 +284,6 @@ class NumericReference:
         self.shift = np.array([np.mean(r) if len(r) else 0.0 for r in self.sorted])
         last = np.array([r[-1] if len(r) else 0.0 for r in self.sorted])
         filled = np.where(np.isnan(ordered), last[:, None], ordered) - self.shift[:, None]
-        self.centered = np.ascontiguousarray(filled)
         self.cumsum = np.ascontiguousarray(np.concatenate(
             [np.zeros((len(filled), 1)), np.cumsum(filled, axis=1)], axis=1))
         self._steps: dict = {}  # ∫ Q_ref up to each j / n2, per window size (see _wasserstein)
@@ -313,7 +312,7 @@ class NumericReference:
         n_win = at.n_window
         d_raw = _d_statistics(at.right, at.left, at.sorted, self.n, n_win)
         stat, p, exact = _p_values(d_raw, self.n, n_win, thresholds)
-        dist = _wasserstein(self.centered, self.cumsum, self.n, at.sorted, at.left, n_win,
+        dist = _wasserstein(self.padded, self.cumsum, self.n, at.sorted, at.left, n_win,
                             self.shift, self._steps)
         return NumericComparison(stat, p, dist, self.n.copy(), n_win, exact)
 

@@ -59,9 +59,9 @@ class _FitRanks:
         median = np.nanmedian(np.where(fit[:, None], matrix, np.nan), axis=0)
         self.fill = np.where(np.isnan(median), 0.0, median)
         order = np.argsort(matrix, axis=0, kind="stable")  # NaN last, as in the reference
-        counts = np.cumsum(fit[order], axis=0).T
+        counts = np.cumsum(fit[order], axis=0, dtype=np.int32).T  # int32: half the cache
         self.prefix = np.ascontiguousarray(
-            np.concatenate([np.zeros((counts.shape[0], 1), dtype=np.int64), counts], axis=1))
+            np.concatenate([np.zeros((counts.shape[0], 1), dtype=np.int32), counts], axis=1))
         self.imputed = (np.isnan(matrix) & fit[:, None]).sum(axis=0)[:, None]
         self.n = n = int(fit.sum())
         # a mid-rank sum is an integer in [0, 2n]: its normal score is tabulated

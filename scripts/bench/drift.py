@@ -24,7 +24,7 @@ from ray_mlops.monitor import _ks
 from ray_mlops.monitor.drift import DriftDetector
 
 N_REF, N_WIN, N_NUM, N_CAT, ALPHA = 10_000, 1_000, 20, 5, 0.05
-N_WINDOWS, SCIPY_EVERY, N_FIRST = 200, 10, 5
+N_WINDOWS, SCIPY_EVERY, N_FIRST = 200, 10, 9
 LEVELS = np.array(["a", "b", "c", "d", "e", "f"])
 
 
