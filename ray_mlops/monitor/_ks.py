@@ -187,6 +187,14 @@ def _take(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _integral_q(cumsum: np.ndarray, ref: np.ndarray, shift: np.ndarray, n1: np.ndarray,
                 num: np.ndarray, den: int) -> np.ndarray:
     """∫_0^u Q_ref for u = num / den (2-D, row-wise n1): prefix sum plus a partial step."""
+    if (n1 == n1[0, 0]).all():  # one size for every row: one index shared by all
+        n = int(n1[0, 0])
+        idx = (num[0] * n) // den
+        rem = (num[0] * n - idx * den) / (n * den)
+        out = cumsum[:, idx] / n
+        if rem.any():
+            out += rem * (ref[:, np.minimum(idx, n - 1)] - shift)
+        return out
     idx = (num * n1) // den
     rem = (num * n1 - idx * den) / (n1 * den)
     return _take(cumsum, idx) / n1 + rem * (_take(ref, np.minimum(idx, n1 - 1)) - shift)
