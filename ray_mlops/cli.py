@@ -229,8 +229,11 @@ def registry_list(ctx: click.Context) -> None:
 @click.argument("version")
 @click.pass_context
 def registry_show(ctx: click.Context, version: str) -> None:
-    """Show a version's (or alias's) metadata and lineage."""
-    echo_json(_registry(ctx).metadata(version))
+    """Show a version's (or alias's) metadata, lineage and gate decisions (each with its paired test)."""
+    reg = _registry(ctx)
+    meta = reg.metadata(version)
+    decisions = [e for e in reg.events("gate") if e.get("candidate_version") == meta["version"]]
+    echo_json({**meta, "gate_decisions": decisions})
 
 
 @registry_command("promote")
@@ -371,6 +374,20 @@ def _print_monitor(monitor: MonitorStatus) -> None:
         gate = r.get("gate") or {}
         click.echo(f"retrained:  {r.get('id')} {r.get('status')} {r.get('version') or ''} "
                    f"{gate.get('reason') or r.get('error') or ''}")
+        if gate.get("test"):
+            click.echo(f"  gate test: {_test_line(gate['test'])}")
+
+
+def _test_line(test: dict) -> str:
+    """A recorded paired test (PairedTest.to_json) on one line."""
+    def num(key: str) -> str:
+        value = test.get(key)
+        return f"{value:+.4f}" if isinstance(value, (int, float)) else "-"
+
+    p = test.get("p_value")
+    return (f"{test.get('test')} Δ{test.get('metric')}={num('estimate')} [{num('low')}, {num('high')}] "
+            f"p={p if p is None else format(p, '.3g')} rows={test.get('rows')} ({test.get('require')}, "
+            f"α={test.get('alpha')}, {'passed' if test.get('passed') else 'failed'})")
 
 
 def _print_probation(monitor: MonitorStatus) -> None:

@@ -225,10 +225,32 @@ class TrainConfig(_Strict):
 
 
 class GateConfig(_Strict):
+    """The promotion gate: a paired test of the candidate against production on the same rows.
+
+    ``require: non_inferior`` promotes when the candidate is significantly (level ``alpha``)
+    no more than ``margin`` worse on ``metric``; ``superior`` when it is significantly better.
+    The first model must be significantly better than the trivial baseline. ``tolerance`` is
+    read as the old name of ``margin``; ``min_gain_over_baseline`` is refused by name.
+    """
+
     metric: str = "roc_auc"
     mode: Literal["max", "min"] = "max"
-    tolerance: float = Field(default=0.005, ge=0.0)
-    min_gain_over_baseline: float = Field(default=0.02, ge=0.0)
+    require: Literal["non_inferior", "superior"] = "non_inferior"
+    margin: float = Field(default=0.02, ge=0.0, lt=1.0)  # non-inferiority margin, in units of the metric
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)  # one-sided level of the paired test
+    seed: int = 0  # the paired bootstrap's (metrics without a closed-form paired test)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "min_gain_over_baseline" in data:
+            raise ValueError("gate.min_gain_over_baseline was removed: the first model must now beat the baseline "
+                             "significantly (a paired test at gate.alpha); delete the key")
+        if "tolerance" in data:  # the old name wins over the default margin merged in beside it
+            data = {**{k: v for k, v in data.items() if k != "tolerance"}, "margin": data["tolerance"]}
+        return data
 
 
 class ServeConfig(_Strict):
@@ -276,6 +298,7 @@ class RetrainConfig(_Strict):
     num_samples: int | None = Field(default=None, ge=1)  # Tune trials (default: train.num_samples)
     log_train_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)  # labeled log rows added to training
     min_holdout_rows: int = Field(default=100, ge=10)  # fewer labeled post-drift rows: gate on validation
+    require: Literal["non_inferior", "superior"] = "superior"  # the gate's requirement after drift (overrides gate.require)
     timeout_s: float = Field(default=1800.0, gt=0)
 
 

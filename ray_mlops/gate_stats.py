@@ -51,6 +51,7 @@ from ray_mlops.train.metrics import HIGHER_IS_BETTER, class_indices
 
 REQUIREMENTS = ("non_inferior", "superior")
 BOOTSTRAP_SAMPLES = 2000
+_CELLS = 4_000_000  # bootstrap weights held at once (replicates × rows)
 _EPS = 1e-15
 
 
@@ -199,31 +200,41 @@ def _normal_test(estimate: float, se: float, threshold: float, alpha: float) -> 
 
 
 # -- any metric: the paired bootstrap --------------------------------------------------------
-def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
-    m = int(positive.sum())
-    if m == 0 or m == len(positive):
-        return float("nan")
-    ranks = stats.rankdata(scores)
-    return float((ranks[positive].sum() - m * (m + 1) / 2.0) / (m * (len(positive) - m)))
+# Each metric is written for row weights W (B × n): a bootstrap resample is the multinomial
+# count of each row, so B replicates are a few matrix products; W = 1 gives the point value.
+Weighted = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def _macro_f1(index: np.ndarray, predicted: np.ndarray, k: int) -> float:
-    confusion = np.bincount(index * k + predicted, minlength=k * k).reshape(k, k)
-    tp = np.diag(confusion).astype(float)
-    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
-    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)))
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float = float("nan")) -> np.ndarray:
+    out = np.full(np.broadcast(numerator, denominator).shape, empty)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
 
-def _binary_f1(index: np.ndarray, predicted: np.ndarray) -> float:
-    tp = np.sum((index == 1) & (predicted == 1))
-    denominator = np.sum(index == 1) + np.sum(predicted == 1)
-    return float(2 * tp / denominator) if denominator else 0.0
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """ROC AUC (ties count ½) of each weight row: Σ w_i w_j ψ(pos_i, neg_j) / (W₊ W₋)."""
+    order = np.argsort(scores, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(scores[order]) != 0])  # groups of tied scores
+    pos = positive[order]
+    neg_w = np.add.reduceat(w[:, order] * ~pos, starts, axis=1)
+    pos_w = np.add.reduceat(w[:, order] * pos, starts, axis=1)
+    below = np.cumsum(neg_w, axis=1) - neg_w
+    return _ratio((pos_w * (below + 0.5 * neg_w)).sum(axis=1), pos_w.sum(axis=1) * neg_w.sum(axis=1))
 
 
-def _r2(y: np.ndarray, predicted: np.ndarray) -> float:
-    total = np.sum((y - y.mean()) ** 2)
-    residual = np.sum((y - predicted) ** 2)
-    return float(1.0 - residual / total) if total > 0 else float("nan")
+def _ovr_auc(index: np.ndarray, proba: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Binary: the positive column's AUC; multi-class: the macro one-vs-rest mean over present classes."""
+    if proba.shape[1] == 2:
+        return _weighted_auc(index == 1, proba[:, 1], w)
+    per_class = np.column_stack([_weighted_auc(index == k, proba[:, k], w) for k in range(proba.shape[1])])
+    present = np.isfinite(per_class).sum(axis=1)
+    return _ratio(np.nansum(per_class, axis=1), np.where(present >= 2, present, 0))
+
+
+def _f1s(index: np.ndarray, predicted: np.ndarray, k: int, w: np.ndarray) -> np.ndarray:
+    """(B, k) per-class F1; NaN for a class neither in the labels nor the predictions."""
+    actual, chosen = np.eye(k)[index], np.eye(k)[predicted]
+    tp = w @ (actual * chosen)
+    return _ratio(2.0 * tp, w @ actual + w @ chosen)
 
 
 def _predicted_class(proba: np.ndarray) -> np.ndarray:
@@ -231,62 +242,74 @@ def _predicted_class(proba: np.ndarray) -> np.ndarray:
     return (proba[:, 1] >= 0.5).astype(np.int64) if proba.shape[1] == 2 else proba.argmax(axis=1)
 
 
-def _log_loss(index: np.ndarray, proba: np.ndarray) -> float:
-    clipped = np.clip(proba, _EPS, 1.0)
-    if proba.shape[1] == 2:
-        clipped = np.clip(proba, _EPS, 1.0 - _EPS)
+def _row_log_loss(index: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    upper = 1.0 - _EPS if proba.shape[1] == 2 else 1.0
+    clipped = np.clip(proba, _EPS, upper)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
-    return float(-np.mean(np.log(clipped[np.arange(len(index)), index])))
+    return -np.log(clipped[np.arange(len(index)), index])
 
 
-def _ovr_auc(index: np.ndarray, proba: np.ndarray) -> float:
-    if proba.shape[1] == 2:
-        return _auc(index == 1, proba[:, 1])
-    present = np.unique(index)
-    return float(np.mean([_auc(index == k, proba[:, k]) for k in present])) if len(present) > 1 else float("nan")
+def _mean(w: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return (w @ values) / w.sum(axis=1)
 
 
-def metric_function(metric: str, n_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
-    """``f(y, values)`` for the bootstrap: y is class indices (classification) or values."""
-    classification: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "accuracy": lambda i, p: float(np.mean(_predicted_class(p) == i)),
-        "log_loss": _log_loss,
+def _r2(y: np.ndarray, predicted: np.ndarray, w: np.ndarray) -> np.ndarray:
+    total = w.sum(axis=1)
+    spread = w @ (y * y) - (w @ y) ** 2 / total
+    return 1.0 - _ratio(w @ ((y - predicted) ** 2), np.where(spread > 1e-12 * total, spread, 0.0))
+
+
+def weighted_metric(metric: str, n_classes: int) -> Weighted:
+    """``f(y, values, W)``: ``metric`` under each row of weights W; y is class indices or values."""
+    k = n_classes
+    known: dict[str, Weighted] = {
+        "accuracy": lambda i, p, w: _mean(w, (_predicted_class(p) == i).astype(float)),
+        "log_loss": lambda i, p, w: _mean(w, _row_log_loss(i, p)),
         "roc_auc": _ovr_auc,
-        "f1": lambda i, p: _binary_f1(i, _predicted_class(p)),
-        "macro_f1": lambda i, p: _macro_f1(i, _predicted_class(p), n_classes),
-    }
-    regression: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "rmse": lambda y, v: float(np.sqrt(np.mean((y - v) ** 2))),
-        "mae": lambda y, v: float(np.mean(np.abs(y - v))),
+        "f1": lambda i, p, w: np.nan_to_num(_f1s(i, _predicted_class(p), 2, w)[:, 1]),
+        "macro_f1": lambda i, p, w: _macro(i, p, k, w),
+    } if k else {
+        "rmse": lambda y, v, w: np.sqrt(_mean(w, (y - v) ** 2)),
+        "mae": lambda y, v, w: _mean(w, np.abs(y - v)),
         "r2": _r2,
     }
-    known = classification if n_classes else regression
-    if metric not in known:
-        raise ValueError(f"metric {metric!r} is not one of {', '.join(known)}")
+    if metric not in known or (metric == "f1" and k > 2):
+        raise ValueError(f"metric {metric!r} is not one of {', '.join(m for m in known if k <= 2 or m != 'f1')}")
     return known[metric]
 
 
-def paired_bootstrap(y: np.ndarray, production: np.ndarray, candidate: np.ndarray,
-                     fn: Callable[[np.ndarray, np.ndarray], float], *, sign: float,
-                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
-    """``samples`` bootstrap replicates of ``sign·(fn(candidate) − fn(production))``, rows paired.
+def _macro(index: np.ndarray, proba: np.ndarray, k: int, w: np.ndarray) -> np.ndarray:
+    f1 = _f1s(index, _predicted_class(proba), k, w)
+    return _ratio(np.nansum(f1, axis=1), np.isfinite(f1).sum(axis=1).astype(float))
+
+
+def metric_value(metric: str, y: np.ndarray, values: np.ndarray, n_classes: int) -> float:
+    """``metric`` of ``values`` on ``y`` (equal weights)."""
+    return float(weighted_metric(metric, n_classes)(y, values, np.ones((1, len(y))))[0])
+
+
+def paired_bootstrap(y: np.ndarray, production: np.ndarray, candidate: np.ndarray, fn: Weighted, *,
+                     sign: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
+    """``samples`` replicates of ``sign·(fn(candidate) − fn(production))``, rows resampled together.
 
     Replicates where the metric is undefined (e.g. one class only) are dropped.
     """
     rng = np.random.default_rng(seed)
-    out = np.empty(samples)
-    for b in range(samples):
-        rows = rng.integers(0, len(y), len(y))
-        out[b] = sign * (fn(y[rows], candidate[rows]) - fn(y[rows], production[rows]))
+    n, chunk = len(y), max(1, _CELLS // max(len(y), 1))
+    parts = []
+    for done in range(0, samples, chunk):
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, samples - done)).astype(float)
+        parts.append(sign * (fn(y, candidate, w) - fn(y, production, w)))
+    out = np.concatenate(parts)
     return out[np.isfinite(out)]
 
 
 def _bootstrap_test(y: np.ndarray, production: np.ndarray, candidate: np.ndarray, metric: str,
                     n_classes: int, threshold: float, alpha: float,
                     seed: int, samples: int) -> tuple[float, float, float, float, float, float]:
-    fn = metric_function(metric, n_classes)
+    fn = weighted_metric(metric, n_classes)
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-    score_p, score_c = fn(y, production), fn(y, candidate)
+    score_p, score_c = metric_value(metric, y, production, n_classes), metric_value(metric, y, candidate, n_classes)
     replicates = paired_bootstrap(y, production, candidate, fn, sign=sign, samples=samples, seed=seed)
     if not replicates.size:
         return score_p, score_c, float("nan"), float("nan"), float("nan"), 1.0
@@ -371,5 +394,5 @@ def paired_test(y_true: Any, production: Any, candidate: Any, *, metric: str, ma
                       production_score=float(score_p))
 
 
-__all__ = ["PairedTest", "REQUIREMENTS", "delong_paired", "mcnemar_exact_p", "paired_bootstrap",
-           "paired_test", "tango_interval", "tango_z"]
+__all__ = ["PairedTest", "REQUIREMENTS", "delong_paired", "mcnemar_exact_p", "metric_value", "paired_bootstrap",
+           "paired_test", "tango_interval", "tango_z", "weighted_metric"]

@@ -44,6 +44,7 @@ class TrainOutcome:
             "trials": len(self.search.trials),
             "promoted": self.decision.promoted,
             "reason": self.decision.reason,
+            "gate_test": self.decision.test.to_json() if self.decision.test else None,
             "fingerprint": self.ingest.fingerprint,
         }
 

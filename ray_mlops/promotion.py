@@ -1,15 +1,20 @@
-"""The promotion gate: a candidate becomes ``production`` only when it earns it.
+"""The promotion gate: a candidate becomes ``production`` only through a recorded paired test.
 
 :func:`gate_and_promote` points the ``candidate`` alias at a registered version, smoke-tests
-it as loaded from the registry, scores it and the current production model on the *same*
-held-out rows, and promotes it when it is at least as good (within ``gate.tolerance``).
-With no production model yet, the candidate must beat a trivial baseline (the class prior
-or the mean) by ``gate.min_gain_over_baseline``. Every decision, with all scores, goes to
-the registry's event log.
+it as loaded from the registry, predicts with it and with the current production model on
+the *same* held-out rows, and runs a paired test (:mod:`ray_mlops.gate_stats`: exact
+McNemar or Tango's score test for accuracy, paired DeLong for binary ROC AUC, a seeded
+paired bootstrap otherwise). It promotes when the candidate is significantly non-inferior
+(within ``gate.margin``) or, with ``gate.require: superior``, significantly better, at the
+one-sided level ``gate.alpha``. With no production model yet (or one that cannot score the
+holdout), the candidate must be significantly better than a trivial baseline (the class
+prior or the mean). Every decision, with its scores and the test's estimate, interval,
+p-value and row count, goes to the registry's event log.
 
 Classification may be binary or multi-class, with int or str labels: each model is scored
-with its own ``classes_`` (its ``predict_proba`` columns), so a model that cannot place a
-holdout label fails the smoke test (candidate) or cannot be scored (production).
+with its own ``classes_`` (its ``predict_proba`` columns, reordered to the candidate's for
+the paired test), so a model that cannot place a holdout label fails the smoke test
+(candidate) or cannot be scored (production).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pandas as pd
 from ray_mlops.config import GateConfig
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import ConfigError, DataError, RegistryError
+from ray_mlops.gate_stats import PairedTest, paired_test
 from ray_mlops.registry import Registry
 from ray_mlops.train.metrics import (
     CLASSIFICATION_METRICS,
@@ -61,9 +67,13 @@ class GateDecision:
     production_score: float | None
     baseline_score: float | None
     smoke_test: SmokeTest
+    require: str = "non_inferior"
+    test: PairedTest | None = None  # None when no comparison ran (smoke test failed, NaN, already production)
+    compared_with: str | None = None  # "production" or "baseline" (no production, or one that cannot score)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe fields (the paired test as :meth:`PairedTest.to_json`)."""
+        return {**asdict(self), "test": self.test.to_json() if self.test else None}
 
 
 # -- metric choice -------------------------------------------------------------------
@@ -90,13 +100,6 @@ def _check_metric_for_classes(metric: str, y: np.ndarray, task: str) -> None:
     if levels > 2 and metric not in metric_names(task, levels):
         raise ConfigError(f"gate.metric {metric!r} is for two classes; the holdout has {levels} classes: "
                           f"use one of {', '.join(metric_names(task, levels))}")
-
-
-def at_least_as_good(candidate: float, incumbent: float, mode: str, margin: float) -> bool:
-    """``candidate`` within ``margin`` of ``incumbent`` (a negative margin demands a gain)."""
-    if mode == "max":
-        return candidate >= incumbent - margin
-    return candidate <= incumbent + margin
 
 
 # -- holdout, scoring ----------------------------------------------------------------
@@ -198,33 +201,55 @@ def smoke_test(registry: Registry, ref: str, X: pd.DataFrame, task: str, *, rows
 
 
 # -- the gate ------------------------------------------------------------------------
-def _production_score(registry: Registry, production: str, X: pd.DataFrame, y: np.ndarray,
-                      task: str, metric: str) -> tuple[float | None, str]:
-    """Score the production model on the holdout; (None, why) when it cannot be scored."""
+def _aligned(proba: np.ndarray, columns: list[Any], classes: list[Any] | None) -> np.ndarray:
+    """``proba`` (columns in ``columns`` order) reordered to ``classes``; a ValueError if one is missing."""
+    if not classes or not columns or columns == classes:
+        return proba
+    return proba[:, class_indices(classes, columns)]
+
+
+def _production_values(registry: Registry, production: str, X: pd.DataFrame, task: str,
+                       classes: list[Any] | None) -> tuple[np.ndarray | None, str]:
+    """Production's predictions on the holdout (in the candidate's class order); (None, why) if it cannot."""
     try:
         model = registry.load(production)
-        value = score(predictions(model, X, task), y, task, metric, model_classes(model) or None)
+        return _aligned(predictions(model, X, task), model_classes(model), classes), ""
     except RegistryError as exc:
         return None, f"production {production} cannot be loaded ({exc})"
-    except Exception as exc:  # e.g. a production model built for another schema
+    except Exception as exc:  # e.g. a production model built for another schema or other classes
         return None, f"production {production} cannot score this holdout ({type(exc).__name__}: {exc})"
-    if math.isnan(value):
-        return None, f"production {production} scores NaN on {metric}"
-    return value, ""
 
 
-def _judge(candidate: float, production: float | None, baseline: float, *, metric: str, mode: str,
-           gate: GateConfig, production_version: str | None, note: str) -> tuple[bool, str]:
+def _test(y: np.ndarray, reference: np.ndarray, candidate: np.ndarray, *, metric: str, gate: GateConfig,
+          require: str, classes: list[Any] | None) -> PairedTest:
+    return paired_test(y, reference, candidate, metric=metric, margin=gate.margin, alpha=gate.alpha,
+                       require=require, classes=classes, seed=gate.seed)
+
+
+def _reason(test: PairedTest, against: str, note: str) -> str:
+    """The decision in words, with the test's figures."""
     prefix = f"{note}; " if note else ""
-    if production is not None:
-        ok = at_least_as_good(candidate, production, mode, gate.tolerance)
-        verdict = "at least as good as" if ok else "worse than"
-        return ok, (f"{prefix}candidate {metric}={candidate:.4f} is {verdict} production {production_version} "
-                    f"{metric}={production:.4f} (tolerance {gate.tolerance})")
-    ok = at_least_as_good(candidate, baseline, mode, -gate.min_gain_over_baseline)
-    verdict = "beats" if ok else "does not beat"
-    return ok, (f"{prefix}candidate {metric}={candidate:.4f} {verdict} the baseline {metric}={baseline:.4f} "
-                f"by the required {gate.min_gain_over_baseline}")
+    if against == "baseline":
+        verdict = "beats the baseline significantly" if test.passed else "does not beat the baseline significantly"
+    else:
+        shown = "superior" if test.require == "superior" else "non-inferior"
+        verdict = f"{'is' if test.passed else 'is not shown'} {shown} to {against}"
+    return f"{prefix}candidate {verdict}: {test.describe()}"
+
+
+def _compare(registry: Registry, production: str | None, X: pd.DataFrame, y: np.ndarray, values: np.ndarray,
+             baseline: np.ndarray, *, metric: str, task: str, gate: GateConfig,
+             classes: list[Any] | None) -> tuple[PairedTest, str, float | None]:
+    """The paired test against production (or, without a scorable one, the baseline); reason; its score."""
+    prod, note = (None, "") if production is None else _production_values(registry, production, X, task, classes)
+    prod_score = None if prod is None else score(prod, y, task, metric, classes)
+    if prod_score is not None and math.isnan(prod_score):
+        prod, prod_score, note = None, None, f"production {production} scores NaN on {metric}"
+    if prod is None:
+        test = _test(y, baseline, values, metric=metric, gate=gate, require="superior", classes=classes)
+        return test, _reason(test, "baseline", note), None
+    test = _test(y, prod, values, metric=metric, gate=gate, require=gate.require, classes=classes)
+    return test, _reason(test, f"production {production}", ""), prod_score
 
 
 def _decide(registry: Registry, candidate: str, X: pd.DataFrame, y: np.ndarray, model: Any,
@@ -232,25 +257,26 @@ def _decide(registry: Registry, candidate: str, X: pd.DataFrame, y: np.ndarray, 
     metric, mode = gate_metric(schema, gate)
     production = registry.get_alias("production")
     classes = (model_classes(model) if smoke.passed else sorted(pd.unique(y).tolist())) or None
-    baseline = score(baseline_values(y, schema.task, classes), y, schema.task, metric, classes)
-    decision = dict(metric=metric, mode=mode, candidate_version=candidate, production_version=production,
-                    baseline_score=baseline, smoke_test=smoke, production_score=None)
+    baseline = baseline_values(y, schema.task, classes)
+    decision = dict(metric=metric, mode=mode, require=gate.require, candidate_version=candidate,
+                    production_version=production, smoke_test=smoke, production_score=None,
+                    baseline_score=score(baseline, y, schema.task, metric, classes))
     if not smoke.passed:
         return GateDecision(promoted=False, reason=f"smoke test failed: {smoke.detail}", candidate_score=None,
                             **decision)
-    cand = score(predictions(model, X, schema.task), y, schema.task, metric, classes)
+    values = predictions(model, X, schema.task)
+    cand = score(values, y, schema.task, metric, classes)
     if math.isnan(cand):
         return GateDecision(promoted=False, reason=f"candidate {metric} is NaN on the holdout",
                             candidate_score=None, **decision)
     if production == candidate:
         return GateDecision(promoted=False, reason=f"{candidate} is already production",
                             candidate_score=cand, **decision)
-    prod, note = (None, "") if production is None else _production_score(
-        registry, production, X, y, schema.task, metric)
-    promoted, reason = _judge(cand, prod, baseline, metric=metric, mode=mode, gate=gate,
-                              production_version=production, note=note)
-    decision["production_score"] = prod
-    return GateDecision(promoted=promoted, reason=reason, candidate_score=cand, **decision)
+    test, reason, decision["production_score"] = _compare(
+        registry, production, X, y, values, baseline, metric=metric, task=schema.task, gate=gate, classes=classes)
+    return GateDecision(promoted=test.passed, reason=reason, candidate_score=cand, test=test,
+                        compared_with="baseline" if decision["production_score"] is None else "production",
+                        **decision)
 
 
 def gate_and_promote(registry: Registry, candidate_version: str, holdout: pd.DataFrame,
@@ -273,8 +299,9 @@ def gate_and_promote(registry: Registry, candidate_version: str, holdout: pd.Dat
     if decision.promoted:
         registry.promote(candidate, reason=decision.reason, scores={
             "metric": decision.metric, "candidate": decision.candidate_score,
-            "production": decision.production_score, "baseline": decision.baseline_score})
+            "production": decision.production_score, "baseline": decision.baseline_score,
+            "test": decision.test.to_json() if decision.test else None})
     return decision
 
 
-__all__ = ["GateDecision", "SmokeTest", "gate_and_promote", "gate_metric", "smoke_test", "at_least_as_good"]
+__all__ = ["GateDecision", "PairedTest", "SmokeTest", "gate_and_promote", "gate_metric", "smoke_test"]

@@ -22,7 +22,8 @@ from ray_mlops.gate_stats import (
     PairedTest,
     delong_paired,
     mcnemar_exact_p,
-    metric_function,
+    metric_value,
+    weighted_metric,
     paired_test,
     tango_interval,
     tango_z,
@@ -134,15 +135,27 @@ def test_bootstrap_metrics_match_the_training_metrics():
     p3 = rng.dirichlet(np.ones(3), 200)
     reference = classification_metrics(y3, p3)
     for metric in ("log_loss", "roc_auc", "accuracy", "macro_f1"):
-        assert metric_function(metric, 3)(y3, p3) == pytest.approx(reference[metric], rel=1e-9), metric
+        assert metric_value(metric, y3, p3, 3) == pytest.approx(reference[metric], rel=1e-9), metric
     y2 = rng.integers(0, 2, 200)
     p2 = np.column_stack([1 - (q := rng.random(200)), q])
     reference = classification_metrics(y2, p2)
     for metric in ("log_loss", "roc_auc", "accuracy", "f1", "macro_f1"):
-        assert metric_function(metric, 2)(y2, p2) == pytest.approx(reference[metric], rel=1e-9), metric
+        assert metric_value(metric, y2, p2, 2) == pytest.approx(reference[metric], rel=1e-9), metric
     yr, vr = rng.normal(size=100), rng.normal(size=100)
     for metric, value in regression_metrics(yr, vr).items():
-        assert metric_function(metric, 0)(yr, vr) == pytest.approx(value, rel=1e-9), metric
+        assert metric_value(metric, yr, vr, 0) == pytest.approx(value, rel=1e-9), metric
+
+
+@pytest.mark.parametrize("metric, k", [("accuracy", 3), ("log_loss", 3), ("roc_auc", 3), ("macro_f1", 3),
+                                      ("roc_auc", 2), ("f1", 2), ("rmse", 0), ("mae", 0), ("r2", 0)])
+def test_a_weighted_replicate_equals_the_metric_on_the_resampled_rows(metric, k):
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, k, 120) if k else rng.normal(size=120)
+    values = np.round(rng.dirichlet(np.ones(k), 120), 1) if k else rng.normal(size=120)  # rounded: ties
+    rows = rng.integers(0, 120, 120)
+    counts = np.bincount(rows, minlength=120)[None, :].astype(float)
+    replicate = weighted_metric(metric, k)(y, values, counts)[0]
+    assert replicate == pytest.approx(metric_value(metric, y[rows], values[rows], k), rel=1e-9)
 
 
 def test_bootstrap_is_seeded_signs_losses_and_covers_multiclass_auc():

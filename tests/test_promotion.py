@@ -1,5 +1,8 @@
 """The promotion gate: both outcomes, the baseline rule, smoke tests, regression, bad input.
 
+Every comparison is a paired test on the same rows (statistics: tests/test_gate_stats.py);
+here: which test runs, what the decision records, and that it follows the test.
+
 Runs on a local folder and on the loopback S3 server (the ``storage`` fixture).
 """
 
@@ -22,7 +25,7 @@ from registry_fixtures import (  # noqa: F401
     preprocessor,
     storage,
 )
-from ray_mlops.config import GateConfig
+from ray_mlops.config import GateConfig, load_config
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import ConfigError, DataError, VersionNotFoundError
 from ray_mlops.promotion import GateDecision, gate_and_promote, gate_metric
@@ -59,12 +62,16 @@ def test_first_model_promotes_when_it_beats_the_baseline(storage, models):
     assert decision.promoted and decision.smoke_test.passed
     assert decision.metric == "roc_auc" and decision.baseline_score == pytest.approx(0.5)
     assert decision.candidate_score > 0.8 and decision.production_score is None
-    assert "beats the baseline" in decision.reason
+    assert "beats the baseline significantly" in decision.reason and "delong" in decision.reason
+    test = decision.test
+    assert (test.test, test.require, test.rows, decision.compared_with) == ("delong", "superior", 300, "baseline")
+    assert test.p_value < GATE.alpha and test.low > 0 and test.estimate == pytest.approx(decision.candidate_score - 0.5)
     assert registry.aliases() == {"production": "v1", "candidate": "v1"}
     gate_events = registry.events(kind="gate")
     assert len(gate_events) == 1 and gate_events[0]["promoted"] is True
     assert gate_events[0]["candidate_score"] == pytest.approx(decision.candidate_score)
     assert gate_events[0]["baseline_score"] == pytest.approx(0.5)
+    assert gate_events[0]["test"] == test.to_json() and gate_events[0]["test"]["rows"] == 300
     assert [e["kind"] for e in registry.events()] == ["register", "alias", "gate", "promote"]
     assert registry.events(kind="promote")[0]["scores"]["candidate"] == pytest.approx(decision.candidate_score)
 
@@ -74,7 +81,8 @@ def test_first_model_that_does_not_beat_the_baseline_stays_out(storage, models):
     version = register(registry, models["shuffled"])
     decision = gate_and_promote(registry, version, HOLDOUT, SCHEMA, GATE)
     assert not decision.promoted and decision.smoke_test.passed
-    assert "does not beat the baseline" in decision.reason
+    assert "does not beat the baseline significantly" in decision.reason
+    assert decision.test.p_value >= GATE.alpha and decision.test.low <= 0
     assert registry.get_alias("production") is None and registry.get_alias("candidate") == version
     assert registry.events(kind="promote") == []
 
@@ -84,29 +92,49 @@ def test_good_candidate_replaces_production_and_worse_one_does_not(storage, mode
     assert gate_and_promote(registry, register(registry, models["weak"]), HOLDOUT, SCHEMA, GATE).promoted
     better = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
     assert better.promoted, better.reason
-    assert "at least as good as production v1" in better.reason
+    assert "is non-inferior to production v1" in better.reason
     assert better.production_version == "v1" and better.production_score is not None
-    assert better.candidate_score >= better.production_score - GATE.tolerance
+    assert better.test.require == "non_inferior" and better.compared_with == "production"
+    assert better.test.low > -GATE.margin and better.test.p_value < GATE.alpha
     assert registry.get_alias("production") == "v2"
 
     worse = gate_and_promote(registry, register(registry, models["shuffled"]), HOLDOUT, SCHEMA, GATE)
-    assert not worse.promoted and "worse than production v2" in worse.reason
-    assert worse.candidate_score < worse.production_score - GATE.tolerance
+    assert not worse.promoted and "is not shown non-inferior to production v2" in worse.reason
+    assert worse.candidate_score < worse.production_score - GATE.margin
+    assert worse.test.high < 0 and worse.test.p_value > 0.5  # significantly worse, not merely unproven
     assert registry.get_alias("production") == "v2" and registry.get_alias("candidate") == "v3"
     last_gate = registry.events(kind="gate")[-1]
     assert (last_gate["candidate_version"], last_gate["production_version"], last_gate["promoted"]) == ("v3", "v2", False)
     assert last_gate["production_score"] == pytest.approx(worse.production_score)
+    assert last_gate["test"]["p_value"] == pytest.approx(worse.test.p_value)
     assert registry.alias_history("production") == ["v1", "v2"]
     assert registry.rollback() == "v1"
 
 
-def test_tolerance_lets_an_equal_model_through(tmp_path, models):
+def test_an_equal_model_is_non_inferior_but_not_superior(tmp_path, models):
     registry = Registry(str(tmp_path), "failures")
     gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
     again = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
     assert again.promoted and again.candidate_score == pytest.approx(again.production_score)
+    assert again.test.estimate == 0.0
     already = gate_and_promote(registry, "v2", HOLDOUT, SCHEMA, GATE)
-    assert not already.promoted and "already production" in already.reason
+    assert not already.promoted and "already production" in already.reason and already.test is None
+    superior = GateConfig(require="superior")
+    same = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, superior)
+    assert not same.promoted and "is not shown superior to production v2" in same.reason
+    assert same.test.p_value == 1.0 and registry.get_alias("production") == "v2"
+    accuracy = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA,
+                                GateConfig(metric="accuracy", require="superior"))
+    assert not accuracy.promoted and accuracy.test.test == "mcnemar_exact"
+
+
+def test_a_clearly_better_model_passes_a_superior_gate(tmp_path, models):
+    registry = Registry(str(tmp_path), "failures")
+    gate = GateConfig(metric="accuracy", require="superior")
+    assert gate_and_promote(registry, register(registry, models["weak"]), HOLDOUT, SCHEMA, gate).promoted
+    better = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, gate)
+    assert better.test.test == "mcnemar_exact" and better.test.rows == len(HOLDOUT)
+    assert better.promoted == (better.test.p_value < gate.alpha) and better.promoted, better.reason
 
 
 @pytest.mark.parametrize("broken", ["string_classes", "regressor", "other_schema"])
@@ -149,7 +177,8 @@ def test_unloadable_production_falls_back_to_the_baseline(tmp_path, models):
     path.write_bytes(path.read_bytes()[:-10])
     decision = gate_and_promote(registry, register(registry, models["hgb"]), HOLDOUT, SCHEMA, GATE)
     assert decision.promoted and "production v1 cannot be loaded" in decision.reason
-    assert decision.production_score is None and "beats the baseline" in decision.reason
+    assert decision.production_score is None and "beats the baseline significantly" in decision.reason
+    assert decision.compared_with == "baseline" and decision.test.require == "superior"
 
 
 def test_regression_is_judged_on_rmse(storage, models):
@@ -157,9 +186,11 @@ def test_regression_is_judged_on_rmse(storage, models):
     assert gate_metric(REGRESSION_SCHEMA, GATE) == ("rmse", "min")
     good = gate_and_promote(registry, register(registry, models["regressor"]), HOLDOUT, REGRESSION_SCHEMA, GATE)
     assert good.promoted and good.metric == "rmse" and good.candidate_score < good.baseline_score
+    assert good.test.test == "paired_bootstrap" and good.test.estimate == pytest.approx(
+        good.baseline_score - good.candidate_score)
     bad = gate_and_promote(registry, register(registry, models["shuffled_regressor"]), HOLDOUT,
                            REGRESSION_SCHEMA, GATE)
-    assert not bad.promoted and bad.candidate_score > bad.production_score
+    assert not bad.promoted and bad.candidate_score > bad.production_score and bad.test.high < 0
     assert registry.get_alias("production") == "v1"
 
 
@@ -183,9 +214,10 @@ def test_bad_gate_config_and_holdout_are_refused_before_anything_is_recorded(tmp
 
 def test_log_loss_gate_minimizes(tmp_path, models):
     registry = Registry(str(tmp_path), "failures")
-    gate = GateConfig(metric="log_loss", mode="min", tolerance=0.0)
+    gate = GateConfig(metric="log_loss", mode="min", margin=0.0)
     first = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, gate)
-    assert first.promoted and first.candidate_score < first.baseline_score - gate.min_gain_over_baseline
+    assert first.promoted and first.candidate_score < first.baseline_score
+    assert first.test.test == "paired_bootstrap" and first.test.low > 0
     worse = gate_and_promote(registry, register(registry, models["shuffled"]), HOLDOUT, SCHEMA, gate)
     assert not worse.promoted and worse.candidate_score > worse.production_score
 
@@ -234,7 +266,8 @@ def test_multiclass_gate_compares_with_the_class_prior_then_with_production(tmp_
         assert good.baseline_score == pytest.approx(expected_baseline[metric])
     noise = gate_and_promote(registry, register(registry, _fit_multiclass(train, schema, shuffle=True)),
                              holdout, schema, gate)
-    assert not noise.promoted and "worse than production v1" in noise.reason
+    assert not noise.promoted and "is not shown non-inferior to production v1" in noise.reason
+    assert noise.test.low < -gate.margin
     assert registry.get_alias("production") == "v1"
     classes = registry.metadata("v1")["classes"]
     assert classes == sorted(train["target"].unique().tolist()) and len(classes) == 3
@@ -246,8 +279,8 @@ def test_a_new_multiclass_model_that_does_not_beat_the_prior_stays_out(tmp_path)
     gate = GateConfig(metric="log_loss", mode="min")
     decision = gate_and_promote(registry, register(registry, _fit_multiclass(train, schema, shuffle=True)),
                                 holdout, schema, gate)
-    assert not decision.promoted and "does not beat the baseline" in decision.reason
-    assert decision.candidate_score > decision.baseline_score
+    assert not decision.promoted and "does not beat the baseline significantly" in decision.reason
+    assert decision.candidate_score > decision.baseline_score and decision.test.estimate < 0
 
 
 def test_multiclass_gate_refuses_the_binary_f1_and_unknown_holdout_classes(tmp_path):
@@ -261,3 +294,16 @@ def test_multiclass_gate_refuses_the_binary_f1_and_unknown_holdout_classes(tmp_p
     narrow = register(registry, _fit_multiclass(two_species, schema))
     decision = gate_and_promote(registry, narrow, holdout, schema, GATE)
     assert not decision.smoke_test.passed and "virginica" in decision.smoke_test.detail
+
+
+def test_old_gate_keys_keep_working_or_are_refused_by_name(tmp_path):
+    assert GateConfig(tolerance=0.01).margin == 0.01
+    with pytest.raises(ValueError, match="gate.min_gain_over_baseline was removed"):
+        GateConfig(min_gain_over_baseline=0.02)
+    path = tmp_path / "old.yaml"
+    path.write_text("gate:\n  metric: roc_auc\n  min_gain_over_baseline: 0.02\n")
+    with pytest.raises(ConfigError, match="min_gain_over_baseline"):
+        load_config(path)
+    path.write_text("gate:\n  tolerance: 0.01\n")
+    assert load_config(path).gate.margin == 0.01
+    assert load_config(None).monitor.retrain.require == "superior" and load_config(None).gate.require == "non_inferior"

@@ -183,7 +183,8 @@ def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: 
     version = stages.run("register", lambda: register_search(config, storage, result, ingested, holdout=holdout,
                                                              lineage=lineage))
     gate_rows = holdout if holdout is not None else result.validation
-    decision = stages.run("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, config.gate))
+    gate = config.gate.model_copy(update={"require": config.monitor.retrain.require})  # default: superior
+    decision = stages.run("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, gate))
     tracking.log_registration(config, registry.metadata(version), promoted=decision.promoted,
                               reason=decision.reason, search_name=result.name)
     # _swap rolls production back and raises its own RetrainFailed

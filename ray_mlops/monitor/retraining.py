@@ -30,7 +30,8 @@ from ray_mlops.monitor.tester import now_iso
 
 log = logging.getLogger(__name__)
 
-GATE_FIELDS = ("promoted", "reason", "metric", "candidate_score", "production_score")
+GATE_FIELDS = ("promoted", "reason", "metric", "candidate_score", "production_score", "require", "compared_with",
+               "test")
 
 
 class Launcher(Protocol):
