@@ -449,7 +449,8 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--traffic", "traffic_entities", type=click.IntRange(min=50), default=800, show_default=True, help="Machines sent before drift.")
 @click.option("--drift-traffic", "drift_entities", type=click.IntRange(min=50), default=800, show_default=True, help="Machines sent after drift begins (cycled).")
 @click.option("--new-data", "new_entities", type=click.IntRange(min=50), default=1500, show_default=True, help="Labeled machines landing when drift begins.")
-@click.option("--drift", type=click.Choice(["covariate", "prior", "concept"]), default="covariate", show_default=True)
+@click.option("--drift", type=click.Choice(["covariate", "prior", "concept"]), default="concept", show_default=True,
+              help="concept (default) moves the decision boundary, so the production model gets worse.")
 @click.option("--intensity", type=click.FloatRange(0, 5), default=1.0, show_default=True)
 @click.option("--window", type=click.IntRange(min=20), default=200, show_default=True, help="Records per monitor window.")
 @click.option("--baseline-windows", type=click.IntRange(min=1), default=4, show_default=True)

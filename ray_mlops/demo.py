@@ -3,12 +3,16 @@
 generate → ingest → train (gate, promote) → serve → monitor → traffic without drift →
 drift begins (the traffic drifts and a new labeled batch lands in the data root) →
 drift confirmed → retraining (re-ingest, search, gate on post-drift data) → promotion →
-hot swap under traffic → the monitor follows the new reference. Prints a timeline and
-the figures the loop is judged by, and writes an HTML report.
+hot swap under traffic → the drifted records are sent again to the new version → the
+monitor follows the new reference. Prints a timeline and the figures the loop is judged by
+(live accuracy before drift, after drift and after promotion, each with a Wilson 95%
+interval and its row count, and the two versions compared on the same labeled records),
+writes them to ``<workdir>/summary.json`` and an HTML report with live accuracy over time.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ray_mlops.config import Config
 from ray_mlops.errors import ConfigError, MonitorError
+from ray_mlops.live_accuracy import LiveAccuracy, LiveComparison, accuracy, paired, select, series
 from ray_mlops.storage import Storage
 
 if TYPE_CHECKING:
     from ray_mlops.monitor.state import MonitorStatus
+    from ray_mlops.traffic import Answer
 
 
 @dataclass
@@ -33,7 +39,7 @@ class DemoOptions:
     traffic_entities: int = 800   # machines sent without drift
     drift_entities: int = 800     # machines sent once drift begins (cycled)
     new_entities: int = 1500      # the labeled batch that lands when drift begins
-    drift: str = "covariate"
+    drift: str = "concept"        # moves the decision boundary: v1 gets worse, retraining can recover
     intensity: float = 1.0
     window: int = 200
     baseline_windows: int = 4
@@ -135,8 +141,27 @@ def _wait(predicate: Callable[[], Any], timeout_s: float, what: str, interval: f
 
 
 # -- the run -------------------------------------------------------------------------------
+@dataclass
+class DemoRun:
+    """What the phases of one demo run share: the loop's handles, the pools and the traffic."""
+
+    config: Config
+    opts: DemoOptions
+    storage: Storage
+    monitor: Any
+    url: str
+    pools: dict[str, Path]
+    log: Timeline
+    first: Any  # the first TrainOutcome
+    traffic: dict[str, Any] = field(default_factory=dict)  # calm, storm, recovered: ray_mlops.traffic.Traffic
+    onset_window: int = 0
+
+    def status(self) -> MonitorStatus:
+        return _status(self.monitor)
+
+
 def run_demo(config: Config, opts: DemoOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole loop once; returns the summary figures (also printed)."""
+    """Run the whole loop once; returns the summary figures (also printed, and in ``summary.json``)."""
     import ray
 
     from ray_mlops import loop
@@ -168,54 +193,80 @@ def run_demo(config: Config, opts: DemoOptions, echo: Callable[[str], None] = pr
         monitor = loop.start_monitor(config)
         log("monitor", f"windows of {opts.window} records, alpha {config.monitor.alpha}, "
                        f"patience {config.monitor.patience}")
-        return _traffic_phases(config, opts, storage, monitor, url, pools, log, first)
+        return _traffic_phases(DemoRun(config, opts, storage, monitor, url, pools, log, first))
     finally:
         loop.shutdown(config)  # the app drains (replicas flush their logs) and the monitor checkpoints
         ray.shutdown()  # the embedded Ray goes, Serve's controller and proxy with it
 
 
-def _traffic_phases(config, opts, storage, monitor, url, pools, log, first) -> dict[str, Any]:
+def _traffic_phases(run: DemoRun) -> dict[str, Any]:
+    """No drift → drift (v1 serves) → retraining → the promoted version serves the drifted records again."""
+    _calm_phase(run)
+    try:
+        outcome = _drift_phase(run)
+        if outcome.get("status") == "promoted":
+            _promotion_phase(run, outcome["version"])
+    finally:
+        for traffic in run.traffic.values():
+            traffic.stop()
+    return _finish(run)
+
+
+def _calm_phase(run: DemoRun) -> None:
+    """One pass of the no-drift records; the monitor tests its windows against v1's reference."""
+    from ray_mlops.traffic import Traffic, raw_records
+
+    opts, monitor = run.opts, run.monitor
+    records, labels = raw_records(run.pools["traffic"])
+    baseline_rows = opts.baseline_windows * opts.window
+    run.log("traffic", f"no drift: {baseline_rows} records at {opts.rate:.0f}/s, labels sent back to /feedback")
+    run.traffic["calm"] = Traffic(run.url, rate=opts.rate).start(records, labels, repeat=True, limit=baseline_rows)
+    run.traffic["calm"].wait(opts.timeout_s)
+    _wait(lambda: _status(monitor).windows >= opts.baseline_windows, 120, "the no-drift windows")
+    before = run.status()
+    run.onset_window = before.windows
+    run.log("no-drift windows", f"{before.windows} tested, alarms {before.alarms}, "
+                                f"retrainings {len(before.retrain_history)}, min p "
+                                f"{min(v['p_value'] for v in before.last_verdicts):.3g}")
+
+
+def _drift_phase(run: DemoRun) -> dict[str, Any]:
+    """New labeled data lands, the traffic drifts (cycled); waits for the alarm and the retraining's outcome."""
     from ray_mlops.traffic import Traffic, land_batch, raw_records
 
-    records, labels = raw_records(pools["traffic"])
-    drifted, drifted_labels = raw_records(pools["drift_traffic"])
-    baseline_rows = opts.baseline_windows * opts.window
-    log("traffic", f"no drift: {baseline_rows} records at {opts.rate:.0f}/s, labels sent back to /feedback")
-    calm = Traffic(url, rate=opts.rate).start(records, labels, repeat=True, limit=baseline_rows)
-    calm.wait(opts.timeout_s)
-    _wait(lambda: _status(monitor).windows >= opts.baseline_windows, 120, "the no-drift windows")
-    before = _status(monitor)
-    log("no-drift windows", f"{before.windows} tested, alarms {before.alarms}, "
-                            f"retrainings {len(before.retrain_history)}, min p "
-                            f"{min(v['p_value'] for v in before.last_verdicts):.3g}")
+    opts, root = run.opts, Path(run.config.data.root)
+    added = land_batch(run.pools["new_batch"], root, tag="batch-2")
+    (root / ".landed").write_text("batch-2")
+    run.log("drift begins", f"traffic drifts ({opts.drift}, intensity {opts.intensity}); "
+                            f"{added} new labeled machines land in {root}")
+    drifted, drifted_labels = raw_records(run.pools["drift_traffic"])
+    run.traffic["storm"] = Traffic(run.url, rate=opts.rate).start(drifted, drifted_labels, repeat=True)
+    alarm = _wait(lambda: _alarm(run.status(), run.onset_window), opts.timeout_s / 2, "drift to be confirmed")
+    run.log("drift confirmed", f"window {alarm['index']} ({alarm['index'] - run.onset_window + 1} windows after "
+                               f"onset), p={alarm['p_value']:.3g}, top: {', '.join(list(alarm['top_features'])[:3])}")
+    run.log("retraining", "launched: re-ingest, Tune search, paired gate on post-drift labeled predictions")
+    outcome = _wait(lambda: run.status().retrain_history, opts.timeout_s, "the retraining")[-1]
+    run.log("retrained", _outcome_line(outcome))
+    return outcome
 
-    onset_window = before.windows
-    added = land_batch(pools["new_batch"], Path(config.data.root), tag="batch-2")
-    (Path(config.data.root) / ".landed").write_text("batch-2")
-    log("drift begins", f"traffic drifts ({opts.drift}, intensity {opts.intensity}); "
-                        f"{added} new labeled machines land in {config.data.root}")
-    storm = Traffic(url, rate=opts.rate).start(drifted, drifted_labels, repeat=True)
-    try:
-        alarm = _wait(lambda: _alarm(_status(monitor), onset_window), opts.timeout_s / 2, "drift to be confirmed")
-        delay = alarm["index"] - onset_window + 1
-        log("drift confirmed", f"window {alarm['index']} ({delay} windows after onset), p={alarm['p_value']:.3g}, "
-                               f"top: {', '.join(list(alarm['top_features'])[:3])}")
-        log("retraining", "launched: re-ingest, Tune search, gate on post-drift labeled predictions")
-        outcome = _wait(lambda: _status(monitor).retrain_history, opts.timeout_s, "the retraining")[-1]
-        log("retrained", _outcome_line(outcome))
-        new_version = outcome.get("version") if outcome.get("status") == "promoted" else None
-        if new_version:
-            _wait(lambda: storm.snapshot()["versions"].get(new_version), 120, f"responses from {new_version}")
-            log("hot swap", f"serving {new_version}; failed requests so far: {storm.snapshot()['failed']}")
-            switched = _status(monitor).windows
-            _wait(lambda: _own_windows(_status(monitor), new_version) >= opts.after_windows, 180,
-                  "windows of the new version")
-            after = _status(monitor)
-            log("after the swap", f"{after.windows - switched} windows vs {new_version}'s reference, "
-                                  f"last p={after.last_verdicts[-1]['p_value']:.3g}")
-    finally:
-        storm.stop()
-    return _finish(config, opts, storage, monitor, log, first, calm, storm, onset_window)
+
+def _promotion_phase(run: DemoRun, version: str) -> None:
+    """After the swap the drifted records are sent once more, all answered by ``version``."""
+    from ray_mlops.traffic import Traffic, raw_records
+
+    opts, storm = run.opts, run.traffic["storm"]
+    _wait(lambda: storm.snapshot()["versions"].get(version), 120, f"responses from {version}")
+    storm.stop()
+    run.log("hot swap", f"serving {version}; failed requests so far: {storm.snapshot()['failed']}")
+    drifted, drifted_labels = raw_records(run.pools["drift_traffic"])
+    switched = run.status().windows
+    rows = max(len(drifted), opts.after_windows * opts.window)
+    run.traffic["recovered"] = Traffic(run.url, rate=opts.rate).start(drifted, drifted_labels, repeat=True, limit=rows)
+    run.traffic["recovered"].wait(opts.timeout_s)
+    _wait(lambda: _own_windows(run.status(), version) >= opts.after_windows, 180, "windows of the new version")
+    after = run.status()
+    run.log("after the swap", f"{after.windows - switched} windows vs {version}'s reference, "
+                              f"last p={after.last_verdicts[-1]['p_value']:.3g}")
 
 
 def _alarm(status: MonitorStatus, since: int) -> dict | None:
@@ -236,47 +287,134 @@ def _outcome_line(outcome: dict) -> str:
             f"{_num(gate.get('candidate_score'))} vs production {_num(gate.get('production_score'))}")
 
 
+def _gate_test_line(test: dict | None) -> str | None:
+    """The recorded paired test of the retraining's gate, on one line."""
+    if not test:
+        return None
+    return (f"{test['test']} {test['require']}: Δ={_num(test['estimate'])} [{_num(test['low'])}, {_num(test['high'])}] "
+            f"p={test['p_value']:.3g} on {test['rows']} rows, {'passed' if test['passed'] else 'failed'}")
+
+
 def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def _finish(config, opts, storage, monitor, log, first, calm, storm, onset_window) -> dict[str, Any]:
-    from ray_mlops.monitor.report import render_report
-    from ray_mlops.monitor.store import MonitorStore
+# -- the figures ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveFigures:
+    """Live accuracy before drift, after drift (v1) and after promotion (v2), and the paired comparison.
 
-    status = _status(monitor)
-    verdicts = MonitorStore(storage).verdicts()
-    history = status.retrain_history
-    outcome = history[-1] if history else {}
-    gate = outcome.get("gate") or {}
-    baseline = [v for v in verdicts if v["index"] < onset_window]
-    alarm = next((v for v in verdicts if v["alarm"] and v["index"] >= onset_window), None)
-    storm_stats, calm_stats = storm.snapshot(), calm.snapshot()
-    summary = {
-        "title": "ray_mlops demo: drift detected, retrained, gated, promoted, served",
-        "total seconds": round(time.monotonic() - log.started, 1),
+    ``after_drift`` is v1 on the first pass over the drifted records and ``after_promotion``
+    the promoted version on its pass over the same records, so ``shadow`` pairs the two
+    versions' answers record by record (one-sided exact McNemar, candidate better).
+    """
+
+    before_drift: LiveAccuracy
+    after_drift: LiveAccuracy
+    after_promotion: LiveAccuracy
+    shadow: LiveComparison
+    shadow_source: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``summary.json`` document: ``live_accuracy`` and ``shadow``."""
+        return {"live_accuracy": {"before_drift": self.before_drift.to_json(),
+                                  "after_drift": self.after_drift.to_json(),
+                                  "after_promotion": self.after_promotion.to_json()},
+                "shadow": self.shadow.to_json()}
+
+
+def live_figures(calm: list[Answer], storm: list[Answer], recovered: list[Answer], production: str,
+                 candidate: str | None, shadow: dict | None = None) -> LiveFigures:
+    """The demo's live figures from the answers of its three traffic phases (see :class:`LiveFigures`)."""
+    v1_drifted = select(storm, version=production, pass_index=0)
+    v2_drifted = select(recovered, version=candidate, pass_index=0) if candidate else []
+    comparison, source = shadow_comparison(shadow, v1_drifted, v2_drifted)
+    return LiveFigures(accuracy(select(calm, version=production)), accuracy(v1_drifted), accuracy(v2_drifted),
+                       comparison, source)
+
+
+def shadow_comparison(shadow: dict | None, production: list[Answer],
+                      candidate: list[Answer]) -> tuple[LiveComparison, str]:
+    """The shadow comparison: the monitor's online shadow stage's, when the retraining recorded one.
+
+    HOOK for the shadow stage (issue 14 item 2): a retraining outcome's ``shadow`` entry with
+    ``rows``, ``production_accuracy``, ``candidate_accuracy`` and ``p_value`` (both models on
+    the same labeled live rows in the serving replicas) is used as is. Without one, the two
+    versions' live answers on the same drifted records are paired (v1 before, v2 after the swap).
+    """
+    if shadow and all(shadow.get(k) is not None for k in ("rows", "production_accuracy", "candidate_accuracy")):
+        return (LiveComparison(int(shadow["rows"]), float(shadow["production_accuracy"]),
+                               float(shadow["candidate_accuracy"]), shadow.get("p_value")), "online shadow stage")
+    return paired(production, candidate), "same drifted records, v1 before and v2 after the swap"
+
+
+def _live(run: DemoRun, outcome: dict) -> LiveFigures:
+    answers = {name: run.traffic[name].answers() if name in run.traffic else [] for name in
+               ("calm", "storm", "recovered")}
+    candidate = outcome.get("version") if outcome.get("status") == "promoted" else None
+    return live_figures(answers["calm"], answers["storm"], answers["recovered"], run.first.version, candidate,
+                        outcome.get("shadow"))
+
+
+def _live_lines(figures: LiveFigures, production: str, candidate: str | None) -> dict[str, Any]:
+    s = figures.shadow
+    shadow = "-" if not s.rows else (f"{production} {s.production_accuracy:.4f} vs {candidate} "
+                                     f"{s.candidate_accuracy:.4f} on the same {s.rows} labeled rows, "
+                                     f"McNemar p={s.p_value:.3g} ({figures.shadow_source})")
+    return {f"live accuracy before drift ({production})": figures.before_drift.describe(),
+            f"live accuracy after drift ({production})": figures.after_drift.describe(),
+            f"live accuracy after promotion ({candidate or '-'})": figures.after_promotion.describe(),
+            "shadow comparison": shadow}
+
+
+def _summary(run: DemoRun, verdicts: list[dict], outcome: dict, figures: LiveFigures) -> dict[str, Any]:
+    history, gate = run.status().retrain_history, outcome.get("gate") or {}
+    baseline = [v for v in verdicts if v["index"] < run.onset_window]
+    alarm = next((v for v in verdicts if v["alarm"] and v["index"] >= run.onset_window), None)
+    stats = {name: traffic.snapshot() for name, traffic in run.traffic.items()}
+    promoted = outcome.get("version") if outcome.get("status") == "promoted" else None
+    return {
+        "title": "ray_mlops demo: drift hurts v1, retrained, gated by a paired test, promoted, recovers",
+        "total seconds": round(time.monotonic() - run.log.started, 1),
         "windows tested": len(verdicts),
         "no-drift windows": len(baseline),
         "no-drift alarms": sum(v["alarm"] for v in baseline),
-        "retrainings during no-drift": sum(1 for r in history if r.get("trigger_window", 1e9) < onset_window),
-        "drift flagged (windows after onset)": None if alarm is None else alarm["index"] - onset_window + 1,
+        "retrainings during no-drift": sum(1 for r in history if r.get("trigger_window", 1e9) < run.onset_window),
+        "drift flagged (windows after onset)": None if alarm is None else alarm["index"] - run.onset_window + 1,
         "retraining": outcome.get("status"),
         "retraining seconds": outcome.get("seconds"),
-        "versions": f"{first.version} -> {outcome.get('version') if outcome.get('status') == 'promoted' else first.version}",
+        "versions": f"{run.first.version} -> {promoted or run.first.version}",
         "gate metric": gate.get("metric"),
         "old version on post-drift holdout": gate.get("production_score"),
         "new version on post-drift holdout": gate.get("candidate_score"),
         "post-drift holdout rows": outcome.get("holdout_rows"),
-        "drifted-traffic accuracy by version": storm_stats["accuracy_by_version"],
-        "requests": calm_stats["requests"] + storm_stats["requests"],
-        "failed requests": calm_stats["failed"] + storm_stats["failed"],
-        "feedback labels sent": calm_stats["feedback"] + storm_stats["feedback"],
-        "p50 / p99 latency ms (drift phase)": f"{storm_stats['p50_ms']} / {storm_stats['p99_ms']}",
+        "gate test": _gate_test_line(gate.get("test")),
+        **_live_lines(figures, run.first.version, promoted),
+        "requests": sum(s["requests"] for s in stats.values()),
+        "failed requests": sum(s["failed"] for s in stats.values()),
+        "feedback labels sent": sum(s["feedback"] for s in stats.values()),
+        "p50 / p99 latency ms (drift phase)": f"{stats['storm']['p50_ms']} / {stats['storm']['p99_ms']}"
+        if "storm" in stats else "-",
     }
-    report = opts.workdir / "report.html"
-    report.write_text(render_report(verdicts, log.rows, summary, config.monitor.alpha, status=status), encoding="utf-8")
-    log("report", str(report.resolve()))
+
+
+def _finish(run: DemoRun) -> dict[str, Any]:
+    from ray_mlops.monitor.report import render_report
+    from ray_mlops.monitor.store import MonitorStore
+
+    status = run.status()
+    verdicts = MonitorStore(run.storage).verdicts()
+    outcome = status.retrain_history[-1] if status.retrain_history else {}
+    figures = _live(run, outcome)
+    summary = _summary(run, verdicts, outcome, figures)
+    (run.opts.workdir / "summary.json").write_text(json.dumps(figures.to_json(), indent=2) + "\n", encoding="utf-8")
+    every = [a for traffic in run.traffic.values() for a in traffic.answers()]
+    live = series(every, bucket_rows=max(20, run.opts.window // 2), since=min((a.time for a in every), default=0.0))
+    report = run.opts.workdir / "report.html"
+    report.write_text(render_report(verdicts, run.log.rows, summary, run.config.monitor.alpha, status=status,
+                                    live=live), encoding="utf-8")
+    run.log("report", f"{report.resolve()} (figures in {(run.opts.workdir / 'summary.json').resolve()})")
     return summary
 
 
-__all__ = ["DemoOptions", "run_demo", "demo_config"]
+__all__ = ["DemoOptions", "DemoRun", "LiveFigures", "live_figures", "run_demo", "demo_config", "shadow_comparison"]

@@ -94,6 +94,17 @@ def _replace(target: Path, write) -> None:
 
 
 # -- sending ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """One answered record: when, which pass over the records and which record, who answered, right or not."""
+
+    time: float
+    pass_index: int
+    index: int
+    version: str
+    correct: bool
+
+
 @dataclass
 class TrafficStats:
     """What a traffic run saw."""
@@ -107,6 +118,7 @@ class TrafficStats:
     errors: Counter = field(default_factory=Counter)
     correct: Counter = field(default_factory=Counter)
     latencies_ms: list = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms) or [0.0]
@@ -141,14 +153,15 @@ class Traffic:
         return self
 
     def _batches(self, records, labels, repeat, limit):
-        sent, i = 0, 0
+        """(records, labels, pass index, index of the first record) of each request, in order."""
+        sent, i, passes = 0, 0, 0
         while limit is None or sent < limit:
             if i >= len(records):
                 if not repeat:
                     return
-                i = 0
+                i, passes = 0, passes + 1
             n = min(self.per_request, len(records) - i, (limit - sent) if limit is not None else self.per_request)
-            yield records[i:i + n], labels[i:i + n]
+            yield records[i:i + n], labels[i:i + n], passes, i
             i, sent = i + n, sent + n
 
     def _next(self):
@@ -168,7 +181,7 @@ class Traffic:
                 self._send(session, *batch)
                 self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
-    def _send(self, session: Any, records: list[dict], labels: list[int]) -> None:
+    def _send(self, session: Any, records: list[dict], labels: list[int], pass_index: int = 0, first: int = 0) -> None:
         started = time.monotonic()
         try:
             response = session.post(f"{self.url}/predict", json={"instances": records}, headers=self.headers,
@@ -178,13 +191,15 @@ class Traffic:
             return self._count_failure(f"{type(exc).__name__}")
         if body is None:
             return self._count_failure(f"HTTP {response.status_code}: {response.text[:120]}")
-        version = body["model_version"]
+        version, now = body["model_version"], time.time()
+        right = [p == y for p, y in zip(body["predictions"], labels)]
         with self._lock:
             self.stats.requests += 1
             self.stats.rows += len(records)
             self.stats.versions[version] += len(records)
-            self.stats.correct[version] += sum(p == y for p, y in zip(body["predictions"], labels))
+            self.stats.correct[version] += sum(right)
             self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
+            self.stats.answers += [Answer(now, pass_index, first + k, version, ok) for k, ok in enumerate(right)]
         if self.feedback:
             self._send_feedback(session, body["request_id"], labels)
 
@@ -219,5 +234,10 @@ class Traffic:
         with self._lock:
             return self.stats.summary()
 
+    def answers(self) -> list[Answer]:
+        """Every answered record so far, in the order the answers came."""
+        with self._lock:
+            return list(self.stats.answers)
 
-__all__ = ["raw_records", "land_batch", "Traffic", "TrafficStats"]
+
+__all__ = ["Answer", "raw_records", "land_batch", "Traffic", "TrafficStats"]

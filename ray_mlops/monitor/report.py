@@ -69,6 +69,36 @@ def pvalue_chart(verdicts: list[dict], alpha: float, width: int = 900, height: i
     return "".join(parts)
 
 
+VERSION_COLORS = ("#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def accuracy_chart(points: list[dict], width: int = 900, height: int = 260) -> str:
+    """Live accuracy over time: one dot per bucket of answers (``ray_mlops.live_accuracy.series``),
+    its Wilson 95% interval as a bar, coloured by the answering version."""
+    left, top, plot_w, plot_h = 60, 15, width - 80, height - 50
+    span = max((p["t"] for p in points), default=1.0) or 1.0
+    lo = min([0.5] + [p["low"] for p in points if p["low"] is not None])
+    x = lambda t: left + plot_w * t / span  # noqa: E731
+    y = lambda a: top + plot_h * (1.0 - (a - lo) / (1.0 - lo))  # noqa: E731
+    colors = {v: VERSION_COLORS[i % len(VERSION_COLORS)] for i, v in enumerate(dict.fromkeys(p["version"] for p in points))}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>']
+    for tick in [t / 10 for t in range(int(math.ceil(lo * 10)), 11)]:
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.1f}</text>')
+    for p in points:
+        color, px = colors[p["version"]], x(p["t"])
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y(p["low"]):.1f}" y2="{y(p["high"]):.1f}" '
+                     f'stroke="{color}" stroke-opacity="0.4"/><circle cx="{px:.1f}" cy="{y(p["accuracy"]):.1f}" r="3" '
+                     f'fill="{color}"><title>{_esc(p["version"])} t={p["t"]}s: {p["accuracy"]:.3f} on {p["rows"]} '
+                     f'rows</title></circle>')
+    for k, (version, color) in enumerate(colors.items()):
+        parts.append(f'<text x="{left + 10 + 80 * k}" y="{height - 8}" fill="{color}">&#9632; {_esc(version)}</text>')
+    parts.append(f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end">seconds of traffic &#8594; '
+                 f'(bars: Wilson 95% interval)</text></svg>')
+    return "".join(parts)
+
+
 def heatmap(verdicts: list[dict], features: int = HEAT_FEATURES, cell: int = 14) -> str:
     """-log10 p of the features that moved most, per window."""
     mins: dict[str, float] = {}
@@ -126,9 +156,17 @@ def status_section(status: MonitorStatus | None) -> str:
     return f"<h2>Monitor</h2>{_table(facts, ['figure', 'value'])}{_table(retrains, columns)}"
 
 
+def live_section(live: list[dict] | None) -> str:
+    """The live-accuracy chart, when the run measured one."""
+    if not live:
+        return ""
+    return (f"<h2>Live accuracy over time</h2><p>Share of answered requests whose prediction matched the label "
+            f"sent to /feedback, per bucket of answers, by the version that answered.</p>{accuracy_chart(live)}")
+
+
 def render_report(verdicts: list[dict], timeline: list[dict], summary: dict[str, Any], alpha: float = 0.01,
-                  status: MonitorStatus | None = None) -> str:
-    """The whole report as one HTML page (with the monitor's status when given)."""
+                  status: MonitorStatus | None = None, live: list[dict] | None = None) -> str:
+    """The whole report as one HTML page (with the monitor's status and live accuracy when given)."""
     windows = [{"window": v["index"], "end": str(v.get("end", ""))[11:19], "rows": v["rows"],
                 "reference": v["reference_version"], "served": ",".join(v.get("served_versions", [])),
                 "p inputs": v["detectors"].get("inputs"), "p predictions": v["detectors"].get("predictions"),
@@ -143,6 +181,7 @@ td,th{{border:1px solid #ddd;padding:3px 6px;text-align:left}} th{{background:#f
 </head><body>
 <h1>{_esc(summary.get("title", "ray_mlops drift report"))}</h1>
 <h2>Summary</h2>{_table(facts, ["figure", "value"])}
+{live_section(live)}
 {status_section(status)}
 <h2>Drift per window</h2>
 <p>Family p-value of each detector per window (inputs: KS/chi-squared over every feature, Bonferroni;
@@ -158,4 +197,4 @@ Each detector is tested at alpha/3.</p>
 """
 
 
-__all__ = ["render_report", "status_section", "pvalue_chart", "heatmap"]
+__all__ = ["accuracy_chart", "render_report", "status_section", "pvalue_chart", "heatmap", "live_section"]
