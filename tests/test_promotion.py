@@ -8,6 +8,8 @@ Runs on a local folder and on the loopback S3 server (the ``storage`` fixture).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -307,3 +309,23 @@ def test_old_gate_keys_keep_working_or_are_refused_by_name(tmp_path):
     path.write_text("gate:\n  tolerance: 0.01\n")
     assert load_config(path).gate.margin == 0.01
     assert load_config(None).monitor.retrain.require == "superior" and load_config(None).gate.require == "non_inferior"
+
+
+def test_registry_show_and_status_print_the_recorded_paired_test(tmp_path, models, capsys):
+    from click.testing import CliRunner
+
+    from ray_mlops.cli import _print_monitor, cli
+    from ray_mlops.monitor.state import MonitorStatus
+
+    registry = Registry(str(tmp_path), "failure-classifier")
+    decision = gate_and_promote(registry, register(registry, models["good"]), HOLDOUT, SCHEMA, GATE)
+    shown = CliRunner().invoke(cli, ["--storage", str(tmp_path), "registry", "show", "production"])
+    assert shown.exit_code == 0, shown.output
+    gate = json.loads(shown.output)["gate_decisions"]
+    assert [g["test"] for g in gate] == [decision.test.to_json()] and gate[0]["test"]["test"] == "delong"
+    entry = {"id": "r1", "status": "promoted", "version": "v2", "gate": {"reason": decision.reason,
+                                                                         "test": decision.test.to_json()}}
+    _print_monitor(MonitorStatus(running=False, retrain_history=[entry]))
+    printed = capsys.readouterr().out
+    assert "gate test: delong Δroc_auc=+" in printed and "rows=300" in printed
+    assert f"p={decision.test.p_value:.3g}" in printed and "(superior, α=0.05, passed)" in printed
