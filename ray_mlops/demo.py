@@ -155,6 +155,8 @@ class DemoRun:
     first: Any  # the first TrainOutcome
     traffic: dict[str, Any] = field(default_factory=dict)  # calm, storm, recovered: ray_mlops.traffic.Traffic
     onset_window: int = 0
+    promoted: str | None = None  # the retrained version, once it is production
+    shadow_trial: dict | None = None  # the shadow stage's closed trial (with its online paired test), if one ran
 
     def status(self) -> MonitorStatus:
         return _status(self.monitor)
@@ -203,9 +205,9 @@ def _traffic_phases(run: DemoRun) -> dict[str, Any]:
     """No drift → drift (v1 serves) → retraining → the promoted version serves the drifted records again."""
     _calm_phase(run)
     try:
-        outcome = _drift_phase(run)
-        if outcome.get("status") == "promoted":
-            _promotion_phase(run, outcome["version"])
+        run.promoted, run.shadow_trial = _await_decision(run, _drift_phase(run))
+        if run.promoted:
+            _promotion_phase(run, run.promoted)
     finally:
         for traffic in run.traffic.values():
             traffic.stop()
@@ -248,6 +250,35 @@ def _drift_phase(run: DemoRun) -> dict[str, Any]:
     outcome = _wait(lambda: run.status().retrain_history, opts.timeout_s, "the retraining")[-1]
     run.log("retrained", _outcome_line(outcome))
     return outcome
+
+
+SHADOW_CLOSED = ("promoted", "discarded", "superseded", "failed")
+
+
+def _await_decision(run: DemoRun, outcome: dict) -> tuple[str | None, dict | None]:
+    """(the promoted version or None, the shadow trial or None) once the loop decided on the candidate.
+
+    A retraining that put its candidate in shadow (status ``shadowing``) is decided by the
+    monitor's online paired gate on live labeled rows; its closed trial is in the status.
+    """
+    if outcome.get("status") == "promoted":
+        return outcome["version"], None
+    if outcome.get("status") != "shadowing":
+        return None, None
+    version = outcome["version"]
+    run.log("shadow", f"{version} predicts beside {run.first.version} on the same requests; "
+                      "online paired gate on the /feedback labels")
+    trial = _wait(lambda: closed_trial(run.status(), version), run.opts.timeout_s, "the shadow's online gate")
+    run.log("shadow decided", f"{trial['status']}: {_gate_test_line(trial.get('test'))}")
+    return (version if trial["status"] == "promoted" else None), trial
+
+
+def closed_trial(status: Any, candidate: str) -> dict | None:
+    """The shadow stage's ended trial of ``candidate`` in a monitor status, if there is one."""
+    for trial in reversed(getattr(status, "shadow_history", None) or []):
+        if trial.get("candidate") == candidate and trial.get("status") in SHADOW_CLOSED:
+            return trial
+    return None
 
 
 def _promotion_phase(run: DemoRun, version: str) -> None:
@@ -337,23 +368,27 @@ def shadow_comparison(shadow: dict | None, production: list[Answer],
                       candidate: list[Answer]) -> tuple[LiveComparison, str]:
     """The shadow comparison: the monitor's online shadow stage's, when the retraining recorded one.
 
-    HOOK for the shadow stage (issue 14 item 2): a retraining outcome's ``shadow`` entry with
-    ``rows``, ``production_accuracy``, ``candidate_accuracy`` and ``p_value`` (both models on
-    the same labeled live rows in the serving replicas) is used as is. Without one, the two
-    versions' live answers on the same drifted records are paired (v1 before, v2 after the swap).
+    HOOK for the shadow stage (issue 14 item 2): ``shadow`` is its closed trial, whose ``test``
+    (``PairedTest.to_json()`` of the online gate on accuracy: exact McNemar) compared both
+    models on the same labeled live rows in the serving replicas; or a dict with ``rows``,
+    ``production_accuracy``, ``candidate_accuracy`` and ``p_value`` directly. Without one, the
+    two versions' live answers on the same drifted records are paired (v1 before, v2 after the swap).
     """
+    test = (shadow or {}).get("test") or {}
+    if test.get("rows") and test.get("metric") == "accuracy":
+        return (LiveComparison(int(test["rows"]), test.get("production_score"), test.get("candidate_score"),
+                               test.get("p_value")), f"online shadow stage, {test.get('test')}")
     if shadow and all(shadow.get(k) is not None for k in ("rows", "production_accuracy", "candidate_accuracy")):
         return (LiveComparison(int(shadow["rows"]), float(shadow["production_accuracy"]),
                                float(shadow["candidate_accuracy"]), shadow.get("p_value")), "online shadow stage")
     return paired(production, candidate), "same drifted records, v1 before and v2 after the swap"
 
 
-def _live(run: DemoRun, outcome: dict) -> LiveFigures:
+def _live(run: DemoRun) -> LiveFigures:
     answers = {name: run.traffic[name].answers() if name in run.traffic else [] for name in
                ("calm", "storm", "recovered")}
-    candidate = outcome.get("version") if outcome.get("status") == "promoted" else None
-    return live_figures(answers["calm"], answers["storm"], answers["recovered"], run.first.version, candidate,
-                        outcome.get("shadow"))
+    return live_figures(answers["calm"], answers["storm"], answers["recovered"], run.first.version, run.promoted,
+                        run.shadow_trial)
 
 
 def _live_lines(figures: LiveFigures, production: str, candidate: str | None) -> dict[str, Any]:
@@ -372,7 +407,7 @@ def _summary(run: DemoRun, verdicts: list[dict], outcome: dict, figures: LiveFig
     baseline = [v for v in verdicts if v["index"] < run.onset_window]
     alarm = next((v for v in verdicts if v["alarm"] and v["index"] >= run.onset_window), None)
     stats = {name: traffic.snapshot() for name, traffic in run.traffic.items()}
-    promoted = outcome.get("version") if outcome.get("status") == "promoted" else None
+    promoted = run.promoted
     return {
         "title": "ray_mlops demo: drift hurts v1, retrained, gated by a paired test, promoted, recovers",
         "total seconds": round(time.monotonic() - run.log.started, 1),
@@ -381,7 +416,8 @@ def _summary(run: DemoRun, verdicts: list[dict], outcome: dict, figures: LiveFig
         "no-drift alarms": sum(v["alarm"] for v in baseline),
         "retrainings during no-drift": sum(1 for r in history if r.get("trigger_window", 1e9) < run.onset_window),
         "drift flagged (windows after onset)": None if alarm is None else alarm["index"] - run.onset_window + 1,
-        "retraining": outcome.get("status"),
+        "retraining": outcome.get("status") if run.shadow_trial is None
+        else f"{outcome.get('status')} -> {run.shadow_trial.get('status')}",
         "retraining seconds": outcome.get("seconds"),
         "versions": f"{run.first.version} -> {promoted or run.first.version}",
         "gate metric": gate.get("metric"),
@@ -405,7 +441,7 @@ def _finish(run: DemoRun) -> dict[str, Any]:
     status = run.status()
     verdicts = MonitorStore(run.storage).verdicts()
     outcome = status.retrain_history[-1] if status.retrain_history else {}
-    figures = _live(run, outcome)
+    figures = _live(run)
     summary = _summary(run, verdicts, outcome, figures)
     (run.opts.workdir / "summary.json").write_text(json.dumps(figures.to_json(), indent=2) + "\n", encoding="utf-8")
     every = [a for traffic in run.traffic.values() for a in traffic.answers()]
@@ -417,4 +453,5 @@ def _finish(run: DemoRun) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["DemoOptions", "DemoRun", "LiveFigures", "live_figures", "run_demo", "demo_config", "shadow_comparison"]
+__all__ = ["DemoOptions", "DemoRun", "LiveFigures", "closed_trial", "demo_config", "live_figures", "run_demo",
+           "shadow_comparison"]

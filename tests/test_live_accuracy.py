@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ray_mlops.demo import live_figures, shadow_comparison
+from ray_mlops.demo import closed_trial, live_figures, shadow_comparison
 from ray_mlops.live_accuracy import accuracy, paired, select, series, wilson
 from ray_mlops.monitor.report import accuracy_chart, render_report
 from ray_mlops.traffic import Answer
@@ -70,6 +70,22 @@ def test_a_recorded_shadow_stage_comparison_is_used_as_is():
     assert comparison.to_json() == recorded and source == "online shadow stage"
     _, fallback = shadow_comparison({"rows": None}, [], [])
     assert fallback.startswith("same drifted records")
+    test = {"metric": "accuracy", "test": "mcnemar_exact", "rows": 300, "production_score": 0.6,
+            "candidate_score": 0.7, "p_value": 0.001}
+    trial = {"candidate": "v2", "status": "promoted", "test": test}
+    comparison, source = shadow_comparison(trial, [], [])
+    assert comparison.to_json() == {"rows": 300, "production_accuracy": 0.6, "candidate_accuracy": 0.7,
+                                    "p_value": 0.001} and "mcnemar_exact" in source
+
+
+def test_the_shadow_trial_of_the_candidate_is_found_once_it_closed():
+    from ray_mlops.monitor.state import MonitorStatus
+
+    status = MonitorStatus(running=True)
+    status.shadow_history = [{"candidate": "v2", "status": "shadowing"}]  # the shadow stage's field
+    assert closed_trial(status, "v2") is None and closed_trial(MonitorStatus(running=True), "v2") is None
+    status.shadow_history = [{"candidate": "v2", "status": "discarded"}, {"candidate": "v3", "status": "promoted"}]
+    assert closed_trial(status, "v2")["status"] == "discarded" and closed_trial(status, "v3")["status"] == "promoted"
 
 
 def test_series_buckets_by_version_and_the_report_plots_it():
