@@ -54,7 +54,7 @@ def test_search_progress_counts_trials_and_keeps_the_best():
 
 @pytest.mark.slow  # a CLI subprocess with its own Ray (~18 s)
 def test_cli_ingest_prints_progress_per_source_without_a_tty(tmp_path):
-    """Needs the Ray lock: the subprocess starts an embedded Ray."""
+    """Needs the Ray lock: the subprocess starts an embedded Ray. Per-source counts come while the records are read."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     data = tmp_path / "data"
     subprocess.run([str(BIN / "ray-mlops"), "generate", "--entities", "200", "--out", str(data)],
@@ -70,7 +70,12 @@ def test_cli_ingest_prints_progress_per_source_without_a_tty(tmp_path):
     assert any("ingest: reading" in line for line in lines), done.stderr
     from ray_mlops.config import load_config
 
+    staged = next(i for i, line in enumerate(lines) if "records staged" in line)
     for source in load_config(config).data.sources:
-        assert any(re.search(rf"ingest: {source.name} done: read \d+, accepted \d+, quarantined \d+", line)
-                   for line in lines), (source.name, done.stderr)
+        finals = [re.search(rf"ingest: {source.name} done: read (\d+), accepted \d+, quarantined \d+", line) for line in lines]
+        final = next(m for m in finals if m)
+        running = [re.search(rf"ingest: {source.name}: read (\d+), accepted \d+, quarantined \d+", line)
+                   for line in lines[:staged]]
+        assert [m for m in running if m], (source.name, done.stderr)  # reported while the records are read
+        assert [m for m in running if m][-1].group(1) == final.group(1), (source.name, done.stderr)  # and complete
     assert "will hang unless more CPUs" not in done.stderr + done.stdout

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import ray.exceptions
 
 from ray_mlops.config import Config
 from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
+from ray_mlops.data.live_counts import LiveCounts, Recorder
 from ray_mlops.data.quarantine import Quarantine, reject_frame
 from ray_mlops.progress import quiet_cpu_warning, report as progress
 from ray_mlops.data.sources import SourceType, sources_of
@@ -56,38 +58,48 @@ def bucket_of(keys: pd.Series, buckets: int) -> np.ndarray:
 
 
 class _RecordStep:
-    """A picklable map_batches callable: a source's record step, rejects to the quarantine."""
+    """A picklable map_batches callable: a source's record step, rejects to the quarantine, counts to ``recorder``."""
 
-    def __init__(self, source: SourceType, quarantine: Quarantine, buckets: int):
-        self.source, self.quarantine, self.buckets = source, quarantine, buckets
+    def __init__(self, source: SourceType, quarantine: Quarantine, buckets: int, recorder: Recorder):
+        self.source, self.quarantine, self.buckets, self.recorder = source, quarantine, buckets, recorder
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         good, rejects = self.source.records(batch)
         self.quarantine.write(rejects)
+        files = batch["path"].nunique() if "path" in batch else 0
+        self.recorder.add(self.source.name, int(files), len(good), len(rejects))
         good[BUCKET] = bucket_of(good[self.source.key], self.buckets)
         good[SOURCE] = self.source.name
         return good
 
 
-def staged_records(source: SourceType, listed: SourceFiles, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
+@dataclass(frozen=True)
+class Staging:
+    """Where and how records are staged: the quarantine, the staging folder, the bucket count, the progress recorder."""
+
+    quarantine: Quarantine
+    storage: Storage
+    buckets: int
+    recorder: Recorder = field(default_factory=lambda: Recorder(None))
+
+
+def staged_records(source: SourceType, listed: SourceFiles, staging: Staging) -> ray.data.Dataset:
     """One source read with Ray Data → its good records, tagged with source and bucket.
 
     A file source's record step fuses with its read, and a fused batch size is also the
     minimum number of *input* rows (chunks of files) per task: such sources use
     ``record_batch_size = None`` (one read task's output) so they run on every core.
     """
-    step = _RecordStep(source, quarantine, buckets)
+    step = _RecordStep(source, staging.quarantine, staging.buckets, staging.recorder)
     records = source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
     return source.after_records(records)
 
 
-def stage_all(
-    sources: list[SourceType], listed: dict[str, SourceFiles], quarantine: Quarantine, staging: Storage, buckets: int
-) -> None:
+def stage_all(sources: list[SourceType], listed: dict[str, SourceFiles], staging: Staging) -> None:
     """Read every source in one Ray Data execution; write records by source and key bucket."""
-    parts = [staged_records(s, listed[s.name], quarantine, buckets) for s in sources]
+    parts = [staged_records(s, listed[s.name], staging) for s in sources]
     combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    combined.write_parquet(staging.path(), filesystem=staging.fs, partition_cols=[SOURCE, BUCKET])
+    combined.write_parquet(staging.storage.path(), filesystem=staging.storage.fs, partition_cols=[SOURCE, BUCKET])
 
 
 def _read_bucket(staging: Storage, source: str, bucket: int) -> pd.DataFrame | None:
@@ -138,9 +150,10 @@ class _BucketStep:
         return cast_features(ordered, self.schema)
 
 
-def build_table(sources: list[SourceType], schema: FeatureSchema, staging: Storage, quarantine: Quarantine, buckets: int) -> ray.data.Dataset:
+def build_table(sources: list[SourceType], schema: FeatureSchema, staging: Staging) -> ray.data.Dataset:
     """Every bucket in parallel with Ray Data → the feature table (not yet executed)."""
-    step = _BucketStep(sources, schema, staging, quarantine)
+    step = _BucketStep(sources, schema, staging.storage, staging.quarantine)
+    buckets = staging.buckets
     return ray.data.range(buckets, override_num_blocks=buckets).map_batches(step, batch_size=1, batch_format="numpy")
 
 
@@ -193,6 +206,30 @@ def _write_reference(storage: Storage, folder: str, schema: FeatureSchema, size:
 
 
 # -- the stage ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """One ingest run, decided before anything is read: its sources (label source first), files and run folder."""
+
+    schema: FeatureSchema
+    sources: list[SourceType]
+    listed: dict[str, SourceFiles]
+    fingerprint: str
+    run: str
+
+    @property
+    def folder(self) -> str:
+        return f"{FEATURES_DIR}/{self.fingerprint}/{self.run}"  # fresh: never a folder a pointer may name
+
+
+def _plan(config: Config) -> _Plan:
+    listed = list_sources(config)
+    run = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    spine = config.data.label_source
+    sources = sources_of(config)
+    ordered = [s for s in sources if s.settings is spine] + [s for s in sources if s.settings is not spine]
+    return _Plan(feature_schema(config), ordered, listed, fingerprint_sources(config, listed), run)
+
+
 def ingest(config: Config, storage: Storage) -> IngestResult:
     """Build the feature table, reference sample, profile and report for ``config``'s sources.
 
@@ -201,43 +238,49 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
     previous ``features/latest.json`` stays in place.
     """
     started = time.monotonic()
-    schema = feature_schema(config)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    listed = list_sources(config)
-    fingerprint = fingerprint_sources(config, listed)
-    run = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    folder = f"{FEATURES_DIR}/{fingerprint}/{run}"  # fresh: never a folder a pointer may name
-    quarantine = Quarantine(storage, f"{folder}/quarantine")
-    staging = storage.child(folder, "staging")
-    spine = config.data.label_source
-    sources = sources_of(config)
-    ordered = [s for s in sources if s.settings is spine] + [s for s in sources if s.settings is not spine]
-    buckets = _bucket_count(listed)
-    progress("ingest: reading %d sources (%d files)", len(ordered), sum(len(f.paths) for f in listed.values()))
+    plan = _plan(config)
+    quarantine = Quarantine(storage, f"{plan.folder}/quarantine")
+    accepted = _write_table(plan, storage, quarantine)
+    rows = _table_rows(storage, plan.folder)
+    counts = _count_summary(plan.sources, accepted, quarantine.counts(), rows)
+    for name, c in counts.items():
+        progress("ingest: %s done: read %d, accepted %d, quarantined %d", name, c["read"], c["accepted"], c["quarantined"])
+    report = {"fingerprint": plan.fingerprint, "rows": rows, "sources": counts, "seconds": round(time.monotonic() - started, 2)}
+    _check_reject_rates(storage, plan.folder, report, config.data.max_reject_rate)
+    return _publish(storage, plan, IngestResult(plan.fingerprint, plan.schema, rows, counts, plan.run), report,
+                    config.data.reference_sample)
+
+
+def _write_table(plan: _Plan, storage: Storage, quarantine: Quarantine) -> dict[str, int]:
+    """Stage every source's records, build the table from them; the accepted records per source."""
+    staging_storage = storage.child(plan.folder, "staging")
+    buckets = _bucket_count(plan.listed)
+    progress("ingest: reading %d sources (%d files)", len(plan.sources), sum(len(f.paths) for f in plan.listed.values()))
     try:
         with _unreserved_operators(), quiet_cpu_warning():
-            stage_all(ordered, listed, quarantine, staging, buckets)
+            with LiveCounts([s.name for s in plan.sources]) as live:
+                staging = Staging(quarantine, staging_storage, buckets, live.recorder)
+                stage_all(plan.sources, plan.listed, staging)
             progress("ingest: records staged; joining %d buckets into the feature table", buckets)
-            table = build_table(ordered, schema, staging, quarantine, buckets)
-            table.write_parquet(storage.path(folder, "table"), filesystem=storage.fs)
-        accepted = _sum_counts(staging, buckets)
+            table = build_table(plan.sources, plan.schema, staging)
+            table.write_parquet(storage.path(plan.folder, "table"), filesystem=storage.fs)
+        return _sum_counts(staging_storage, buckets)
     except ray.exceptions.RayError as exc:
         raise DataError(f"ingest failed: {_root_cause(exc)}") from exc
     finally:
-        staging.delete("")
-    rows = _table_rows(storage, folder)
-    counts = _count_summary(ordered, accepted, quarantine.counts(), rows)
-    for name, c in counts.items():
-        progress("ingest: %s done: read %d, accepted %d, quarantined %d", name, c["read"], c["accepted"], c["quarantined"])
-    report = {"fingerprint": fingerprint, "rows": rows, "sources": counts, "seconds": round(time.monotonic() - started, 2)}
-    _check_reject_rates(storage, folder, report, config.data.max_reject_rate)
-    reference = _write_reference(storage, folder, schema, config.data.reference_sample, rows)
+        staging_storage.delete("")
+
+
+def _publish(storage: Storage, plan: _Plan, result: IngestResult, report: dict[str, Any], sample: int) -> IngestResult:
+    """Reference sample, profile and report into the run folder, verified; then the one pointer moves."""
+    reference = _write_reference(storage, plan.folder, plan.schema, sample, result.rows)
     storage.write_json(
-        f"{folder}/profile.json",
-        {"schema": schema.to_dict(), "fingerprint": fingerprint, "rows": rows, "features": profile_of(reference, schema)},
+        f"{plan.folder}/profile.json",
+        {"schema": plan.schema.to_dict(), "fingerprint": plan.fingerprint, "rows": result.rows,
+         "features": profile_of(reference, plan.schema)},
     )
-    storage.write_json(f"{folder}/report.json", {**report, "status": "ok"})
-    result = IngestResult(fingerprint, schema, rows, counts, run)
+    storage.write_json(f"{plan.folder}/report.json", {**report, "status": "ok"})
     _verify_run(storage, result)
     storage.write_json(LATEST, result.to_dict())  # the one pointer moves last
     return result

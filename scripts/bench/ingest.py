@@ -2,15 +2,22 @@
 
 1. Per format: reading each source with Ray Data vs reading the same files directly
    with pyarrow (CSV, Parquet, JSON Lines, text, images, time series).
-2. The whole multi-source ingest at several sizes vs a single-process pandas
-   implementation of the same validation, featurization and join (written below as the
-   baseline, using the same featurizers), each in its own process so that the driver's
-   peak memory (max RSS) is measured separately.
+2. The whole multi-source ingest at several sizes vs a plain single-process pandas
+   implementation of the same validation, featurization and join (below: each file, or
+   chunk of small files, read and put through the source type's own record step; the
+   good records concatenated, one entity step per source, outer merges on the key), each
+   in its own process so that each one's peak memory (max RSS) is measured separately.
+3. At sizes up to ``--ray-join-max``: the same ingest with Ray Data's own operators
+   (a hash ``repartition`` by key before each source's entity step, then
+   ``Dataset.join`` of the sources) instead of our bucketed staging and join.
 
     .venv/bin/python scripts/bench/ingest.py                      # 10k and 100k entities
-    .venv/bin/python scripts/bench/ingest.py --sizes 10000 100000 1000000
+    .venv/bin/python scripts/bench/ingest.py --sizes 100000 1000000 --modalities table,events,timeseries \
+        --json /tmp/ingest.json
 
-Prints times, ratios (ours / baseline) and driver peak memory per size.
+``--modalities`` chooses the generated sources (as ``ray-mlops generate`` does), so 1M
+entities does not need 2.5M image and note files. Prints times, ratios (ours / baseline)
+and each process's peak memory per size; ``--json`` writes one object per size.
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+FILES_PER_CHUNK = 1024  # the baseline reads file-per-record sources in chunks of this many files
 
 
 def _peak_rss_mb() -> float:
@@ -34,9 +45,10 @@ def _peak_rss_mb() -> float:
 
 
 def _config(root: Path, storage: Path):
+    """The generated data's own config (``<root>/ray_mlops.yaml``: only its modalities), every reject allowed."""
     from ray_mlops.config import load_config
 
-    return load_config(overrides={"data.root": str(root), "storage": str(storage), "data.max_reject_rate": 1.0})
+    return load_config(root / "ray_mlops.yaml", {"storage": str(storage), "data.max_reject_rate": 1.0})
 
 
 def _start_ray() -> None:
@@ -49,7 +61,7 @@ def _start_ray() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-# -- the baseline: the same ingest, single process, pandas --------------------------
+# -- the baseline: the same ingest, single process, plain pandas ---------------------
 def pandas_ingest(root: Path, storage: Path) -> int:
     """Validate, featurize and join every source with pandas in this process."""
     from ray_mlops.data.schema import cast_features, feature_schema
@@ -59,7 +71,7 @@ def pandas_ingest(root: Path, storage: Path) -> int:
     key, schema = config.data.entity_key, feature_schema(config)
     merged = None
     for source in sources_of(config):
-        entities = _pandas_source(source, Path(config.resolve_source_path(source.settings)), key)
+        entities = _pandas_source(source, Path(config.resolve_source_path(source.settings)))
         merged = entities if merged is None else merged.merge(entities, on=key, how="outer")
     table = cast_features(merged[merged[config.data.label].notna()], schema)
     storage.mkdir(parents=True, exist_ok=True)
@@ -67,22 +79,33 @@ def pandas_ingest(root: Path, storage: Path) -> int:
     return len(table)
 
 
-def _pandas_source(source, path: Path, key: str):
-    """One source read with pandas / pyarrow on the driver, through the source type's own record and entity steps."""
+def _batches(settings, path: Path):
+    """A source's raw records as pandas frames: a table whole, a Parquet file each, small files in chunks."""
     import pandas as pd
 
-    settings = source.settings
-    if settings.format in ("csv", "parquet"):
-        batch = pd.read_csv(path, dtype=str) if settings.format == "csv" else pd.read_parquet(path)
+    if settings.format == "csv":
+        yield pd.read_csv(path, dtype=str)
+    elif settings.format == "parquet":
+        yield pd.read_parquet(path)
     elif settings.format == "timeseries":
-        batch = pd.read_parquet(path)
+        for file in sorted(path.rglob("*.parquet")):
+            yield pd.read_parquet(file)
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file())
-        batch = pd.DataFrame({"path": [str(f) for f in files], "bytes": [f.read_bytes() for f in files]})
-    good, _ = source.records(batch)
+        for start in range(0, len(files), FILES_PER_CHUNK):
+            chunk = files[start : start + FILES_PER_CHUNK]
+            yield pd.DataFrame({"path": [str(f) for f in chunk], "bytes": [f.read_bytes() for f in chunk]})
+
+
+def _pandas_source(source, path: Path):
+    """One source through its type's own record step (batch by batch) and entity step (once)."""
+    import pandas as pd
+
+    good = pd.concat([source.records(batch)[0] for batch in _batches(source.settings, path)], ignore_index=True)
     return source.entities(good)[0]
 
 
+# -- ours, and the same with Ray Data's own shuffle and join ----------------------------
 def ours_ingest(root: Path, storage: Path) -> int:
     from ray_mlops.data.ingest import ingest
     from ray_mlops.storage import Storage
@@ -90,16 +113,64 @@ def ours_ingest(root: Path, storage: Path) -> int:
     return ingest(_config(root, storage), Storage(str(storage))).rows
 
 
+class _Entities:
+    """All records of some entities (one hash partition) → their entity rows."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __call__(self, batch):
+        return self.source.entities(batch)[0]
+
+
+class _Labeled:
+    def __init__(self, schema):
+        self.schema = schema
+
+    def __call__(self, batch):
+        from ray_mlops.data.schema import cast_features
+
+        return cast_features(batch[batch[self.schema.label].notna()], self.schema)
+
+
+def ray_join_ingest(root: Path, storage: Path) -> int:
+    """Each source: read, record step, hash repartition by key, entity step; then ``Dataset.join`` of all sources."""
+    import pandas as pd
+    import ray
+
+    from ray_mlops.data.fingerprint import list_sources
+    from ray_mlops.data.schema import feature_schema
+    from ray_mlops.data.sources import sources_of
+
+    config = _config(root, storage)
+    key, schema, listed = config.data.entity_key, feature_schema(config), list_sources(config)
+    partitions = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
+    joined = None
+    for source in sources_of(config):
+        records = source.read(listed[source.name]).map_batches(
+            lambda batch, s=source: s.records(batch)[0], batch_format="pandas", batch_size=source.record_batch_size)
+        entities = records.repartition(partitions, keys=[key]).map_batches(
+            _Entities(source), batch_format="pandas", batch_size=None)
+        joined = entities if joined is None else joined.join(entities, "full_outer", partitions, on=(key,))
+    table = joined.map_batches(_Labeled(schema), batch_format="pandas", batch_size=None)
+    table.write_parquet(str(storage / "table"))
+    return int(sum(len(pd.read_parquet(p)) for p in (storage / "table").glob("*.parquet")))
+
+
+IMPLEMENTATIONS = {"ours": ours_ingest, "pandas": pandas_ingest, "ray_join": ray_join_ingest}
+
+
 def run_one(kind: str, root: Path, storage: Path) -> None:
     """Child process: run one implementation and print its figures as JSON."""
-    if kind == "ours":
+    if kind != "pandas":
         _start_ray()
     started = time.perf_counter()
-    rows = (ours_ingest if kind == "ours" else pandas_ingest)(root, storage)
+    rows = IMPLEMENTATIONS[kind](root, storage)
     print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()}))
 
 
 def _child(kind: str, root: Path, storage: Path) -> dict:
+    shutil.rmtree(storage, ignore_errors=True)
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(root), str(storage)],
         check=True, capture_output=True, text=True,
@@ -118,60 +189,125 @@ def format_reads(root: Path) -> list[tuple[str, float, float]]:
         return sorted(str(p) for p in (root / folder).iterdir())
 
     cases = {
-        "csv": (lambda: ray.data.read_csv(str(root / "machines.csv")).materialize().count(), lambda: pacsv.read_csv(root / "machines.csv").num_rows),
-        "parquet": (lambda: ray.data.read_parquet(str(root / "specs.parquet")).materialize().count(), lambda: pq.read_table(root / "specs.parquet").num_rows),
-        "jsonl": (lambda: ray.data.read_binary_files(files("events")).materialize().count(), lambda: sum(pajson.read_json(f).num_rows for f in files("events"))),
-        "text": (lambda: ray.data.read_binary_files(files("notes")).materialize().count(), lambda: len([Path(f).read_bytes() for f in files("notes")])),
-        "image": (lambda: ray.data.read_binary_files(files("images")).materialize().count(), lambda: len([Path(f).read_bytes() for f in files("images")])),
-        "timeseries": (lambda: ray.data.read_parquet(files("telemetry")).materialize().count(), lambda: sum(pq.read_table(f).num_rows for f in files("telemetry"))),
+        "csv": ("machines.csv", lambda: ray.data.read_csv(str(root / "machines.csv")).materialize().count(), lambda: pacsv.read_csv(root / "machines.csv").num_rows),
+        "parquet": ("specs.parquet", lambda: ray.data.read_parquet(str(root / "specs.parquet")).materialize().count(), lambda: pq.read_table(root / "specs.parquet").num_rows),
+        "jsonl": ("events", lambda: ray.data.read_binary_files(files("events")).materialize().count(), lambda: sum(pajson.read_json(f).num_rows for f in files("events"))),
+        "text": ("notes", lambda: ray.data.read_binary_files(files("notes")).materialize().count(), lambda: len([Path(f).read_bytes() for f in files("notes")])),
+        "image": ("images", lambda: ray.data.read_binary_files(files("images")).materialize().count(), lambda: len([Path(f).read_bytes() for f in files("images")])),
+        "timeseries": ("telemetry", lambda: ray.data.read_parquet(files("telemetry")).materialize().count(), lambda: sum(pq.read_table(f).num_rows for f in files("telemetry"))),
     }
-    ray.data.read_parquet(str(root / "specs.parquet")).materialize()  # warm up Ray Data's workers
+    ray.data.read_csv(str(root / "labels.csv")).materialize()  # warm up Ray Data's workers
     results = []
-    for name, (ours, baseline) in cases.items():
+    for name, (where, ours, baseline) in cases.items():
+        if not (root / where).exists():
+            continue
         t0 = time.perf_counter(); ours(); t1 = time.perf_counter(); baseline(); t2 = time.perf_counter()
         results.append((name, t1 - t0, t2 - t1))
     return results
 
 
+@dataclass
+class Cell:
+    """One size's figures (what ``--json`` writes)."""
+
+    entities: int
+    modalities: list[str]
+    seconds: float
+    baseline_seconds: float
+    ratio: float
+    driver_peak_mb: float
+    baseline_peak_mb: float
+    ray_join_seconds: float | None = None
+    ray_join_peak_mb: float | None = None
+
+
+def _dataset(work: Path, size: int, modalities: tuple[str, ...]) -> Path:
+    """Generated data for ``size`` entities (kept in ``work`` and reused while its spec is the same)."""
+    import yaml
+
+    from ray_mlops.data.generate import GenerateSpec, generate, sample_config
+
+    root = work / f"data-{size}-{'-'.join(modalities)}"
+    spec = GenerateSpec(entities=size, seed=0, modalities=modalities)
+    marker = root / ".bench-spec"
+    if marker.exists() and marker.read_text() == repr(spec):
+        return root
+    t0 = time.perf_counter()
+    generate(root, spec)
+    (root / "ray_mlops.yaml").write_text(yaml.safe_dump(sample_config({}, root, modalities)), encoding="utf-8")
+    marker.write_text(repr(spec))
+    print(f"generated {size} entities ({', '.join(modalities)}) in {time.perf_counter() - t0:.1f}s", flush=True)
+    return root
+
+
+def _print_format_reads(root: Path, size: int) -> None:
+    _start_ray()
+    print(f"\nper-format reads at {size} entities (Ray Data vs pyarrow direct, same files)")
+    print(f"{'format':<11} {'ray data s':>10} {'pyarrow s':>10} {'ratio':>7}")
+    for name, ours, base in format_reads(root):
+        print(f"{name:<11} {ours:>10.2f} {base:>10.2f} {ours / base:>6.1f}x", flush=True)
+    import ray
+
+    ray.shutdown()
+
+
+def _measure(work: Path, size: int, modalities: tuple[str, ...], ray_join: bool) -> Cell:
+    root = _dataset(work, size, modalities)
+    ours = _child("ours", root, work / f"store-{size}")
+    base = _child("pandas", root, work / f"base-{size}")
+    assert ours["rows"] == base["rows"], (ours, base)
+    cell = Cell(size, list(modalities), round(ours["seconds"], 2), round(base["seconds"], 2),
+                round(ours["seconds"] / base["seconds"], 3), round(ours["peak_rss_mb"]), round(base["peak_rss_mb"]))
+    line = (f"\n{size} entities: ours {cell.seconds:.1f}s (driver peak {cell.driver_peak_mb:.0f} MB), pandas "
+            f"{cell.baseline_seconds:.1f}s (peak {cell.baseline_peak_mb:.0f} MB), ratio {cell.ratio:.2f}")
+    if ray_join:
+        joined = _child("ray_join", root, work / f"rayjoin-{size}")
+        assert joined["rows"] == ours["rows"], (joined, ours)
+        cell.ray_join_seconds, cell.ray_join_peak_mb = round(joined["seconds"], 2), round(joined["peak_rss_mb"])
+        line += f"; Ray Data join {cell.ray_join_seconds:.1f}s = {joined['seconds'] / ours['seconds']:.2f}x ours"
+    print(line, flush=True)
+    return cell
+
+
+def _print_table(cells: list[Cell]) -> None:
+    print("\nwhole multi-source ingest (ours = Ray Data on 2 CPUs, baseline = single-process pandas)")
+    print(f"{'entities':>9} {'ours s':>8} {'pandas s':>9} {'ratio':>6} {'ours driver MB':>15} {'pandas MB':>10} "
+          f"{'s per 1k':>9} {'ray join s':>11} {'join/ours':>10}")
+    for c in cells:
+        joined = (f"{c.ray_join_seconds:>11.1f} {c.ray_join_seconds / c.seconds:>10.2f}" if c.ray_join_seconds
+                  else f"{'-':>11} {'-':>10}")
+        print(f"{c.entities:>9} {c.seconds:>8.1f} {c.baseline_seconds:>9.1f} {c.ratio:>6.2f} {c.driver_peak_mb:>15.0f} "
+              f"{c.baseline_peak_mb:>10.0f} {1000 * c.seconds / c.entities:>9.3f} {joined}")
+    for small, large in zip(cells, cells[1:]):
+        print(f"{small.entities} → {large.entities} entities: time x{large.seconds / small.seconds:.1f} "
+              f"for x{large.entities / small.entities:.0f} the entities")
+
+
 def main() -> None:
+    from ray_mlops.data.generate import MODALITIES, parse_modalities
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--modalities", default=",".join(MODALITIES), help="generated sources (as ray-mlops generate)")
+    parser.add_argument("--ray-join-max", type=int, default=100_000, help="measure Ray Data's join up to this size")
+    parser.add_argument("--no-format-reads", action="store_true", help="skip the per-format read comparison")
+    parser.add_argument("--work", type=Path, help="folder for generated data (kept and reused across runs)")
+    parser.add_argument("--json", type=Path, help="write the cells here")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "ROOT", "STORAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_one(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return
-
-    from ray_mlops.data.generate import GenerateSpec, generate
-
-    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    rows_out = []
-    for size in args.sizes:
-        root = work / f"data-{size}"
-        t0 = time.perf_counter()
-        generate(root, GenerateSpec(entities=size, seed=0))
-        print(f"generated {size} entities in {time.perf_counter() - t0:.1f}s", flush=True)
-        if size == args.sizes[0]:
-            _start_ray()
-            print(f"\nper-format reads at {size} entities (Ray Data vs pyarrow direct, same files)")
-            print(f"{'format':<11} {'ray data s':>10} {'pyarrow s':>10} {'ratio':>7}")
-            for name, ours, base in format_reads(root):
-                print(f"{name:<11} {ours:>10.2f} {base:>10.2f} {ours / base:>6.1f}x", flush=True)
-            import ray
-
-            ray.shutdown()
-        ours = _child("ours", root, work / f"store-{size}")
-        base = _child("pandas", root, work / f"base-{size}")
-        assert ours["rows"] == base["rows"], (ours, base)
-        rows_out.append((size, ours, base))
-        print(f"\n{size} entities: ours {ours['seconds']:.1f}s (driver peak {ours['peak_rss_mb']:.0f} MB), "
-              f"pandas {base['seconds']:.1f}s (peak {base['peak_rss_mb']:.0f} MB), ratio {ours['seconds'] / base['seconds']:.2f}", flush=True)
-
-    print("\nwhole multi-source ingest (ours = Ray Data on 2 CPUs, baseline = single-process pandas)")
-    print(f"{'entities':>9} {'ours s':>8} {'pandas s':>9} {'ratio':>6} {'ours driver MB':>15} {'pandas MB':>10} {'s per 1k':>9}")
-    for size, ours, base in rows_out:
-        print(f"{size:>9} {ours['seconds']:>8.1f} {base['seconds']:>9.1f} {ours['seconds'] / base['seconds']:>6.2f} "
-              f"{ours['peak_rss_mb']:>15.0f} {base['peak_rss_mb']:>10.0f} {1000 * ours['seconds'] / size:>9.3f}")
+    modalities = parse_modalities(args.modalities)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not args.no_format_reads:
+        _print_format_reads(_dataset(work, args.sizes[0], modalities), args.sizes[0])
+    cells = [_measure(work, size, modalities, size <= args.ray_join_max) for size in args.sizes]
+    _print_table(cells)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(c) for c in cells], indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from ray_mlops.errors import DataError
 
 #: Files read per task by ``read_files`` (``read_binary_files`` pays ~1 ms per file).
 FILES_PER_TASK = 1024
+#: Input bytes a read task of :func:`files_per_task` aims at: few blocks to stage, each a few MB.
+TASK_BYTES = 8 << 20
 
 
 def check_columns(found: list[str], needed: list[str], source: str, location: str) -> None:
@@ -49,6 +51,19 @@ class _ReadFiles:
             return stream.read()
 
 
+def files_per_task(listed: Any, cap: int = FILES_PER_TASK) -> int:
+    """Files per read task for ``listed`` (a ``SourceFiles``): about ``TASK_BYTES`` of input each,
+    but at least four tasks per CPU while there are files for them.
+
+    Ingest stages every read task's records in one file per key bucket, so the task count
+    (with the bucket count) sets how many files are staged: a task per 1 MB file would make
+    that grow with the square of the data.
+    """
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    average = max(1, listed.size // max(1, len(listed.paths)))
+    return max(1, min(cap, TASK_BYTES // average, len(listed.paths) // (4 * cpus)))
+
+
 def _file_chunks(files: list[str], per_task: int) -> ray.data.Dataset:
     chunks = [json.dumps(files[i : i + per_task]) for i in range(0, len(files), per_task)]
     return ray.data.from_items([{"paths": chunk} for chunk in chunks], override_num_blocks=len(chunks))
@@ -70,9 +85,9 @@ class _ReadParquet:
         return pa.concat_tables(pq.read_table(p, columns=self.columns, filesystem=self.fs) for p in paths)
 
 
-def read_parquet_files(fs: Any, files: list[str], columns: list[str]) -> ray.data.Dataset:
-    """A Dataset of the Parquet files' ``columns``, one file per task."""
-    return _file_chunks(files, 1).map_batches(_ReadParquet(fs, columns), batch_size=1, batch_format="numpy")
+def read_parquet_files(fs: Any, files: list[str], columns: list[str], per_task: int = 1) -> ray.data.Dataset:
+    """A Dataset of the Parquet files' ``columns``, ``per_task`` files per task."""
+    return _file_chunks(files, per_task).map_batches(_ReadParquet(fs, columns), batch_size=1, batch_format="numpy")
 
 
-__all__ = ["FILES_PER_TASK", "check_columns", "csv_header", "parquet_columns", "read_files", "read_parquet_files"]
+__all__ = ["FILES_PER_TASK", "check_columns", "csv_header", "files_per_task", "parquet_columns", "read_files", "read_parquet_files"]

@@ -13,7 +13,7 @@ from pydantic import Field
 from ray_mlops.config import SourceSettings
 from ray_mlops.data.grouped import Groups
 from ray_mlops.data.quarantine import reject_frame
-from ray_mlops.data.sources._read import read_files
+from ray_mlops.data.sources._read import files_per_task, read_files
 from ray_mlops.data.sources._request import JsonObjects
 from ray_mlops.data.sources.base import (
     Columns,
@@ -122,7 +122,7 @@ class EventsSource(MultiRecordSource):
 
     # -- batch ----------------------------------------------------------------------
     def read(self, listed: Any) -> ray.data.Dataset:
-        return read_files(listed.fs, listed.paths, per_task=1)
+        return read_files(listed.fs, listed.paths, per_task=files_per_task(listed))
 
     def records(self, batch: pd.DataFrame) -> Split:
         """JSON Lines files (``bytes``) → one row per event; non-UTF-8, malformed and keyless lines rejected."""

@@ -15,7 +15,7 @@ from pydantic import Field
 from ray_mlops.config import SourceSettings
 from ray_mlops.data.grouped import Groups, std_and_slope
 from ray_mlops.data.quarantine import reject_frame
-from ray_mlops.data.sources._read import check_columns, parquet_columns, read_parquet_files
+from ray_mlops.data.sources._read import check_columns, files_per_task, parquet_columns, read_parquet_files
 from ray_mlops.data.sources._request import MAX_ITEMS_PER_FIELD, FiniteFloat, Text, typed_record
 from ray_mlops.data.sources.base import Columns, FeatureKind, Invalid, MultiRecordSource, Split, empty_rejects, entity_groups, key_text, matrix
 
@@ -67,7 +67,7 @@ class TimeseriesSource(MultiRecordSource):
     def read(self, listed: Any) -> ray.data.Dataset:
         needed = [self.key, self.settings.time_column, *self.settings.signals]
         check_columns(parquet_columns(listed.fs, listed.paths[0]), needed, self.name, listed.paths[0])
-        return read_parquet_files(listed.fs, listed.paths, needed)
+        return read_parquet_files(listed.fs, listed.paths, needed, per_task=files_per_task(listed))
 
     def records(self, batch: pd.DataFrame) -> Split:
         """Readings with a key, a time and finite signal values; the rest rejected."""
