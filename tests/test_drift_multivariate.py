@@ -151,7 +151,8 @@ def test_model_that_fails_is_named() -> None:
 
 # ------------------------------------------------------------------- calibration
 
-@pytest.mark.parametrize("name,window", [("breast_cancer", 10), ("breast_cancer", 100),
+@pytest.mark.parametrize("name,window", [("breast_cancer", 10),
+                                         pytest.param("breast_cancer", 100, marks=pytest.mark.slow),  # ~5 s
                                          ("wine", 30)])
 def test_default_detector_is_calibrated_on_real_correlated_features(name: str, window: int) -> None:
     trials = 300

@@ -81,6 +81,7 @@ def variants(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow  # generates four datasets (~5 s)
 def test_drift_controls_move_what_they_claim(variants):
     base, covariate, prior, concept = (_summary(variants[d]) for d in ("none", "covariate", "prior", "concept"))
     assert covariate["age"] > base["age"] * 1.3 and covariate["temperature"] > base["temperature"] + 1.0

@@ -169,6 +169,7 @@ def test_quarantine_counts_are_exact(ray_session, tmp_path):
     assert quarantined["record"].str.contains("M9999999").sum() == 1
 
 
+@pytest.mark.slow  # two ingests of its own (~4 s)
 def test_reject_rate_above_threshold_fails_and_keeps_previous_table(ray_session, tmp_path):
     root = tmp_path / "data"
     generate(root, GenerateSpec(entities=60, seed=2))
@@ -258,6 +259,7 @@ def test_bring_your_own_tabular_data(ray_session, tmp_path, repo_root):
     assert table["support_calls"].isna().sum() == 40
 
 
+@pytest.mark.slow  # an ingest and a search of its own (~6 s)
 def test_ingest_and_train_on_a_config_of_chosen_modalities(ray_session, tmp_path):
     """``generate --modalities``' config: only those sources (and the labels) are ingested, and a model trains on it."""
     from ray_mlops.config import config_from_dict

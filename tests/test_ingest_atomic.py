@@ -15,6 +15,8 @@ import threading
 import pyarrow.dataset as pads
 import pytest
 
+pytestmark = pytest.mark.slow  # re-ingests of its own beside a reader (~27 s); test_ingest keeps the ingest smoke in the fast lane
+
 ENTITIES = 300
 
 

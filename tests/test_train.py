@@ -163,6 +163,7 @@ def test_search_returns_the_refit_best_model(searched):
         Path(result.experiment_path).glob("experiment_state*.json"))
 
 
+@pytest.mark.slow  # a second search (~5 s)
 @pytest.mark.timeout(120)
 def test_same_data_config_and_seed_give_identical_predictions(searched):
     frame, schema, storage, first = searched
