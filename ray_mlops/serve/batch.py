@@ -142,21 +142,37 @@ class LogChunk:
     def __len__(self) -> int:
         return len(self.features)
 
-    def frame(self) -> pd.DataFrame:
-        """The log rows: the features, then request id, row, entity, version, prediction, probabilities, time, ``extra``."""
-        jobs, outcomes = self.jobs, self.outcomes
-        meta: dict[str, Any] = {
+    def columns(self) -> dict[str, list]:
+        """The log columns after the features, one value per row: request id, row, entity, version,
+        prediction, probabilities, time, then ``extra``."""
+        jobs, outcomes, n = self.jobs, self.outcomes, len(self)
+        probabilities = outcomes[0].probabilities is not None
+        columns = {
             "request_id": [job.request_id for job in jobs for _ in job.instances],
             "row": [i for job in jobs for i in range(len(job.instances))],
             "entity": [None if e is None else str(e) for job in jobs for e in job.entities],
-            "model_version": self.version,
+            "model_version": [self.version] * n,
             "prediction": [p for o in outcomes for p in o.predictions],
-            "probabilities": ([p for o in outcomes for p in o.probabilities]
-                              if outcomes[0].probabilities is not None else None),
-            "time": self.time,
-            **self.extra,
+            "probabilities": [p for o in outcomes for p in o.probabilities] if probabilities else [None] * n,
+            "time": [self.time] * n,
         }
-        frame = self.features.frame()
+        for name, value in self.extra.items():
+            columns[name] = list(value) if isinstance(value, list) else [value] * n
+        return columns
+
+    def frame(self) -> pd.DataFrame:
+        """The log rows: the features, then :meth:`columns`."""
+        return LogChunk.frame_of([self])
+
+    @staticmethod
+    def frame_of(chunks: list["LogChunk"]) -> pd.DataFrame:
+        """One frame of the rows of ``chunks`` (built once for all of them, not chunk by chunk)."""
+        parts = [chunk.columns() for chunk in chunks]
+        names = list(dict.fromkeys(name for part in parts for name in part))
+        meta = {name: [v for chunk, part in zip(chunks, parts) for v in part.get(name, [None] * len(chunk))]
+                for name in names}
+        meta["time"] = pd.DatetimeIndex(meta["time"])
+        frame = FeatureRows.concat([chunk.features for chunk in chunks]).frame()
         return pd.concat([frame, pd.DataFrame(meta, index=frame.index)], axis=1)
 
 

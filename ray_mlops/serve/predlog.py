@@ -49,19 +49,27 @@ log = logging.getLogger(__name__)
 
 
 class Rows(Protocol):
-    """Log rows kept as the batch path made them: ``frame()`` builds them (in the flush thread)."""
+    """Log rows kept as the batch path made them: ``type(rows).frame_of(chunks)`` builds the frame of
+    several (in the flush thread, once per flush rather than once per batch)."""
 
     def __len__(self) -> int: ...
 
-    def frame(self) -> pd.DataFrame: ...
+    @staticmethod
+    def frame_of(chunks: list) -> pd.DataFrame: ...
 
 
 Chunk = Union[pd.DataFrame, Rows]
 
 
 def frame_of(chunks: list[Chunk]) -> pd.DataFrame:
-    """One frame of buffered chunks (frames as they are, :class:`Rows` built)."""
-    frames = [c if isinstance(c, pd.DataFrame) else c.frame() for c in chunks]
+    """One frame of buffered chunks: frames as they are, each run of :class:`Rows` of one type built at once."""
+    frames: list[pd.DataFrame] = []
+    start = 0
+    for end in range(1, len(chunks) + 1):
+        if end == len(chunks) or type(chunks[end]) is not type(chunks[start]):
+            run = chunks[start:end]
+            frames += run if isinstance(run[0], pd.DataFrame) else [type(run[0]).frame_of(run)]
+            start = end
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
