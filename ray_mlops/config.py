@@ -302,6 +302,26 @@ class RetrainConfig(_Strict):
     timeout_s: float = Field(default=1800.0, gt=0)
 
 
+class ShadowConfig(_Strict):
+    """Shadow evaluation: a retrained candidate that passed the offline gate predicts beside
+    production on live traffic, and a paired test on the live labeled rows promotes or discards it."""
+
+    enabled: bool = True  # false: a candidate that passes the offline gate is promoted at once
+    windows: int = Field(default=5, ge=1)  # windows after which the online test runs (with >= min_labels pairs)...
+    min_rows: int = Field(default=400, ge=10)  # ...or as soon as this many labeled pairs came back
+    max_windows: int = Field(default=20, ge=1)  # still too few labels: the candidate is discarded
+    metric: str = "accuracy"  # of the online paired test (accuracy: exact McNemar); regression: rmse
+    require: Literal["non_inferior", "superior"] = "superior"
+    margin: float = Field(default=0.0, ge=0.0, lt=1.0)  # for non_inferior
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)  # one-sided level of the online test
+
+    @model_validator(mode="after")
+    def _window_bounds(self) -> "ShadowConfig":
+        if self.max_windows < self.windows:
+            raise ValueError(f"max_windows ({self.max_windows}) must be at least windows ({self.windows})")
+        return self
+
+
 class MonitorConfig(_Strict):
     """The drift monitor: windows, tests, patience and cooldown, checkpoints, retraining."""
 
@@ -318,6 +338,7 @@ class MonitorConfig(_Strict):
     checkpoint_interval_s: float = Field(default=1.0, gt=0)
     history: int = Field(default=500, ge=1)  # verdicts kept in the checkpoint
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
 
 class TrackingConfig(_Strict):

@@ -34,13 +34,22 @@ def swap_serving(config: Config, version: str) -> str | None:
 
 
 class ServeSwap:
-    """How a promoted (or rolled-back-to) version reaches Serve: ``swap(config, version)``.
+    """How a promoted (or rolled-back-to) version reaches Serve: ``swap(config, version)``;
+    how a candidate goes into (or out of) shadow: ``set_shadow(config, version or None)``.
 
-    Injected into the monitor (its retrainings and its probation) by :func:`start_monitor`.
+    Injected into the monitor (its retrainings, its shadow trials and its probation) by
+    :func:`start_monitor`. Both return None when no application is deployed.
     """
 
     def __call__(self, config: Config, version: str) -> str | None:
         return swap_serving(config, version)
+
+    def set_shadow(self, config: Config, version: str | None) -> str | None:
+        from ray_mlops.serve import deploy
+
+        if deploy.status(config).get("status") == "NOT_DEPLOYED":
+            return None
+        return deploy.set_shadow(config, version)
 
     def __repr__(self) -> str:
         return "ServeSwap()"

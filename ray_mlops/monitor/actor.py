@@ -21,7 +21,9 @@
 ``swap`` (how a promoted version reaches Serve) is injected by the caller — a callable
 object ``swap(config, version)`` (``ray_mlops.loop.ServeSwap``), or an importable
 ``"module:function"`` path — so this package never imports the serving code. The retrainer uses it after a promotion, the monitor's
-probation after a rollback (:func:`~ray_mlops.monitor.probation.roll_back`).
+probation after a rollback (:func:`~ray_mlops.monitor.probation.roll_back`), the shadow
+trial after its online test (:func:`~ray_mlops.monitor.shadow.promote_or_discard`); the
+swap object's ``set_shadow(config, version)`` deploys and removes shadows.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from ray_mlops.errors import MonitorError
 from ray_mlops.monitor.core import Monitor
 from ray_mlops.monitor.probation import roll_back
 from ray_mlops.monitor.retrain import retrain
+from ray_mlops.monitor.retraining import SHADOWED
+from ray_mlops.monitor.shadow import promote_or_discard
 from ray_mlops.monitor.state import MonitorStatus
 from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.progress import show_progress
@@ -51,7 +55,7 @@ log = logging.getLogger(__name__)
 
 RETRAINER_ACTOR = "ray_mlops_retrainer"
 LOST_AFTER_S = 30.0
-FINAL = ("promoted", "rejected", "failed")
+FINAL = ("promoted", "rejected", "failed", SHADOWED)
 
 
 def resolve_callable(target: Callable | str | None) -> Callable | None:
@@ -215,7 +219,8 @@ class MonitorActor:
         storage = Storage(self.config.storage)
         launcher = RayLauncher(self.config, storage, swap, search)
         rollback = _rollback_action(self.config, storage, swap)
-        self.monitor = Monitor(self.config, storage, launcher=launcher, rollback=rollback, observe=_safe(export_metrics))
+        self.monitor = Monitor(self.config, storage, launcher=launcher, rollback=rollback,
+                               shadow_action=_shadow_action(self.config, storage, swap), observe=_safe(export_metrics))
         self._stop = threading.Event()
         self._stepping = threading.Lock()  # the step thread and a checkpoint call never mutate the monitor at once
         self.errors = 0
@@ -251,6 +256,14 @@ def _rollback_action(config: Config, storage: Storage, swap: Callable | str | No
     """Probation's action: registry rollback, then the injected swap (resolved when needed)."""
     def action(plan: dict) -> dict:
         return roll_back(config, storage, plan, swap=resolve_callable(swap))
+
+    return action
+
+
+def _shadow_action(config: Config, storage: Storage, swap: Callable | str | None) -> Callable[[dict], dict]:
+    """The shadow trial's action: promote (registry, then the swap) or discard (remove the shadow from Serve)."""
+    def action(plan: dict) -> dict:
+        return promote_or_discard(config, storage, plan, swap=resolve_callable(swap))
 
     return action
 

@@ -10,14 +10,17 @@ One step of the monitor, top to bottom (docs/ARCHITECTURE.md, "Data flow of one 
    verdicts into alarms;
 4. :class:`~ray_mlops.monitor.retraining.RetrainTracker` — an alarm becomes one
    retraining job, launched by the injected ``launcher`` and followed to its outcome;
-5. :class:`~ray_mlops.monitor.probation.ProbationTracker` — a version a retraining
+5. :class:`~ray_mlops.monitor.shadow.ShadowTracker` — a candidate a retraining deployed as
+   a shadow is promoted or discarded by the injected ``shadow_action`` on the online paired
+   test of live labeled rows;
+6. :class:`~ray_mlops.monitor.probation.ProbationTracker` — a version a retraining
    promoted is on probation and rolled back by the injected ``rollback`` when worse.
 
 :meth:`Monitor.receive` is the cheap path (validate the columns, queue); :meth:`Monitor.step`
 (run by the actor's background thread) does the rest. Collaborators are injected: a
 :class:`~ray_mlops.monitor.store.MonitorStore` (checkpoints, verdicts, events, the logs),
-``launcher`` (``launch(job)``, ``poll(job)``), ``rollback(plan) -> outcome`` and an
-``observe(kind, payload)`` hook (metrics).
+``launcher`` (``launch(job)``, ``poll(job)``), ``rollback(plan) -> outcome``,
+``shadow_action(plan) -> outcome`` and an ``observe(kind, payload)`` hook (metrics).
 
 After a rollback no alarm can be raised for ``cooldown`` windows, doubled for each further
 rollback in a row (reset when a probation passes): the drift that caused the retraining
@@ -25,8 +28,8 @@ is still there. A retraining already running is left to finish.
 
 State that survives a restart (:class:`~ray_mlops.monitor.state.MonitorState`): the open
 window, the stream, verdict summaries, the retraining book (written *before* a launch, so
-a restart never launches twice), the probation book (written *before* a rollback, which a
-restart completes) and the keys of recent records. On restart the records the replicas
+a restart never launches twice), the shadow book and the probation book (each written
+*before* its action, which a restart completes) and the keys of recent records. On restart the records the replicas
 logged after the last checkpoint are read back and de-duplicated by key, so no
 acknowledged record is lost or doubled.
 """
@@ -46,7 +49,8 @@ from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.drift import DriftStream
 from ray_mlops.monitor.probation import ROLLED_BACK, Probation, ProbationTracker
-from ray_mlops.monitor.retraining import Launcher, RetrainTracker
+from ray_mlops.monitor.retraining import SHADOWED, Launcher, RetrainTracker
+from ray_mlops.monitor.shadow import PROMOTED, ShadowTracker, ShadowTrial, resume_trial
 from ray_mlops.monitor.state import MonitorState, MonitorStatus
 from ray_mlops.monitor.store import FeedbackIndex, MonitorStore
 from ray_mlops.monitor.tester import WindowTester, now_iso, summarize, verdict_record
@@ -65,7 +69,7 @@ class Monitor:
     """Windows of prediction records tested against the production version's reference."""
 
     def __init__(self, config: Config, storage: Storage, *, launcher: Launcher | None = None,
-                 rollback: Callable[[dict], dict] | None = None,
+                 rollback: Callable[[dict], dict] | None = None, shadow_action: Callable[[dict], dict] | None = None,
                  observe: Callable[[str, dict], None] = lambda kind, payload: None,
                  clock: Callable[[], float] = time.time):
         self.config, self.cfg, self.observe, self.clock = config, config.monitor, observe, clock
@@ -73,7 +77,7 @@ class Monitor:
         self.schema = feature_schema(config)
         self.required = [*self.schema.features, *REQUIRED_META]
         self.tester = WindowTester(self.registry, self.schema, self.cfg, FeedbackIndex(self.store))
-        self._launcher, self._rollback = launcher, rollback
+        self._launcher, self._rollback, self._shadow_action = launcher, rollback, shadow_action
         self._event = functools.partial(record_event, self.store)  # the monitor's own log, never the registry's
         self.inbox = Inbox()
         self._dirty, self._last_checkpoint = False, 0.0
@@ -88,10 +92,7 @@ class Monitor:
         self.stream = DriftStream.from_state(state.stream)
         self.retraining = RetrainTracker(self._launcher, enabled=cfg.retrain.enabled, book=state.retrain,
                                          clock=self.clock, event=self._event)
-        self.probation = ProbationTracker(self._rollback, windows=cfg.probation_windows, alpha=cfg.alpha,
-                                          cooldown=cfg.cooldown, history=cfg.history, event=self._event,
-                                          book=state.probation, now=lambda: now_iso(self.clock()),
-                                          metadata=self.registry.metadata, metrics=self.observe)
+        self.probation, self.shadowing = probation_tracker(self, self._rollback), shadow_tracker(self, self._shadow_action)
 
     # -- receiving (the cheap path) -----------------------------------------------------
     def receive(self, records: Any) -> int:
@@ -106,12 +107,12 @@ class Monitor:
 
         Returns the verdicts of the windows tested in this step.
         """
-        incoming, rejected = self.inbox.take()
-        self._report_rejects(rejected)
-        self._merge(incoming)
+        self._take_inbox()
         pending = self.probation.pending()
         if pending is not None:
             self._roll_back(pending)  # decided before a restart
+        if self.shadowing.pending() is not None:
+            self._shadow_act(self.shadowing.pending())  # decided before a restart
         self._follow_production()
         verdicts = []
         while self.tester.reference is not None and self.cutter.due():
@@ -124,18 +125,19 @@ class Monitor:
         if not incoming:
             return
         self.cutter.add(incoming)
+        self.shadowing.add(incoming)
         if self.tester.reference is None:  # nothing can be tested: keep a bounded backlog
-            dropped = self.cutter.cap(MAX_BACKLOG_WINDOWS * self.cfg.window_size)
-            if dropped:
-                self._event("monitor_backlog_dropped", records=dropped, reason="no production reference")
+            cap_backlog(self.cutter, MAX_BACKLOG_WINDOWS * self.cfg.window_size, self._event)
         self._dirty = True
 
-    def _report_rejects(self, rejected: list[str]) -> None:
+    def _take_inbox(self) -> None:
+        incoming, rejected = self.inbox.take()
         if rejected:
             self.state.bad_records += len(rejected)
             self.observe("bad_records", {"batches": len(rejected)})
             self._event("monitor_bad_records", batches=len(rejected), first=rejected[0],
                         expected=self.required[:3] + ["…"] + list(REQUIRED_META))
+        self._merge(incoming)
 
     def _follow_production(self) -> None:
         """The reference follows the production alias."""
@@ -149,6 +151,7 @@ class Monitor:
         if previous != production:
             self._event("monitor_reference", version=production, previous=previous, reference=reference.describe())
         self.probation.on_production_moved(production, previous, reference.reference_accuracy)
+        self.shadowing.on_production_moved(production)
         self._dirty = True
 
     # -- one window --------------------------------------------------------------------
@@ -163,21 +166,19 @@ class Monitor:
             return {"index": index, "skipped": True, "error": str(exc)}
         verdict = self.stream.observe(tested.report)
         full = verdict_record(index, window, tested, verdict, self.tester.version, self.clock())
-        self.store.save_verdict(index, full)
-        summary = summarize(full)
-        self.state.windows += 1
-        self.state.verdicts = (self.state.verdicts + [summary])[-self.cfg.history:]
-        self.observe("window", full)
-        self._event("monitor_window", **summary)
-        self._after_window(summary, verdict.alarm)
+        self._after_window(record_verdict(self, index, full), verdict.alarm)
         return full
 
     def _after_window(self, summary: dict, alarm: bool) -> None:
-        """Probation first (a rollback answers the alarm), then the alarm."""
+        """Probation first (a rollback answers the alarm), the shadow trial, then the alarm."""
         probation = self.probation.observe(summary, self.tester.version)
         rolled_back = probation is not None and self._roll_back(probation, write_ahead=True)
-        if alarm and rolled_back:
-            self._event("monitor_alarm", window=summary["index"], action="none: production rolled back")
+        decided = self.shadowing.observe_window()
+        if decided is not None:
+            self._shadow_act(decided)
+        if alarm and (rolled_back or self.shadowing.trial is not None):
+            reason = "production rolled back" if rolled_back else "a candidate is in shadow"
+            self._event("monitor_alarm", window=summary["index"], action=f"none: {reason}")
         elif alarm:
             self._on_alarm(summary)
 
@@ -200,7 +201,19 @@ class Monitor:
 
     def _retrain_finished(self, entry: dict) -> None:
         self.observe("retrain", entry)
+        if entry.get("status") == SHADOWED:
+            start_trial(self, entry)
         self._checkpoint(force=True)
+
+    # -- shadow ------------------------------------------------------------------------
+    def _shadow_act(self, trial: ShadowTrial) -> None:
+        """Promote or discard, written ahead: a restart completes this action, never a second one."""
+        self._checkpoint(force=True)
+        status = self.shadowing.execute(trial)
+        self._dirty = True
+        self._checkpoint(force=True)
+        if status == PROMOTED:
+            self._follow_production()  # probation starts as for any promotion by the loop
 
     # -- probation ---------------------------------------------------------------------
     def _roll_back(self, probation: Probation, write_ahead: bool = False) -> bool:
@@ -226,16 +239,13 @@ class Monitor:
             return
         self.state.restarts += 1
         self.cutter.restore(self.store.load_window())
-        recovered = self._catch_up(self.state.checkpoint_time)
-        self._event("monitor_restarted", restarts=self.state.restarts, window_rows=self.cutter.rows,
-                    recovered=recovered, retrain=(self.state.retrain.active or {}).get("id"))
-
-    def _catch_up(self, since: float | None) -> int:
-        """Records the replicas logged since the last checkpoint (lost from memory)."""
-        logged = logged_since(self.store, since, self.required)
+        logged = logged_since(self.store, self.state.checkpoint_time, self.required)  # lost from memory
         before = self.state.cutter.records
         self._merge([] if logged is None else [logged])
-        return self.state.cutter.records - before
+        recovered = self.state.cutter.records - before
+        resume_trial(self.shadowing, self.store.storage, self.tester.labels.labels)  # pairs, labels since it started
+        self._event("monitor_restarted", restarts=self.state.restarts, window_rows=self.cutter.rows,
+                    recovered=recovered, retrain=(self.state.retrain.active or {}).get("id"))
 
     def _checkpoint(self, force: bool = False) -> None:
         now = self.clock()
@@ -248,18 +258,62 @@ class Monitor:
     # -- reading -----------------------------------------------------------------------
     def status(self) -> MonitorStatus:
         """The monitor now (see :class:`~ray_mlops.monitor.state.MonitorStatus`)."""
-        queued = self.inbox.rows()
-        reference = None if self.tester.reference is None else self.tester.reference.describe()
-        return MonitorStatus.of(self.state, running=True, reference=reference, window_size=self.cfg.window_size,
-                                open_window_rows=self.cutter.rows + queued, streak=self.stream.streak,
-                                cooldown_left=self.stream.cooldown_left)
+        return live_status(self)
 
     def flush_checkpoint(self) -> None:
         """Merge what was received and write a checkpoint now (before a planned stop)."""
-        incoming, rejected = self.inbox.take()
-        self._report_rejects(rejected)
-        self._merge(incoming)
+        self._take_inbox()
         self._checkpoint(force=True)
+
+
+def start_trial(monitor: Monitor, entry: dict) -> None:
+    """A retraining put its candidate in shadow: start the trial, with the pairs logged since it was deployed."""
+    monitor.shadowing.start(entry["version"], entry.get("production_before") or "", retrain=entry["id"],
+                            started=entry.get("shadow_started"))
+    resume_trial(monitor.shadowing, monitor.store.storage, monitor.tester.labels.labels)
+
+
+def record_verdict(monitor: Monitor, index: int, full: dict) -> dict:
+    """Store a tested window's verdict, count it, keep its summary; returns the summary."""
+    monitor.store.save_verdict(index, full)
+    summary = summarize(full)
+    monitor.state.windows += 1
+    monitor.state.verdicts = (monitor.state.verdicts + [summary])[-monitor.cfg.history:]
+    monitor.observe("window", full)
+    monitor._event("monitor_window", **summary)
+    return summary
+
+
+def cap_backlog(cutter: WindowCutter, limit: int, event: Callable[..., None]) -> None:
+    """Keep the newest ``limit`` records while nothing can be tested (no production reference yet)."""
+    dropped = cutter.cap(limit)
+    if dropped:
+        event("monitor_backlog_dropped", records=dropped, reason="no production reference")
+
+
+def probation_tracker(monitor: Monitor, rollback: Callable[[dict], dict] | None) -> ProbationTracker:
+    """The probation part, around its book in the monitor's state."""
+    cfg = monitor.cfg
+    return ProbationTracker(rollback, windows=cfg.probation_windows, alpha=cfg.alpha, cooldown=cfg.cooldown,
+                            history=cfg.history, event=monitor._event, book=monitor.state.probation,
+                            now=lambda: now_iso(monitor.clock()), metadata=monitor.registry.metadata,
+                            metrics=monitor.observe)
+
+
+def shadow_tracker(monitor: Monitor, action: Callable[[dict], dict] | None) -> ShadowTracker:
+    """The shadow part, around its book in the monitor's state; labels from the tester's feedback index."""
+    cfg = monitor.cfg
+    return ShadowTracker(action, cfg.shadow, task=monitor.schema.task, min_labels=cfg.min_labels,
+                         labels=monitor.tester.labels.lookup, event=monitor._event, book=monitor.state.shadow,
+                         now=lambda: now_iso(monitor.clock()))
+
+
+def live_status(monitor: Monitor) -> MonitorStatus:
+    """A running monitor's status: its state plus what only it knows (open rows, reference, stream)."""
+    reference = None if monitor.tester.reference is None else monitor.tester.reference.describe()
+    return MonitorStatus.of(monitor.state, running=True, reference=reference, window_size=monitor.cfg.window_size,
+                            open_window_rows=monitor.cutter.rows + monitor.inbox.rows(), streak=monitor.stream.streak,
+                            cooldown_left=monitor.stream.cooldown_left)
 
 
 def record_event(store: MonitorStore, kind: str, **fields: Any) -> None:

@@ -12,9 +12,14 @@
    lineage; when a post-drift holdout exists it becomes the version's reference profile
    (the distribution the new model will serve, so the monitor stops flagging the drift
    it was retrained for);
-4. gate it against production on the holdout and promote it if it passes;
-5. hot-swap Serve through the injected ``swap(config, version)``; a failed swap rolls
-   production back, so the registry never names a version that is not served.
+4. gate it against production on the holdout (the offline paired gate);
+5. with ``monitor.shadow.enabled`` (the default) and a swap that can deploy shadows
+   (``swap.set_shadow``), a candidate that passed goes into **shadow** beside production
+   (its promotion is held, :class:`HeldPromotion`): the outcome is ``shadowing`` and the
+   monitor's :class:`~ray_mlops.monitor.shadow.ShadowTracker` promotes or discards it on
+   the online paired gate of live labeled rows. Otherwise (shadow off, or nothing
+   deployed) it is promoted and Serve hot-swapped through ``swap(config, version)``; a
+   failed swap rolls production back, so the registry never names a version that is not served.
 
 Any failure leaves production as it was and is recorded as a ``retrain_failed`` event
 (in the monitor's event log, :class:`~ray_mlops.monitor.store.MonitorStore`) with the
@@ -39,7 +44,9 @@ from ray_mlops.data.ingest import ingest
 from ray_mlops.data.schema import FeatureSchema, cast_features, read_feature_table
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys
+from ray_mlops.monitor.retraining import SHADOWED
 from ray_mlops.monitor.store import MonitorStore
+from ray_mlops.monitor.tester import now_iso
 from ray_mlops.pipeline import register_search
 from ray_mlops.progress import report
 from ray_mlops.promotion import gate_and_promote
@@ -140,6 +147,56 @@ def _swap(config: Config, registry: Registry, version: str, swap: Swap | None) -
         raise RetrainFailed("swap", f"{type(exc).__name__}: {exc}; production rolled back") from exc
 
 
+class HeldPromotion:
+    """The registry as the offline gate sees it when a shadow comes next: its promotion is
+    recorded, not applied (:meth:`release` applies it); everything else is the registry's."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.held: tuple[str, str, dict | None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+    def promote(self, version: str, *, reason: str, scores: dict | None = None) -> str:
+        self.held = (version, reason, scores)
+        return version
+
+    def release(self) -> None:
+        """Apply the held promotion (no shadow could be deployed)."""
+        if self.held is not None:
+            version, reason, scores = self.held
+            self.registry.promote(version, reason=reason, scores=scores)
+
+
+def _shadow(config: Config, version: str, swap: Any) -> str | None:
+    """Deploy ``version`` as the shadow; None when nothing is deployed (RetrainFailed when it fails to load)."""
+    try:
+        shadowed = swap.set_shadow(config, version)
+    except Exception as exc:  # production serves alone; /health says why
+        raise RetrainFailed("shadow", f"{type(exc).__name__}: {exc}; production serves alone") from exc
+    return None if shadowed is None else str(shadowed)
+
+
+def _gate_and_deploy(config: Config, gate: Any, registry: Registry, version: str, gate_rows: pd.DataFrame,
+                     schema: FeatureSchema, swap: Swap | None, stages: Stages) -> dict[str, Any]:
+    """The offline gate, then shadow (its promotion held) or promotion and swap; the outcome's fields."""
+    shadowing = config.monitor.shadow.enabled and callable(getattr(swap, "set_shadow", None))
+    gate_registry = HeldPromotion(registry) if shadowing else registry
+    decision = stages.run("gate", lambda: gate_and_promote(gate_registry, version, gate_rows, schema, gate))
+    fields: dict[str, Any] = {"status": "promoted" if decision.promoted else "rejected", "served": None,
+                              "decision": _plain_decision(decision.to_dict())}
+    if decision.promoted and shadowing:
+        started = now_iso()
+        shadowed = stages.run("shadow", lambda: _shadow(config, version, swap))
+        if shadowed is not None:
+            return {**fields, "status": SHADOWED, "shadow": shadowed, "shadow_started": started}
+        gate_registry.release()  # nothing deployed to shadow in: promote now
+    if decision.promoted:  # _swap rolls production back and raises its own RetrainFailed
+        fields["served"] = stages.run("swap", lambda: _swap(config, registry, version, swap))
+    return fields
+
+
 def retrain(config: Config, storage: Storage, job: dict, *, swap: Swap | None = None,
             search: Callable[..., SearchResult] = run_search) -> dict[str, Any]:
     """Run one retraining for ``job`` (``id``, ``onset``, ...) and return its outcome.
@@ -184,16 +241,13 @@ def _run(config: Config, storage: Storage, job: dict, registry: Registry, swap: 
                                                              lineage=lineage))
     gate_rows = holdout if holdout is not None else result.validation
     gate = config.gate.model_copy(update={"require": config.monitor.retrain.require})  # default: superior
-    decision = stages.run("gate", lambda: gate_and_promote(registry, version, gate_rows, schema, gate))
-    tracking.log_registration(config, registry.metadata(version), promoted=decision.promoted,
-                              reason=decision.reason, search_name=result.name)
-    # _swap rolls production back and raises its own RetrainFailed
-    served = stages.run("swap", lambda: _swap(config, registry, version, swap)) if decision.promoted else None
-    return {"status": "promoted" if decision.promoted else "rejected", "version": version,
-            "family": result.family, "decision": _plain_decision(decision.to_dict()),
-            "holdout_rows": len(gate_rows), "holdout": "post-drift prediction log" if holdout is not None else "search validation",
+    deployed = _gate_and_deploy(config, gate, registry, version, gate_rows, schema, swap, stages)
+    tracking.log_registration(config, registry.metadata(version), promoted=deployed["status"] == "promoted",
+                              reason=deployed["decision"]["reason"], search_name=result.name)
+    return {**deployed, "version": version, "family": result.family, "holdout_rows": len(gate_rows),
+            "holdout": "post-drift prediction log" if holdout is not None else "search validation",
             "table_rows": len(table), "log_rows_added": len(extra), "train_rows": result.train_rows,
-            "served": served, "fingerprint": ingested.fingerprint}
+            "fingerprint": ingested.fingerprint}
 
 
 def _train_config(config: Config) -> Any:
@@ -207,4 +261,4 @@ def _plain_decision(decision: dict) -> dict:
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in decision.items()}
 
 
-__all__ = ["retrain", "labeled_predictions", "split_recent", "RetrainFailed"]
+__all__ = ["retrain", "labeled_predictions", "split_recent", "RetrainFailed", "HeldPromotion"]

@@ -30,6 +30,7 @@ from ray_mlops.monitor.tester import now_iso
 
 log = logging.getLogger(__name__)
 
+SHADOWED = "shadowing"  # a retraining's outcome when its candidate went into shadow (not promoted yet)
 GATE_FIELDS = ("promoted", "reason", "metric", "candidate_score", "production_score", "require", "compared_with",
                "test")
 
@@ -127,4 +128,4 @@ class RetrainTracker:
         return entry
 
 
-__all__ = ["RetrainTracker", "RetrainBook", "Launcher"]
+__all__ = ["RetrainTracker", "RetrainBook", "Launcher", "SHADOWED"]

@@ -18,9 +18,11 @@ from typing import Any
 
 from ray_mlops.monitor.probation import FAILED, ROLLED_BACK, ProbationBook
 from ray_mlops.monitor.retraining import RetrainBook
+from ray_mlops.monitor.shadow import ShadowBook
 from ray_mlops.monitor.window import CutterState
 
 CUTTER_FIELDS = tuple(f.name for f in fields(CutterState))
+BOOKS = ("cutter", "retrain", "probation", "shadow")
 
 
 @dataclass
@@ -39,20 +41,23 @@ class MonitorState:
     cutter: CutterState = field(default_factory=CutterState)
     retrain: RetrainBook = field(default_factory=RetrainBook)
     probation: ProbationBook = field(default_factory=ProbationBook)
+    shadow: ShadowBook = field(default_factory=ShadowBook)
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint's flat layout (``state.json``)."""
-        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("cutter", "retrain", "probation")}
-        return {**plain, **asdict(self.cutter), "retrain": asdict(self.retrain), "probation": asdict(self.probation)}
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in BOOKS}
+        return {**plain, **asdict(self.cutter), "retrain": asdict(self.retrain), "probation": asdict(self.probation),
+                "shadow": asdict(self.shadow)}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "MonitorState":
-        """Read a checkpoint (one from before probation has none: it starts fresh)."""
-        own = {f.name for f in fields(cls)} - {"cutter", "retrain", "probation"}
+        """Read a checkpoint (one from before probation or shadows has none: they start fresh)."""
+        own = {f.name for f in fields(cls)} - set(BOOKS)
         return cls(**{k: v for k, v in raw.items() if k in own},
                    cutter=CutterState(**{k: raw[k] for k in CUTTER_FIELDS if k in raw}),
                    retrain=RetrainBook(**raw.get("retrain", {})),
-                   probation=ProbationBook(**(raw.get("probation") or {})))
+                   probation=ProbationBook(**(raw.get("probation") or {})),
+                   shadow=ShadowBook(**(raw.get("shadow") or {})))
 
 
 @dataclass
@@ -79,6 +84,8 @@ class MonitorStatus:
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     rollback_count: int = 0
     consecutive_rollbacks: int = 0
+    shadow: dict[str, Any] | None = None  # the candidate in shadow (its trial), if any
+    shadow_history: list[dict[str, Any]] = field(default_factory=list)
     step_errors: int | None = None
     alive: bool | None = None
     node_id: str | None = None
@@ -98,7 +105,8 @@ class MonitorStatus:
                    retrain_history=state.retrain.history, probation=book.active,
                    rollbacks=[p for p in book.history if p["status"] in (ROLLED_BACK, FAILED)][-5:],
                    rollback_count=sum(p["status"] == ROLLED_BACK for p in book.history),
-                   consecutive_rollbacks=book.consecutive_rollbacks)
+                   consecutive_rollbacks=book.consecutive_rollbacks, shadow=state.shadow.active,
+                   shadow_history=state.shadow.history[-5:])
         return cls(**{**values, **live})
 
     @classmethod

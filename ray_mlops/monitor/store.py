@@ -159,6 +159,10 @@ class FeedbackIndex:
             self.labels.pop(next(iter(self.labels)))
         return len(frame)
 
+    def lookup(self, keys: pd.Series) -> pd.Series:
+        """The label of each record key (NaN where none came back yet)."""
+        return keys.map(self.labels)
+
     def attach(self, window: pd.DataFrame) -> pd.DataFrame:
         """``window`` with a ``label`` column as sent back (int, str or float; NaN where none came back yet)."""
         return window.assign(label=record_keys(window).map(self.labels))
