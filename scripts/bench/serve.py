@@ -9,6 +9,9 @@ All three serve the same registered Pipeline on the same raw request format:
 - ``serve`` / ``serve-nolog``: our Serve app, one replica (``--replicas``), prediction log on and off;
 - ``handle``: the same app called from Python through a ``DeploymentHandle``
   (``predict_records``: no HTTP, no proxy), prediction log on.
+- ``serve-shadow`` (with ``--shadow``): our app with a second version loaded as a shadow beside
+  production (each logged batch predicted by both); the shadow's cost is printed per cell as
+  production-only rows/s over shadow rows/s (the same load).
 
 An async httpx load generator runs each clients count with 1-instance and 100-instance
 requests. Each cell is the best (by rows/s) of ``--repeats`` runs. ``--json PATH`` writes
@@ -46,7 +49,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from helpers import free_port, wait_for  # noqa: E402
-from serve_fixtures import build_served_model, raw_instances, serve_config_for  # noqa: E402
+from serve_fixtures import build_served_model, raw_instances, register_version, serve_config_for  # noqa: E402
 
 BARE_SERVER = textwrap.dedent('''
     import sys
@@ -214,6 +217,7 @@ class Plan:
     clients: tuple[int, ...]
     profile: bool = False
     replicas: int = 1
+    shadow: bool = False
 
 
 def _start_ray() -> None:
@@ -229,10 +233,12 @@ def _serve_cells(plan: Plan, served, port: int, instances: list, bare_url: str) 
     from ray_mlops.serve import deploy as serving
 
     rows = []
-    for label, log_on in (("serve", True), ("serve-nolog", False)):
+    for label, log_on in (("serve", True), ("serve-nolog", False), ("serve-shadow", True))[:3 if plan.shadow else 2]:
         config = serve_config_for(served, port, min_replicas=plan.replicas, max_replicas=plan.replicas, num_cpus=1,
                                   prediction_log=log_on, max_instances=1000)
         url = serving.deploy(config) + "/predict"
+        if label == "serve-shadow":
+            serving.set_shadow(config, register_version(served, C=0.5, promote=False))
         for per_request in plan.sizes:
             for clients in plan.clients:
                 if label == "serve":
@@ -365,7 +371,7 @@ def profile(plan: Plan) -> None:
 
 
 # -- output ----------------------------------------------------------------------------
-ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3, "handle": 4}
+ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3, "handle": 4, "serve-shadow": 5}
 
 
 def table(rows: list[dict]) -> str:
@@ -390,6 +396,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def shadow_costs(rows: list[dict]) -> str:
+    """Per cell: production-only rows/s over rows/s with a shadow, and the p50 latencies."""
+    index = {(r["server"], r["instances"], r["clients"]): r for r in rows}
+    lines = []
+    for (server, instances, clients), r in index.items():
+        alone = index.get(("serve", instances, clients))
+        if server == "serve-shadow" and alone and r["rows_per_s"]:
+            lines.append(f"shadow cost, {instances} inst/req, {clients} clients: "
+                         f"{alone['rows_per_s'] / r['rows_per_s']:.2f}x (rows/s {alone['rows_per_s']:.0f} alone, "
+                         f"{r['rows_per_s']:.0f} with shadow; p50 {alone['p50_ms']:.1f} vs {r['p50_ms']:.1f} ms)")
+    return "\n".join(lines)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
@@ -403,13 +422,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the cells to PATH as a JSON list")
     parser.add_argument("--profile", action="store_true", help="py-spy the replica and proxy under load instead")
     parser.add_argument("--replicas", type=int, default=1, help="replicas of our app (1 CPU each; the machine has 2)")
+    parser.add_argument("--shadow", action="store_true", help="also measure our app with a shadow version loaded")
     args = parser.parse_args()
-    plan = Plan(args.seconds, max(1, args.repeats), args.sizes, args.clients, args.profile, max(1, args.replicas))
+    plan = Plan(args.seconds, max(1, args.repeats), args.sizes, args.clients, args.profile, max(1, args.replicas),
+                args.shadow)
     if plan.profile:
         profile(plan)
         return
     rows = sorted(run(plan), key=lambda r: (r["instances"], r["clients"], ORDER[r["server"]]))
     print(table(rows))
+    if plan.shadow:
+        print(shadow_costs(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
