@@ -19,7 +19,7 @@ from helpers import wait_for
 from serve_fixtures import build_served_model, raw_instances, serve_config_for
 
 
-def flipped_search(frame, schema, train_config, storage, name):
+def flipped_search(frame, schema, train_config, storage, name, **kwargs):
     """A 'search' whose winner is production's Pipeline with its decision reversed (runs in the retrainer)."""
     import pandas as pd
 

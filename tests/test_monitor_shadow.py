@@ -246,7 +246,7 @@ def test_a_candidate_no_better_is_promoted_in_at_most_alpha_of_simulated_trials(
     tracker = ShadowTracker(None, ShadowConfig(windows=1, min_rows=200, alpha=0.05), task="classification",
                             min_labels=30, labels=lambda keys: keys)
     rng = np.random.default_rng(int(accuracy * 100))
-    promoted = np.mean([_trial(tracker, 200, accuracy, accuracy, rng) for _ in range(400)])
+    promoted = np.mean([_trial(tracker, 200, accuracy, accuracy, rng) for _ in range(300)])
     assert promoted <= 0.05
-    better = np.mean([_trial(tracker, 200, accuracy - 0.15, accuracy, rng) for _ in range(100)])
+    better = np.mean([_trial(tracker, 200, accuracy - 0.15, accuracy, rng) for _ in range(60)])
     assert better >= 0.8  # power against a candidate 15 points better

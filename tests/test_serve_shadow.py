@@ -117,6 +117,7 @@ def test_a_shadow_that_fails_to_load_or_raises_never_fails_a_request(app, record
     serving.set_shadow(config, None)
 
 
+@pytest.mark.slow
 def test_no_request_fails_across_shadow_load_promotion_and_discard(app, records, served_model):  # noqa: F811
     config, url = app
     promoted = register_version(served_model, C=0.3, promote=False)
