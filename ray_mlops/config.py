@@ -278,6 +278,8 @@ class ServeConfig(_Strict):
     max_body_bytes: int = Field(default=8_000_000, ge=1024)
     token: str | None = None
     prediction_log: bool = True
+    canary_fraction: float = Field(default=0.0, ge=0.0, le=1.0)  # share of requests (by request-id hash) answered
+    # by the shadow version while one is loaded (0: none; the shadow is only logged)
     log_buffer_rows: int = Field(default=100_000, ge=1)
     log_flush_rows: int = Field(default=5_000, ge=1)
     log_flush_interval_s: float = Field(default=2.0, gt=0)

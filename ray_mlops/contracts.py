@@ -14,7 +14,9 @@ index in its request), ``entity`` (the key the client sent, or null),
 and ``time`` (UTC). The monitor needs :data:`REQUIRED_META` of them. While a shadow
 version is loaded beside production, each row also carries :data:`SHADOW_COLUMNS`:
 ``shadow_version``, ``shadow_prediction`` and ``shadow_probabilities`` (the candidate's
-outputs on the same features; production's answer is the one returned). Logs written
+outputs on the same features; production's answer is the one returned), and
+:data:`CANARY_COLUMN` (``canary``): True where the request was a canary, answered by the
+shadow (``serve.canary_fraction``); ``prediction`` stays production's either way. Logs written
 before shadows existed, or batches the shadow was dropped from, lack them or hold nulls:
 :func:`with_shadow_columns` gives any frame the full set, and :func:`read_partitioned`
 unifies the files' schemas, so old and new files read together.
@@ -56,6 +58,7 @@ FEEDBACK_DIR = "feedback"
 META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "probabilities", "time")
 REQUIRED_META = ("request_id", "row", "model_version", "prediction", "time")
 SHADOW_COLUMNS = ("shadow_version", "shadow_prediction", "shadow_probabilities")
+CANARY_COLUMN = "canary"  # True on the rows of a request the shadow answered (serve.canary_fraction)
 FEEDBACK_COLUMNS = ("request_id", "row", "label", "time")
 RECENT_PARTITIONS = 2
 
@@ -71,12 +74,13 @@ def record_keys(frame: pd.DataFrame) -> pd.Series:
 
 
 def with_shadow_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every :data:`SHADOW_COLUMNS` column (null where a record has no shadow output).
+    """``frame`` with every :data:`SHADOW_COLUMNS` column and :data:`CANARY_COLUMN` (null where a
+    record has no shadow output).
 
     >>> list(with_shadow_columns(pd.DataFrame({"prediction": [1]})).columns)
-    ['prediction', 'shadow_version', 'shadow_prediction', 'shadow_probabilities']
+    ['prediction', 'shadow_version', 'shadow_prediction', 'shadow_probabilities', 'canary']
     """
-    missing = [c for c in SHADOW_COLUMNS if c not in frame.columns]
+    missing = [c for c in (*SHADOW_COLUMNS, CANARY_COLUMN) if c not in frame.columns]
     return frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in missing}) if missing else frame
 
 
@@ -193,5 +197,5 @@ def read_files(storage: Storage, infos: list[pafs.FileInfo]) -> pd.DataFrame:
 
 
 __all__ = ["MONITOR_ACTOR", "PREDICTIONS_DIR", "FEEDBACK_DIR", "META_COLUMNS", "REQUIRED_META", "FEEDBACK_COLUMNS",
-           "SHADOW_COLUMNS", "with_shadow_columns", "partition_of", "record_keys", "parquet_bytes", "PartitionedWriter", "read_log", "read_partitioned",
+           "SHADOW_COLUMNS", "CANARY_COLUMN", "with_shadow_columns", "partition_of", "record_keys", "parquet_bytes", "PartitionedWriter", "read_log", "read_partitioned",
            "recent_files", "read_files"]

@@ -229,6 +229,23 @@ def test_a_failed_promotion_swap_leaves_production_on_the_served_version(monitor
     assert "cannot load v2" in monitor.status().shadow_history[-1]["outcome"]["error"]
 
 
+def test_a_significantly_worse_canary_is_withdrawn_at_once(monitored, tmp_path):
+    config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path, min_rows=1000)
+    (frame,) = _windows(monitored, storage, "v2", (100,), right=0.3)  # the canary answers; it is mostly wrong
+    verdicts = _stream(monitor, [frame.assign(canary=True)])
+    assert len(verdicts) == 1
+    (plan,) = action.plans
+    assert plan["decision"] == "discard" and plan["test"] is None and plan["reason"].startswith("canary withdrawn")
+    assert registry.get_alias("production") == "v1" and action.swap.shadows == [None]
+
+
+def test_canary_rows_as_good_as_registered_keep_the_trial_going(monitored, tmp_path):
+    config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path, min_rows=1000)
+    (frame,) = _windows(monitored, storage, "v2", (100,), right=0.97)
+    _stream(monitor, [frame.assign(canary=[i % 2 == 0 for i in range(len(frame))])])
+    assert action.plans == [] and monitor.status().shadow["status"] == "shadowing"
+
+
 def _trial(tracker, n, p_production, p_candidate, rng):
     """One simulated shadow trial on ``n`` labeled rows; True when the candidate was promoted."""
     truth = rng.integers(0, 2, n)

@@ -135,3 +135,33 @@ def test_no_request_fails_across_shadow_load_promotion_and_discard(app, records,
     assert promoted in {v for _, v in load.results}
     health = httpx.get(f"{url}/health").json()
     assert health["model_version"] == promoted and health["shadow"]["version"] is None
+
+
+@pytest.mark.slow
+def test_a_canary_share_of_requests_gets_the_shadow_answer_logged_as_such(served_model, serve_instance, records):  # noqa: F811
+    from ray import serve
+
+    from ray_mlops.serve.shadow import canary_share
+
+    config = serve_config_for(served_model, serve_instance, num_cpus=0.25, min_replicas=1, max_replicas=1,
+                              log_flush_interval_s=0.3, app_name="canaried", route_prefix="/canaried",
+                              canary_fraction=0.5)
+    url = serving.deploy(config)
+    try:
+        production = serving.status(config)["version"]
+        candidate = register_version(served_model, C=0.07, promote=False)
+        serving.set_shadow(config, candidate)
+        bodies = [predict(url, records[i:i + 2]).json() for i in range(0, 40, 2)]
+        canaries = {b["request_id"] for b in bodies if canary_share(b["request_id"]) < 0.5}
+        assert 0 < len(canaries) < len(bodies)
+        assert all(b["model_version"] == (candidate if b["request_id"] in canaries else production) for b in bodies)
+        rows = logged(served_model, {b["request_id"] for b in bodies})
+        rows = rows.assign(canary=rows["canary"].astype(bool))
+        assert set(rows["model_version"]) == {production} and set(rows["shadow_version"]) == {candidate}
+        assert (rows["canary"] == rows["request_id"].isin(canaries)).all()
+        answered = {f"{b['request_id']}:{i}": p for b in bodies for i, p in enumerate(b["probabilities"])}
+        for column, which in (("shadow_probabilities", rows["canary"]), ("probabilities", ~rows["canary"])):
+            part = rows[which.to_numpy()]
+            assert np.allclose(np.stack(part[column].to_numpy()), [answered[k] for k in record_keys(part)], atol=1e-6)
+    finally:
+        serve.delete("canaried")

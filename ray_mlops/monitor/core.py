@@ -49,6 +49,7 @@ from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.drift import DriftStream
 from ray_mlops.monitor.probation import ROLLED_BACK, Probation, ProbationTracker
+from ray_mlops.monitor.reference import validation_accuracy
 from ray_mlops.monitor.retraining import SHADOWED, Launcher, RetrainTracker
 from ray_mlops.monitor.shadow import PROMOTED, ShadowTracker, ShadowTrial, resume_trial
 from ray_mlops.monitor.state import MonitorState, MonitorStatus
@@ -305,7 +306,8 @@ def shadow_tracker(monitor: Monitor, action: Callable[[dict], dict] | None) -> S
     cfg = monitor.cfg
     return ShadowTracker(action, cfg.shadow, task=monitor.schema.task, min_labels=cfg.min_labels,
                          labels=monitor.tester.labels.lookup, event=monitor._event, book=monitor.state.shadow,
-                         now=lambda: now_iso(monitor.clock()))
+                         now=lambda: now_iso(monitor.clock()), canary_alpha=cfg.alpha,
+                         reference_accuracy=lambda version: validation_accuracy(monitor.registry.metadata(version)))
 
 
 def live_status(monitor: Monitor) -> MonitorStatus:

@@ -203,4 +203,6 @@ def _validation_accuracy(meta: dict) -> tuple[int, int] | None:
     return int(round(accuracy * total)), total
 
 
-__all__ = ["Reference", "WindowTest", "DETECTORS", "REFERENCE_FILE"]
+validation_accuracy = _validation_accuracy  # the accuracy a canary is tested against (monitor/shadow.py)
+
+__all__ = ["Reference", "WindowTest", "DETECTORS", "REFERENCE_FILE", "validation_accuracy"]

@@ -23,6 +23,13 @@ so a restart completes a decided action (:meth:`ShadowTracker.pending`) and neve
 second one. A restart mid-shadow keeps the trial (its book is in the checkpoint) and
 rebuilds the pairs and labels from the logs since the shadow started (:func:`trial_log`).
 
+**Canary** (``serve.canary_fraction``): the canary rows are answered by the candidate. After
+each window, probation's accuracy test (one-sided Fisher,
+:class:`~ray_mlops.monitor.drift.PerformanceDriftDetector`) compares the candidate's accuracy
+on the labeled canary rows with the accuracy it was registered with, at level
+``monitor.alpha / max_windows`` (Bonferroni over the trial's looks); a significantly worse
+canary is withdrawn at once (the shadow, and with it the canary, is discarded).
+
 One test per trial: the stopping rule looks only at how many labels came back, never at
 the outcomes, so the online test keeps its level ``alpha``.
 
@@ -52,6 +59,7 @@ from ray_mlops.config import Config, ShadowConfig
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys, with_shadow_columns
 from ray_mlops.errors import AliasMovedError, RayMlopsError
 from ray_mlops.gate_stats import paired_test
+from ray_mlops.monitor.drift import PerformanceDriftDetector
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 from ray_mlops.train.metrics import CLASSIFICATION_METRICS
@@ -60,7 +68,7 @@ log = logging.getLogger(__name__)
 
 SHADOWING, PROMOTING, DISCARDING = "shadowing", "promoting", "discarding"
 PROMOTED, DISCARDED, SUPERSEDED, FAILED = "promoted", "discarded", "superseded", "failed"
-PAIR_COLUMNS = ("prediction", "probabilities", "shadow_prediction", "shadow_probabilities")
+PAIR_COLUMNS = ("prediction", "probabilities", "shadow_prediction", "shadow_probabilities", "canary")
 MAX_PAIRS = 200_000
 
 
@@ -143,14 +151,19 @@ class ShadowTracker:
 
     ``action(plan) -> outcome`` promotes or discards (None: shadows are never started);
     ``labels(keys) -> Series`` gives the label of each record key (NaN: none yet);
-    ``event(kind, **fields)`` records what happened.
+    ``event(kind, **fields)`` records what happened; ``reference_accuracy(version) -> (correct,
+    total)`` (or None) is what the canary rows are tested against, at level ``canary_alpha``
+    spread over ``max_windows`` looks.
     """
 
     def __init__(self, action: Callable[[dict], dict] | None, cfg: ShadowConfig, *, task: str, min_labels: int,
                  labels: Callable[[pd.Series], pd.Series], event: Callable[..., None] = lambda kind, **f: None,
-                 book: ShadowBook | None = None, now: Callable[[], str] = lambda: "", history: int = 50):
+                 book: ShadowBook | None = None, now: Callable[[], str] = lambda: "", history: int = 50,
+                 reference_accuracy: Callable[[str], tuple[int, int] | None] = lambda version: None,
+                 canary_alpha: float = 0.01):
         self.action, self.cfg, self.task, self.min_labels, self.labels = action, cfg, task, min_labels, labels
         self.event, self.book, self.now, self.keep = event, book or ShadowBook(), now, history
+        self.reference_accuracy, self.canary_alpha = reference_accuracy, canary_alpha
         self.pairs = pd.DataFrame(columns=list(PAIR_COLUMNS), index=pd.Index([], name="key"))
 
     @property
@@ -200,7 +213,10 @@ class ShadowTracker:
         trial.windows, trial.labeled = trial.windows + 1, len(labeled)
         enough = len(labeled) >= self.cfg.min_rows or (
             trial.windows >= self.cfg.windows and len(labeled) >= self.min_labels)
-        if enough:
+        worse = self._canary_worse(trial, labeled)
+        if worse is not None:
+            trial.status, trial.decision, trial.reason = DISCARDING, "discard", worse
+        elif enough:
             self._decide(trial, labeled)
         elif trial.windows >= self.cfg.max_windows:
             trial.status, trial.decision = DISCARDING, "discard"
@@ -212,6 +228,26 @@ class ShadowTracker:
         self.event("monitor_shadow", action=trial.status, candidate=trial.candidate, production=trial.production,
                    windows=trial.windows, labeled=trial.labeled, reason=trial.reason, test=trial.test)
         return trial
+
+    def _canary_worse(self, trial: ShadowTrial, labeled: pd.DataFrame) -> str | None:
+        """Why the canary must be withdrawn (its labeled rows significantly worse than its reference), or None."""
+        canary = labeled[labeled["canary"].fillna(False).astype(bool).to_numpy()] if "canary" in labeled else labeled
+        if "canary" not in labeled or len(canary) < self.min_labels or self.task != "classification":
+            return None
+        try:
+            counts = self.reference_accuracy(trial.candidate)
+        except RayMlopsError as exc:
+            log.warning("monitor: no reference accuracy for canary %s: %s", trial.candidate, exc)
+            return None
+        if not counts:
+            return None
+        correct = int((canary["shadow_prediction"].to_numpy(dtype=object) == canary["label"].to_numpy(dtype=object)).sum())
+        p_value = PerformanceDriftDetector.from_counts(*counts).test_counts(correct, len(canary)).p_value
+        level = self.canary_alpha / self.cfg.max_windows
+        if p_value > level:
+            return None
+        return (f"canary withdrawn: accuracy {correct}/{len(canary)} on canary rows vs {counts[0]}/{counts[1]} "
+                f"it was registered with (one-sided Fisher p={p_value:.3g} <= {level:.3g})")
 
     def _decide(self, trial: ShadowTrial, labeled: pd.DataFrame) -> None:
         try:

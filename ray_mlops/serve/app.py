@@ -173,7 +173,7 @@ class ModelServer:
             return outcomes, None
         chunk = batching.log_chunk(batch, outcomes, serving.version)
         self.shadow.annotate(chunk)
-        return outcomes, chunk
+        return self.shadow.answer_canaries(chunk, jobs, outcomes, self.config.serve.canary_fraction), chunk
 
     async def batched(self, job: Job) -> Outcome:
         """One job's outcome; the deployment replaces this with a ``@serve.batch`` of concurrent jobs."""

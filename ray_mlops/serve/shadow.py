@@ -14,6 +14,13 @@ Faults never reach the client:
   from that batch: the rows are logged without shadow outputs, the failure is logged and
   counted (``failed_batches``, the ``ray_mlops_shadow_failures`` metric).
 
+**Canary** (``serve.canary_fraction`` > 0, off by default): the requests whose id hashes
+below the fraction (:func:`canary_share`) get the shadow's answer instead of production's
+(``model_version`` names the shadow); their log rows say ``canary: true`` and keep
+production's prediction beside the shadow's, so the monitor can test the canary rows
+(:meth:`ShadowSlot.answer_canaries`). A batch the shadow was dropped from answers with
+production.
+
 >>> slot = ShadowSlot(load=lambda ref: None)
 >>> slot.health()
 {'version': None, 'requested': None, 'error': None, 'batches': 0, 'failed_batches': 0}
@@ -22,15 +29,26 @@ Faults never reach the client:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import time
 from typing import Any, Callable
 
 from ray_mlops.errors import ServingError
-from ray_mlops.serve.batch import LogChunk
+from ray_mlops.serve.batch import Job, LogChunk, Outcome
 from ray_mlops.serve.model import ServedModel
 
 log = logging.getLogger("ray.serve")
+
+
+def canary_share(request_id: str) -> float:
+    """Where a request falls in [0, 1): the sha1 of its id (the same id always falls the same side).
+
+    >>> 0.0 <= canary_share("a1.2.b3") < 1.0, canary_share("x") == canary_share("x")
+    (True, True)
+    """
+    return int(hashlib.sha1(f"canary:{request_id}".encode()).hexdigest()[:8], 16) / 2 ** 32
 
 
 class ShadowSlot:
@@ -93,6 +111,29 @@ class ShadowSlot:
             return
         chunk.extra.update(shadow_version=model.version, shadow_prediction=out.predictions,
                            shadow_probabilities=out.probabilities)
+
+    def answer_canaries(self, chunk: LogChunk | None, jobs: list[Job], outcomes: list[Outcome],
+                        fraction: float) -> list[Outcome]:
+        """``outcomes``, with the shadow's answer for the canary jobs (request-id hash below ``fraction``).
+
+        Needs the shadow's outputs on this batch (:meth:`annotate`); the log rows get ``canary``.
+        """
+        if chunk is None or fraction <= 0 or "shadow_prediction" not in chunk.extra:
+            return outcomes
+        shadow, answers, flags, start = chunk.extra, {}, [], 0
+        for job in chunk.jobs:
+            end = start + len(job.instances)
+            canary = canary_share(job.request_id) < fraction
+            if canary:
+                probabilities = shadow["shadow_probabilities"]
+                answers[id(job)] = (shadow["shadow_prediction"][start:end],
+                                    None if probabilities is None else probabilities[start:end])
+            flags += [canary] * (end - start)
+            start = end
+        chunk.extra["canary"] = flags
+        version = shadow["shadow_version"]
+        return [dataclasses.replace(o, predictions=answers[id(j)][0], probabilities=answers[id(j)][1], version=version)
+                if id(j) in answers else o for j, o in zip(jobs, outcomes)]
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` shows under ``shadow``."""
