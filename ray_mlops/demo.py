@@ -108,10 +108,6 @@ def demo_config(config: Config, opts: DemoOptions) -> Config:
     # training would come back as traffic the new model has memorized (sharper scores
     # than its out-of-sample reference). Keep them all for the gate's holdout instead.
     raw["monitor"]["retrain"]["log_train_fraction"] = 0.0
-    # The demo's drift does not hurt v1 (both versions are equally accurate on it), so the
-    # online paired gate of a shadow would rightly discard v2: until its drift moves the
-    # decision boundary, the demo promotes after the offline gate (README, "Shadow and canary").
-    raw["monitor"]["shadow"]["enabled"] = False
     return Config.model_validate(raw)
 
 
