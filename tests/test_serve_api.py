@@ -161,6 +161,7 @@ def _instances(config, good: dict):
         lambda d: st.one_of(st.just(d), st.dictionaries(st.text(max_size=8), _json_values(), max_size=2).map(lambda extra: {**d, **extra})))
 
 
+@pytest.mark.slow
 def test_property_no_input_yields_a_500(app, records):
     config, url = app
     bodies = st.one_of(

@@ -15,6 +15,8 @@ from ray_mlops.data.schema import feature_schema
 from ray_mlops.errors import ServingError
 from ray_mlops.serve import deploy as serving
 
+pytestmark = pytest.mark.slow  # each deploys a Serve app (~10 s): the full suite runs them, the fast lane keeps test_serve_api
+
 APP = "shadowed"
 
 
