@@ -70,6 +70,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ray_mlops.cli", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow  # fast lane budget: covered by the full suite
 def test_cli_config_prints_the_effective_config_with_the_token_masked(tmp_path):
     path = _write(tmp_path, {**DATA_ONLY, "serve": {"token": "s3cret"}})
     shown = _cli("--config", str(path), "config", "--json")

@@ -146,6 +146,7 @@ def _corrupt(root: Path) -> dict[str, dict[str, int]]:
     }
 
 
+@pytest.mark.slow  # fast lane budget: covered by the full suite
 def test_quarantine_counts_are_exact(ray_session, tmp_path):
     root = tmp_path / "data"
     generate(root, GenerateSpec(entities=120, seed=5))

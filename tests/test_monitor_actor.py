@@ -65,6 +65,7 @@ def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session,
     assert restart["restarts"] == 1
 
 
+@pytest.mark.slow  # fast lane budget: covered by the full suite
 def test_bad_schema_records_to_the_actor_are_an_event(ray_session, monitored, monitor_actor):
     ray = ray_session
     config, storage, registry, actor = monitor_actor

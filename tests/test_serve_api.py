@@ -230,6 +230,7 @@ def test_bearer_token_guards_predict_and_feedback(served_model, records, serve_i
         serve.delete("secure")
 
 
+@pytest.mark.slow  # fast lane budget: covered by the full suite
 def test_hot_swap_under_load_and_a_failed_swap(app, records, served_model):  # noqa: F811
     config, url = app
     old = served_model.registry.resolve("production")

@@ -110,6 +110,7 @@ def test_a_registered_format_validates_its_own_settings(kv_format, tmp_path):
         _project(tmp_path, scale=-1.0)
 
 
+@pytest.mark.slow  # fast lane budget: covered by the full suite
 def test_a_registered_format_is_ingested_served_and_featurized_online(kv_format, ray_session, tmp_path):
     from ray_mlops.data.ingest import ingest
     from ray_mlops.data.online import featurize_instances
