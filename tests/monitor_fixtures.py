@@ -129,6 +129,15 @@ def shifted(monitored: Monitored, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def stream(monitor, frames) -> list[dict]:
+    """Hand each frame to ``monitor`` and step it; the verdicts of every window tested."""
+    verdicts = []
+    for frame in frames:
+        monitor.receive(frame)
+        verdicts += monitor.step()
+    return verdicts
+
+
 class RecordingLauncher:
     """A launcher that records launches; ``result`` is returned by ``poll`` once set."""
 

@@ -14,6 +14,7 @@ from monitor_fixtures import (  # noqa: F401
     fresh_storage,
     promote_retrained,
     records,
+    stream,
     shifted,
     write_feedback,
 )
@@ -35,14 +36,6 @@ def _events(storage, kind=None):
     return MonitorStore(storage).events(kind)
 
 
-def _stream(monitor, frames):
-    verdicts = []
-    for frame in frames:
-        monitor.receive(frame)
-        verdicts += monitor.step()
-    return verdicts
-
-
 def _chunks(frame, size):
     return [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
 
@@ -51,13 +44,13 @@ def test_no_drift_stream_raises_no_alarm_and_launches_nothing(monitored, tmp_pat
     config, storage, registry = fresh_storage(monitored, tmp_path, window_size=50, patience=2)
     launcher = RecordingLauncher()
     monitor = _monitor(config, storage, launcher)
-    stream = records(monitored, monitored.traffic)
-    verdicts = _stream(monitor, _chunks(stream, 37))
-    assert len(verdicts) == len(stream) // 50 >= 12
+    calm = records(monitored, monitored.traffic)
+    verdicts = stream(monitor, _chunks(calm, 37))
+    assert len(verdicts) == len(calm) // 50 >= 12
     assert not any(v["alarm"] for v in verdicts)
     assert launcher.launched == []
     assert all(v["detectors"]["predictions"] is not None for v in verdicts)
-    assert monitor.status().open_window_rows == len(stream) % 50
+    assert monitor.status().open_window_rows == len(calm) % 50
     kinds = [e["kind"] for e in _events(storage)]
     assert kinds.count("monitor_window") == len(verdicts)
 
@@ -68,7 +61,7 @@ def test_drift_is_flagged_at_once_and_confirmed_after_patience(monitored, tmp_pa
     monitor = _monitor(config, storage, launcher)
     calm = records(monitored, monitored.traffic.iloc[:200])
     drift = records(monitored, shifted(monitored, monitored.traffic.iloc[200:500]))
-    verdicts = _stream(monitor, _chunks(calm, 100) + _chunks(drift, 100))
+    verdicts = stream(monitor, _chunks(calm, 100) + _chunks(drift, 100))
     assert [v["drift"] for v in verdicts] == [False, False, True, True, True]
     assert [v["alarm"] for v in verdicts] == [False, False, False, True, False]
     assert "age_years" in verdicts[2]["drifted_features"]
@@ -90,7 +83,7 @@ def test_feedback_labels_feed_the_accuracy_test(monitored, tmp_path):
     wrong = 1 - frame["prediction"].to_numpy()  # labels that contradict every prediction
     labels = np.concatenate([truth[:100], wrong[100:]])
     storage.write_bytes(f"{FEEDBACK_DIR}/date=2026-01-01/hour=00/t-1.parquet", _parquet(feedback(frame, labels)))
-    verdicts = _stream(monitor, [frame])
+    verdicts = stream(monitor, [frame])
     assert [v["labeled"] for v in verdicts] == [100, 100]
     assert verdicts[0]["detectors"]["accuracy"] > 0.01 and not verdicts[0]["drift"]
     assert verdicts[1]["accuracy"] == 0.0 and verdicts[1]["detectors"]["accuracy"] < 1e-6
@@ -128,7 +121,7 @@ def test_restart_resumes_window_and_never_launches_twice(monitored, tmp_path):
     launcher = RecordingLauncher()
     first = _monitor(config, storage, launcher)
     drift = records(monitored, shifted(monitored, monitored.traffic.iloc[:160]))
-    (alarm,) = _stream(first, [drift])
+    (alarm,) = stream(first, [drift])
     assert alarm["alarm"] and len(launcher.launched) == 1
     first.flush_checkpoint()
     # a new process: same storage, a fresh launcher that knows nothing
@@ -249,7 +242,7 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     assert (probation["version"], probation["previous"], probation["status"]) == ("v2", "v1", "active")
     assert probation["level"] == pytest.approx(config.monitor.alpha / 3)
     traffic = monitored.traffic
-    verdicts = _stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
+    verdicts = stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
                                  _served(monitored, storage, traffic.iloc[100:200], "v2", correct=False)])
     assert [v["drift"] for v in verdicts] == [False, True] and verdicts[1]["alarm"]  # patience 1: it alarms...
     assert launcher.launched == []  # ...but the rollback takes the place of a retraining
@@ -265,7 +258,7 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     assert [p["outcome"] for kind, p in observed if kind == "rollback"] == ["rolled_back"]
     assert [e["action"] for e in _events(storage, "monitor_alarm")] == ["none: production rolled back"]
     # the drift is still there: the cooldown holds alarms, then retraining resumes; v1 is not on probation
-    later = _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v1", correct=False)
+    later = stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v1", correct=False)
                               for i in (200, 300, 400)])
     assert [v["cooling_down"] for v in later] == [True, True, False] and later[2]["alarm"]
     assert len(launcher.launched) == 1 and len(rollback.plans) == 1
@@ -274,7 +267,7 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
 def test_a_version_that_is_not_worse_passes_and_an_operator_promotion_has_no_probation(monitored, tmp_path):
     config, storage, registry, monitor, rollback = _on_probation(monitored, tmp_path)
     traffic = monitored.traffic
-    verdicts = _stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
+    verdicts = stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
                                  records(monitored, traffic.iloc[100:200], "v2"),  # no labels came back
                                  _served(monitored, storage, traffic.iloc[200:300], "v2")])
     assert [v["labeled"] for v in verdicts] == [100, 0, 100] and not any(v["drift"] for v in verdicts)
@@ -312,7 +305,7 @@ def test_a_failed_rollback_swap_is_recorded_once_and_production_stays_served(mon
     config, storage, registry, monitor, _ = _on_probation(monitored, tmp_path, launcher=launcher)
     rollback = monitor.probation.rollback = RecordingRollback(config, storage, fail_swap=True)
     traffic = monitored.traffic
-    _stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v2", correct=False) for i in (0, 100)])
+    stream(monitor, [_served(monitored, storage, traffic.iloc[i:i + 100], "v2", correct=False) for i in (0, 100)])
     assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v2"  # what Serve still runs
     (failed,) = _events(storage, "rollback_failed")
     assert failed["stage"] == "swap" and "cannot load v1" in failed["error"]

@@ -18,6 +18,7 @@ from monitor_fixtures import (  # noqa: F401
     feedback,
     fresh_storage,
     records,
+    stream,
     shifted,
     split_extra,
 )
@@ -110,14 +111,6 @@ def _in_shadow(monitored, tmp_path, **shadow):
     return config, storage, registry, monitor, action, launcher
 
 
-def _stream(monitor, frames):
-    verdicts = []
-    for frame in frames:
-        monitor.receive(frame)
-        verdicts += monitor.step()
-    return verdicts
-
-
 def _actions(storage):
     return [e["action"] for e in MonitorStore(storage).events("monitor_shadow")]
 
@@ -129,7 +122,7 @@ def _windows(monitored, storage, candidate, starts, **kwargs):
 
 def test_a_better_candidate_is_promoted_on_live_labels_then_on_probation(monitored, tmp_path):
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path)
-    verdicts = _stream(monitor, _windows(monitored, storage, "v2", (100, 200), right=0.97))
+    verdicts = stream(monitor, _windows(monitored, storage, "v2", (100, 200), right=0.97))
     assert len(verdicts) == 2
     assert registry.get_alias("production") == "v2" and action.swap.swaps == ["v2"]
     (plan,) = action.plans
@@ -146,7 +139,7 @@ def test_a_better_candidate_is_promoted_on_live_labels_then_on_probation(monitor
 
 def test_a_candidate_no_better_on_live_rows_is_discarded_and_production_stays(monitored, tmp_path):
     config, storage, registry, monitor, action, launcher = _in_shadow(monitored, tmp_path)
-    _stream(monitor, _windows(monitored, storage, "v2", (100, 200)))  # the same answers as production
+    stream(monitor, _windows(monitored, storage, "v2", (100, 200)))  # the same answers as production
     assert registry.get_alias("production") == "v1" and action.swap.swaps == []
     assert action.swap.shadows == [None]  # the shadow is removed from Serve
     (plan,) = action.plans
@@ -162,7 +155,7 @@ def test_a_candidate_no_better_on_live_rows_is_discarded_and_production_stays(mo
 def test_alarms_during_a_shadow_start_no_retraining(monitored, tmp_path):
     config, storage, registry, monitor, action, launcher = _in_shadow(monitored, tmp_path, min_rows=1000)
     drifted = records(monitored, shifted(monitored, monitored.traffic.iloc[100:200]), "v1")
-    (verdict,) = _stream(monitor, [drifted])
+    (verdict,) = stream(monitor, [drifted])
     assert verdict["alarm"] and len(launcher.launched) == 1
     alarms = [e["action"] for e in MonitorStore(storage).events("monitor_alarm")]
     assert alarms == ["retraining", "none: a candidate is in shadow"]
@@ -170,9 +163,9 @@ def test_alarms_during_a_shadow_start_no_retraining(monitored, tmp_path):
 
 def test_labels_that_never_come_discard_the_candidate_after_max_windows(monitored, tmp_path):
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path)
-    _stream(monitor, _windows(monitored, storage, "v2", (100, 200, 300), right=0.97, labels=False))
+    stream(monitor, _windows(monitored, storage, "v2", (100, 200, 300), right=0.97, labels=False))
     assert monitor.status().shadow["windows"] == 3 and action.plans == []  # windows reached, no labels: waits
-    _stream(monitor, _windows(monitored, storage, "v2", (400,), right=0.97, labels=False))
+    stream(monitor, _windows(monitored, storage, "v2", (400,), right=0.97, labels=False))
     (plan,) = action.plans
     assert plan["decision"] == "discard" and plan["test"] is None and "labels did not come" in plan["reason"]
     assert registry.get_alias("production") == "v1" and action.swap.shadows == [None]
@@ -184,11 +177,11 @@ def test_a_restart_mid_shadow_resumes_from_the_checkpoint_and_the_log(monitored,
     from ray_mlops.monitor.core import Monitor
 
     config, storage, registry, first, action, launcher = _in_shadow(monitored, tmp_path, min_rows=10_000)
-    _stream(first, _windows(monitored, storage, "v2", (100,), right=0.97))
+    stream(first, _windows(monitored, storage, "v2", (100,), right=0.97))
     assert first.status().shadow["labeled"] == 100
     second = Monitor(config, storage, launcher=launcher, shadow_action=action)  # the first one is gone
     assert second.status().shadow["windows"] == 1 and len(second.shadowing.pairs) == 100
-    _stream(second, _windows(monitored, storage, "v2", (200, 300), right=0.97))
+    stream(second, _windows(monitored, storage, "v2", (200, 300), right=0.97))
     (plan,) = action.plans
     assert plan["decision"] == "promote" and plan["test"]["rows"] == 300  # both monitors' windows count
     assert registry.get_alias("production") == "v2"
@@ -223,7 +216,7 @@ def test_a_failed_promotion_swap_leaves_production_on_the_served_version(monitor
         raise RuntimeError(f"replicas cannot load {version}")
 
     action.swap.__class__ = type("Broken", (RecordingSwap,), {"__call__": lambda self, c, v: broken(c, v)})
-    _stream(monitor, _windows(monitored, storage, "v2", (100, 200), right=0.97))
+    stream(monitor, _windows(monitored, storage, "v2", (100, 200), right=0.97))
     assert registry.get_alias("production") == "v1"
     assert monitor.status().shadow_history[-1]["status"] == "failed"
     assert "cannot load v2" in monitor.status().shadow_history[-1]["outcome"]["error"]
@@ -232,7 +225,7 @@ def test_a_failed_promotion_swap_leaves_production_on_the_served_version(monitor
 def test_a_significantly_worse_canary_is_withdrawn_at_once(monitored, tmp_path):
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path, min_rows=1000)
     (frame,) = _windows(monitored, storage, "v2", (100,), right=0.3)  # the canary answers; it is mostly wrong
-    verdicts = _stream(monitor, [frame.assign(canary=True)])
+    verdicts = stream(monitor, [frame.assign(canary=True)])
     assert len(verdicts) == 1
     (plan,) = action.plans
     assert plan["decision"] == "discard" and plan["test"] is None and plan["reason"].startswith("canary withdrawn")
@@ -242,7 +235,7 @@ def test_a_significantly_worse_canary_is_withdrawn_at_once(monitored, tmp_path):
 def test_canary_rows_as_good_as_registered_keep_the_trial_going(monitored, tmp_path):
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path, min_rows=1000)
     (frame,) = _windows(monitored, storage, "v2", (100,), right=0.97)
-    _stream(monitor, [frame.assign(canary=[i % 2 == 0 for i in range(len(frame))])])
+    stream(monitor, [frame.assign(canary=[i % 2 == 0 for i in range(len(frame))])])
     assert action.plans == [] and monitor.status().shadow["status"] == "shadowing"
 
 
