@@ -51,17 +51,12 @@ def _token(config: Config) -> str | None:
     return config.serve.token or os.environ.get(TOKEN_ENV) or None
 
 
-def without_secrets(config: Config) -> Config:
-    """``config`` without the bearer token: what may leave this process (replicas get its hash)."""
-    return config.model_copy(update={"serve": config.serve.model_copy(update={"token": None})})
-
-
 def application(config: Config, version: str, *, secret: str | None = None) -> dict[str, Any]:
     """The ``applications[]`` entry of a Serve config for ``config`` serving ``version``."""
     from ray_mlops.serve.app import deployment_options
 
     token = _token(config)
-    args: dict[str, Any] = {"config": without_secrets(config).model_dump(mode="json"), "secret": secret or new_secret()}
+    args: dict[str, Any] = {"config": config.without_secrets().model_dump(mode="json"), "secret": secret or new_secret()}
     if token:
         args["token_sha256"] = token_digest(token)
     return {
@@ -305,6 +300,5 @@ __all__ = [
     "write_serve_config",
     "application",
     "resolve_version",
-    "without_secrets",
     "IMPORT_PATH",
 ]
