@@ -9,6 +9,9 @@ All three serve the same registered Pipeline on the same raw request format:
 - ``serve`` / ``serve-nolog``: our Serve app, one replica (``--replicas``), prediction log on and off;
 - ``handle``: the same app called from Python through a ``DeploymentHandle``
   (``predict_records``: no HTTP, no proxy), prediction log on.
+- ``serve-direct``: our app at its replica's own HTTP port, skipping the proxy, when Serve's direct
+  ingress is on (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` or ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` in the
+  environment that starts Ray; measured only then);
 - ``serve-shadow`` (with ``--shadow``): our app with a second version loaded as a shadow beside
   production (each logged batch predicted by both); the shadow's cost is printed per cell as
   production-only rows/s over shadow rows/s (the same load).
@@ -16,7 +19,9 @@ All three serve the same registered Pipeline on the same raw request format:
 An async httpx load generator runs each clients count with 1-instance and 100-instance
 requests. Each cell is the best (by rows/s) of ``--repeats`` runs. ``--json PATH`` writes
 one object per cell (``instances``, ``clients``, ``server``, ``rows_per_s``, ``p50_ms``,
-``p99_ms``, ``errors``); ``--profile`` instead samples the replica and the Serve proxy
+``p99_ms``, ``errors``, and for HTTP cells ``cpu_ms_per_request``: CPU milliseconds per request of
+each process involved: ``proxy``, ``replica``, ``bare``, ``client``); ``--servers`` picks which servers run;
+``--profile`` instead samples the replica and the Serve proxy
 with py-spy under load and prints their top functions.
 
     flock /tmp/ray.lock .venv/bin/python scripts/bench/serve.py [--seconds 6] [--repeats 3] [--json out.json]
@@ -80,6 +85,19 @@ BARE_SERVER = textwrap.dedent('''
 ''')
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {role: sum(_cpu_seconds(pid) for pid in group) for role, group in pids.items()}
+
+
 async def _client(http: httpx.AsyncClient, url: str, bodies: list, stop: float, out: list) -> None:
     i = 0
     while time.perf_counter() < stop:
@@ -93,15 +111,19 @@ async def _client(http: httpx.AsyncClient, url: str, bodies: list, stop: float, 
         i += 1
 
 
-async def _drive(url: str, bodies: list, clients: int, seconds: float) -> list:
+async def _drive(url: str, bodies: list, clients: int, seconds: float, roles: dict[str, list[int]]) -> list:
+    """(results, elapsed seconds, CPU seconds of each role's processes) of the measured part, after a 1 s warm-up."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         warm: list = []
         await asyncio.gather(*(_client(http, url, bodies, time.perf_counter() + 1.0, warm) for _ in range(clients)))
         out: list = []
+        before = _cpu_of(roles)
         started = time.perf_counter()
         await asyncio.gather(*(_client(http, url, bodies, started + seconds, out) for _ in range(clients)))
-        return [out, time.perf_counter() - started]
+        elapsed = time.perf_counter() - started
+        after = _cpu_of(roles)
+        return [out, elapsed, {role: after[role] - before[role] for role in roles}]
 
 
 def request_batches(instances: list, per_request: int, count: int = 50) -> list[list[dict]]:
@@ -117,11 +139,17 @@ def _cell(server: str, per_request: int, clients: int, elapsed: float, results: 
             "p99_ms": float(np.percentile(latencies, 99)) if done else float("nan")}
 
 
-def measure(server: str, url: str, instances: list, per_request: int, clients: int, seconds: float) -> dict:
-    """One HTTP cell: ``clients`` concurrent clients posting ``per_request`` instances each."""
+def measure(server: str, url: str, instances: list, per_request: int, clients: int, seconds: float,
+            pids: dict[str, list[int]] | None = None) -> dict:
+    """One HTTP cell: ``clients`` concurrent clients posting ``per_request`` instances each; with ``pids``
+    (role -> processes, e.g. the proxy and the replica), also each role's CPU milliseconds per request."""
     bodies = [json.dumps({"instances": batch}).encode() for batch in request_batches(instances, per_request)]
-    out, elapsed = asyncio.run(_drive(url, bodies, clients, seconds))
-    return _cell(server, per_request, clients, elapsed, out)
+    roles = dict(pids or {}, client=[os.getpid()])
+    out, elapsed, cpu = asyncio.run(_drive(url, bodies, clients, seconds, roles))
+    cell = _cell(server, per_request, clients, elapsed, out)
+    done = max(1, sum(1 for ok, _ in out if ok))
+    cell["cpu_ms_per_request"] = {role: round(seconds_used * 1000 / done, 2) for role, seconds_used in cpu.items()}
+    return cell
 
 
 async def _handle_client(handle: Any, bodies: list, stop: float, out: list) -> None:
@@ -186,7 +214,10 @@ def measure_floor(predict: Any, key: str, instances: list, per_request: int, sec
 
 def best_of(repeats: int, run_once: Any) -> dict:
     """The best of ``repeats`` runs of a cell by rows/s (the machine is shared)."""
-    return max((run_once() for _ in range(repeats)), key=lambda cell: cell["rows_per_s"])
+    best = max((run_once() for _ in range(repeats)), key=lambda cell: cell["rows_per_s"])
+    print(f"{best['instances']:>4} inst x {best['clients']:>2} clients {best['server']:<12} {best['rows_per_s']:>8.0f} rows/s "
+          f"p50 {best['p50_ms']:.1f} ms p99 {best['p99_ms']:.1f} ms {_cpu_text(best)}", file=sys.stderr, flush=True)
+    return best
 
 
 def start_bare(storage: str) -> tuple[subprocess.Popen, str]:
@@ -218,6 +249,11 @@ class Plan:
     profile: bool = False
     replicas: int = 1
     shadow: bool = False
+    servers: tuple[str, ...] = ()  # empty: every server
+
+    def wants(self, *servers: str) -> bool:
+        """Whether any of ``servers`` is measured in this run."""
+        return not self.servers or any(server in self.servers for server in servers)
 
 
 def _start_ray() -> None:
@@ -227,28 +263,34 @@ def _start_ray() -> None:
              _node_ip_address="127.0.0.1", log_to_driver=False)
 
 
-def _serve_cells(plan: Plan, served, port: int, instances: list, bare_url: str) -> list[dict]:
+def _serve_cells(plan: Plan, served, port: int, instances: list, bare: tuple[str, int]) -> list[dict]:
     from ray import serve
 
     from ray_mlops.serve import deploy as serving
 
     rows = []
     for label, log_on in (("serve", True), ("serve-nolog", False), ("serve-shadow", True))[:3 if plan.shadow else 2]:
+        if not plan.wants(label) and (label != "serve" or not plan.wants("bare", "handle", "serve-direct")):
+            continue
         config = serve_config_for(served, port, min_replicas=plan.replicas, max_replicas=plan.replicas, num_cpus=1,
                                   prediction_log=log_on, max_instances=1000)
         url = serving.deploy(config) + "/predict"
         if label == "serve-shadow":
             serving.set_shadow(config, register_version(served, C=0.5, promote=False))
+        pids = _serve_pids()
+        direct = direct_url(config.serve.app_name, port) if label == "serve" else None
+        cells = [(label, lambda n, c: measure(label, url, instances, n, c, plan.seconds, pids))]
+        if label == "serve":
+            cells.insert(0, ("bare", lambda n, c: measure("bare", bare[0], instances, n, c, plan.seconds,
+                                                          {"bare": [bare[1]]})))
+            cells.append(("handle", lambda n, c: measure_handle(config.serve.app_name, instances, n, c, plan.seconds)))
+            if direct is not None:
+                cells.append(("serve-direct", lambda n, c: measure("serve-direct", direct + "/predict", instances, n, c,
+                                                                   plan.seconds, {"replica": pids["replica"]})))
         for per_request in plan.sizes:
             for clients in plan.clients:
-                if label == "serve":
-                    rows.append(best_of(plan.repeats, lambda: measure(
-                        "bare", bare_url, instances, per_request, clients, plan.seconds)))
-                rows.append(best_of(plan.repeats, lambda: measure(
-                    label, url, instances, per_request, clients, plan.seconds)))
-                if label == "serve":
-                    rows.append(best_of(plan.repeats, lambda: measure_handle(
-                        config.serve.app_name, instances, per_request, clients, plan.seconds)))
+                rows += [best_of(plan.repeats, lambda: run_cell(per_request, clients))
+                         for name, run_cell in cells if plan.wants(name)]
         serve.delete(config.serve.app_name)
     return rows
 
@@ -264,14 +306,14 @@ def run(plan: Plan) -> list[dict]:
         instances = raw_instances(served, 200, seed=5)
         floor = floor_predictor(served)
         rows = []
-        for per_request in plan.sizes:
+        for per_request in plan.sizes if plan.wants("floor") else ():
             cell = best_of(plan.repeats, lambda: measure_floor(floor, served.config.data.entity_key, instances, per_request, plan.seconds))
             rows += [dict(cell, clients=clients) for clients in plan.clients]
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         bare, bare_url = start_bare(served.config.storage)
         try:
-            rows += _serve_cells(plan, served, port, instances, bare_url + "/predict")
+            rows += _serve_cells(plan, served, port, instances, (bare_url + "/predict", bare.pid))
         finally:
             bare.terminate()
             bare.wait(timeout=30)
@@ -299,19 +341,31 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _serve_pids() -> dict[str, int]:
-    """The replica's and the HTTP proxy's processes (by Ray's process titles), under this driver only."""
-    pids = {}
+def _serve_pids() -> dict[str, list[int]]:
+    """The replicas' and the HTTP proxy's processes (by Ray's process titles), under this driver only."""
+    pids: dict[str, list[int]] = {"proxy": [], "replica": []}
     for pid in _descendants(os.getpid()):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
         if title.startswith("ray::ServeReplica") and "Predictor" in title:
-            pids["replica"] = pid
+            pids["replica"].append(pid)
         elif title.startswith("ray::ProxyActor"):
-            pids["proxy"] = pid
+            pids["proxy"].append(pid)
     return pids
+
+
+def direct_url(app_name: str, proxy_port: int) -> str | None:
+    """The app's replica's own HTTP address when Serve's direct ingress is on (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``)."""
+    from ray.serve.context import _get_global_client
+
+    for group in _get_global_client().get_serve_details().get("target_groups", []):
+        if group.get("app_name") in (app_name, "", None) and str(group.get("protocol")).upper().endswith("HTTP"):
+            for target in group.get("targets", []):
+                if target.get("port") not in (None, proxy_port):
+                    return f"http://127.0.0.1:{target['port']}"
+    return None
 
 
 def _top(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
@@ -354,12 +408,12 @@ def profile(plan: Plan) -> None:
                                              "--duration", str(int(plan.seconds)), "--nonblocking",
                                              "--output", str(outs.setdefault(role, Path(tempfile.mkdtemp()) / "p.txt"))],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                     for role, pid in _serve_pids().items()}
-            cell = measure("serve", url, instances, per_request, clients, plan.seconds + 1)
+                     for role, group in _serve_pids().items() for pid in group[:1]}
+            cell = measure("serve", url, instances, per_request, clients, plan.seconds + 1, _serve_pids())
             for role, proc in spies.items():
                 proc.wait(timeout=120)
                 print(f"\n== {role}, {per_request} instances/request, {clients} clients: "
-                      f"{cell['rows_per_s']:.0f} rows/s, p50 {cell['p50_ms']:.1f} ms ==")
+                      f"{cell['rows_per_s']:.0f} rows/s, p50 {cell['p50_ms']:.1f} ms; CPU ms/request: {_cpu_text(cell)} ==")
                 print(f"{'self':>6} {'total':>6}  function")
                 for name, own, inclusive in _top(outs[role].read_text() if outs[role].exists() else ""):
                     print(f"{own:>6.1%} {inclusive:>6.1%}  {name}")
@@ -371,14 +425,18 @@ def profile(plan: Plan) -> None:
 
 
 # -- output ----------------------------------------------------------------------------
-ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3, "handle": 4, "serve-shadow": 5}
+ORDER = {"floor": 0, "bare": 1, "serve": 2, "serve-nolog": 3, "handle": 4, "serve-direct": 5, "serve-shadow": 6}
+
+
+def _cpu_text(row: dict) -> str:
+    return " ".join(f"{role} {ms:.1f}" for role, ms in (row.get("cpu_ms_per_request") or {}).items())
 
 
 def table(rows: list[dict]) -> str:
     """Floor, bare and ours side by side per cell, with ours/bare, ours/floor and the log's cost."""
     index = {(r["server"], r["instances"], r["clients"]): r for r in rows}
     lines = [f"{'inst/req':>8} {'clients':>7} {'server':<12} {'req/s':>8} {'rows/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'errors':>6} {'vs bare':>8} {'vs floor':>8} {'log cost':>8}"]
+             f"{'errors':>6} {'vs bare':>8} {'vs floor':>8} {'log cost':>8}  CPU ms/request by process"]
     for r in rows:
         cell = (r["instances"], r["clients"])
 
@@ -392,7 +450,7 @@ def table(rows: list[dict]) -> str:
                 if r["server"] == "serve" and nolog and nolog["rows_per_s"] else "")
         lines.append(f"{r['instances']:>8} {r['clients']:>7} {r['server']:<12} {r['requests_per_s']:>8.1f} "
                      f"{r['rows_per_s']:>9.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} "
-                     f"{ratio('bare'):>8} {ratio('floor'):>8} {cost:>8}")
+                     f"{ratio('bare'):>8} {ratio('floor'):>8} {cost:>8}  {_cpu_text(r)}")
     return "\n".join(lines)
 
 
@@ -423,9 +481,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the replica and proxy under load instead")
     parser.add_argument("--replicas", type=int, default=1, help="replicas of our app (1 CPU each; the machine has 2)")
     parser.add_argument("--shadow", action="store_true", help="also measure our app with a shadow version loaded")
+    parser.add_argument("--servers", default="", help=f"only these servers, comma-separated (of {', '.join(ORDER)})")
     args = parser.parse_args()
     plan = Plan(args.seconds, max(1, args.repeats), args.sizes, args.clients, args.profile, max(1, args.replicas),
-                args.shadow)
+                args.shadow, tuple(name for name in args.servers.split(",") if name))
     if plan.profile:
         profile(plan)
         return
