@@ -41,15 +41,15 @@ MEMO_SIZE = 1 << 16
 _MEMO: dict[tuple[int, int, int], float] = {}
 
 
-def _window_right_counts(window_sorted: np.ndarray) -> np.ndarray:
-    """For each sorted row, the number of elements ``<=`` each element (ties aware)."""
+def _window_right_counts(window_sorted: np.ndarray) -> np.ndarray | None:
+    """For each sorted row, the number of elements ``<=`` each element (ties aware);
+    None when no row has a tie (element k then has k + 1 elements ``<=`` it)."""
     n_rows, width = window_sorted.shape
-    index = np.broadcast_to(np.arange(width), (n_rows, width))
     is_end = np.ones((n_rows, width), dtype=bool)
     is_end[:, :-1] = window_sorted[:, 1:] != window_sorted[:, :-1]
-    if is_end.all():  # no ties: element k has k + 1 elements <= it
-        return index + 1
-    end_pos = np.where(is_end, index, width)
+    if is_end.all():
+        return None
+    end_pos = np.where(is_end, np.arange(width), width)
     return np.minimum.accumulate(end_pos[:, ::-1], axis=1)[:, ::-1] + 1
 
 
@@ -77,24 +77,30 @@ def _reference_counts(reference: list[np.ndarray], padded: np.ndarray,
 
 def _d_statistics(right: np.ndarray, left: np.ndarray, window_sorted: np.ndarray,
                   n_ref: np.ndarray, n_win: np.ndarray) -> np.ndarray:
-    """sup |F_ref - F_win| evaluated exactly as scipy does (same float expressions)."""
+    """sup |F_ref - F_win| per feature, as scipy defines it, in exact integers.
+
+    ``D · n1 · n2`` is the largest of ``right · n2 - (window count <=) · n1`` (at each
+    window value), its negative, and ``left · n2 - k · n1`` (just below the k-th
+    value): integer arithmetic, so D is the exact fraction (scipy's float value rounds
+    to the same lattice point ``h / lcm(n1, n2)``). 0 for a feature without values.
+    Without ties the first is the last minus n1: two passes fewer.
+    """
     width = window_sorted.shape[1]
-    k = np.arange(width)
-    valid = k[None, :] < n_win[:, None]
-    n1 = n_ref[:, None].astype(float)
-    n2 = np.maximum(n_win, 1)[:, None].astype(float)  # empty rows are masked out
-    right_share = right / n1
-    left_share = right_share if left is right else left / n1
-    diff = right_share - _window_right_counts(window_sorted) / n2
-    gap = left_share - k[None, :] / n2  # just below each window value
-    if valid.all():  # no missing values: nothing to mask
-        max_s = np.maximum(diff.max(axis=1), gap.max(axis=1))
-        min_s = np.clip(-diff.min(axis=1), 0, 1)
+    n1 = n_ref.astype(np.int64)[:, None]
+    n2 = np.maximum(n_win, 1).astype(np.int64)[:, None]  # empty rows are masked out
+    gap = (right if left is right else left) * n2 - np.arange(width) * n1
+    counts = _window_right_counts(window_sorted)
+    simple = left is right and counts is None  # no ties: diff = gap - n1
+    diff = gap - n1 if simple else right * n2 - (
+        np.arange(1, width + 1) if counts is None else counts) * n1
+    if (n_win == width).all():  # no missing values: nothing to mask
+        high, low = gap.max(axis=1), diff.min(axis=1)
+        high = high if simple else np.maximum(high, diff.max(axis=1))
     else:
-        max_s = np.maximum(np.where(valid, diff, -np.inf).max(axis=1),
-                           np.where(valid, gap, -np.inf).max(axis=1))
-        min_s = np.clip(-np.where(valid, diff, np.inf).min(axis=1), 0, 1)
-    return np.maximum(max_s, min_s)
+        valid = np.arange(width)[None, :] < n_win[:, None]
+        high = np.maximum(np.where(valid, diff, 0).max(axis=1), np.where(valid, gap, 0).max(axis=1))
+        low = np.where(valid, diff, 0).min(axis=1)
+    return np.maximum(high, -low) / (n1[:, 0] * n2[:, 0]).astype(float)
 
 
 def _exact_p(n1: int, n2: int, h: int) -> float:
@@ -204,43 +210,60 @@ def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return matrix if len(rows) == matrix.shape[0] else matrix[rows]
 
 
+def _row_sums(row: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
+    """The sum of ``values`` per row index (floats, zero for a row without any)."""
+    return np.bincount(row, weights=values, minlength=n_rows).astype(float, copy=False)
+
+
+def _sizes(n_win: np.ndarray) -> np.ndarray:
+    """The distinct non-zero window sizes (one, without sorting, when all are equal)."""
+    if n_win.size and (n_win == n_win[0]).all():
+        return n_win[:1] if n_win[0] > 0 else n_win[:0]
+    return np.unique(n_win[n_win > 0])
+
+
 def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
                  window_sorted: np.ndarray, left: np.ndarray, n_win: np.ndarray,
                  shift: np.ndarray, steps_memo: dict) -> np.ndarray:
     """W1 = Σ_j ∫ over window quantile step j of |Q_ref(u) - w_j| du, via prefix sums.
 
-    On the step u ∈ [j/n2, (j+1)/n2], Q_ref < w_j exactly for u < left_j / n1, so the
-    absolute value splits into two integrals of Q_ref, each a prefix-sum lookup. The
-    integrals up to each j/n2 depend on the reference and n2 only: ``steps_memo`` keeps
-    them per window size.
+    On the step u ∈ [a, b] = [j/n2, (j+1)/n2], Q_ref < w_j exactly for u < x = left_j / n1,
+    so the integral is ∫_a^b (Q_ref - w_j) + 2 ∫_a^{clip(x, a, b)} (w_j - Q_ref). Where x
+    lies is decided in integers (``t = left_j · n2 - j · n1`` against 0 and n1); only the
+    few steps that hold x need ∫_0^x Q_ref (a prefix-sum lookup). The integrals up to each
+    j / n2 depend on the reference and n2 only: ``steps_memo`` keeps them per window size
+    (read in order, they cost less than lookups at the window's values).
     """
     out = np.full(len(n_ref), np.nan)
-    for n2 in np.unique(n_win[n_win > 0]):
+    for n2 in _sizes(n_win):
         rows = np.flatnonzero(n_win == n2)
         n2 = int(n2)
-        cum_r, n1 = _rows(cumsum, rows), n_ref[rows, None]
+        cum_r, n1 = _rows(cumsum, rows), n_ref[rows, None].astype(np.int64)
         lft = _rows(left, rows)[:, :n2]
         c = _rows(window_sorted, rows)[:, :n2] - shift[rows, None]
-        g_a, g_b, whole, sum_a = _steps(steps_memo, (n2, rows.tobytes()), cum_r,
+        whole, g_a, rise, j_n1 = _steps(steps_memo, (n2, rows.tobytes()), cum_r,
                                         _rows(ref, rows), shift[rows, None], n1, n2)
-        a = np.arange(n2)[None, :] / n2
-        x = lft / n1  # Q_ref < w_j on the step exactly for u < x
-        g_x = np.where(x <= a, g_a, np.where(x >= a + 1 / n2, g_b, _take(cum_r, lft) / n1))
-        inner = (c * np.clip(x - a, 0.0, 1.0 / n2)).sum(axis=1) - (g_x.sum(axis=1) - sum_a)
-        out[rows] = whole - c.sum(axis=1) / n2 + 2 * inner
+        t = lft * n2 - j_n1  # (x - a) · n1 · n2
+        above = t >= n1
+        clipped = np.maximum(t, 0)
+        part = (c * np.minimum(clipped, n1, out=clipped)).sum(axis=1) / (n1[:, 0] * n2)
+        q = np.where(above, rise, 0.0).sum(axis=1)  # Σ ∫_a^{clip(x)} Q_ref, x past b
+        r, k = np.nonzero((t > 0) & ~above)  # x inside the step: ∫_a^x Q_ref
+        q += _row_sums(r, cum_r[r, lft[r, k]] / n1[r, 0] - g_a[r, k], len(rows))
+        out[rows] = whole - c.sum(axis=1) / n2 + 2 * (part - q)
     return out
 
 
 def _steps(memo: dict, key: tuple, cum: np.ndarray, ref: np.ndarray, shift: np.ndarray,
            n1: np.ndarray, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """∫_0^u Q_ref at u = j / n2 and j + 1 / n2 (j < n2), their last minus first, and the
-    sum of the first: they depend on the reference and n2 only (memoised)."""
+    """∫_0^1 Q_ref, ∫_0^a Q_ref at each a = j / n2 (j < n2), its rise over the step, and
+    j · n1: they depend on the reference and n2 only (memoised)."""
     if key not in memo:
         if len(memo) > 64:
             memo.clear()
         steps = _integral_q(cum, ref, shift, n1, np.arange(n2 + 1)[None, :], n2)
-        memo[key] = (steps[:, :-1], steps[:, 1:], steps[:, -1] - steps[:, 0],
-                     steps[:, :-1].sum(axis=1))
+        memo[key] = (steps[:, -1] - steps[:, 0], steps[:, :-1], np.diff(steps, axis=1),
+                     np.arange(n2)[None, :] * n1)
     return memo[key]
 
 
