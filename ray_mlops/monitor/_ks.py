@@ -66,7 +66,7 @@ def _reference_counts(reference: list[np.ndarray], padded: np.ndarray,
         right[f, :n] = np.searchsorted(ref, window_sorted[f, :n], side="right")
     offsets = (np.arange(padded.shape[0]) * padded.shape[1])[:, None]
     below = padded.ravel()[np.maximum(right - 1, 0) + offsets]
-    tied = (below == window_sorted) & (right > 0)  # NaN window slots never compare equal
+    tied = below == window_sorted  # (right = 0: ref[0] is above; NaN never compares equal)
     tied_rows = np.flatnonzero(tied.any(axis=1))
     left = right.copy() if tied_rows.size else right  # no ties: the same counts
     for f in tied_rows:
@@ -324,8 +324,10 @@ class NumericReference:
         values below each value: the one pass the KS test and the normal scores share."""
         columns = np.ascontiguousarray(window.T)
         order = np.argsort(columns, axis=1)  # NaN last
-        values = np.take_along_axis(columns, order, axis=1)
-        n_win = np.count_nonzero(~np.isnan(values), axis=1)
+        values = _take(columns, order)
+        width = values.shape[1]
+        n_win = (np.full(len(values), width) if width == 0 or not np.isnan(values[:, -1]).any()
+                 else np.count_nonzero(~np.isnan(values), axis=1))
         right, left = _reference_counts(self.sorted, self.padded, values, n_win)
         return Located(order, values, n_win, right, left)
 

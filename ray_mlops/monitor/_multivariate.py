@@ -79,15 +79,15 @@ class _FitRanks:
         return right + left
 
     def normal_scores(self, at: Located) -> np.ndarray:
-        """Φ⁻¹ of each value's mid-rank, rows × features in the window's row order."""
+        """Φ⁻¹ of each value's mid-rank, features × rows in the window's row order."""
         ranks = self._ranks(at)
         width = ranks.shape[1]
         if not (at.n_window == width).all():  # missing values: the fit median
             ranks = np.where(np.arange(width)[None, :] < at.n_window[:, None], ranks,
                              self.fill_rank)
-        rows = np.empty_like(ranks)
-        np.put_along_axis(rows, at.order, ranks, axis=1)
-        return self.table[rows.T]
+        rows = np.empty_like(ranks)  # rows[f, order[f, k]] = ranks[f, k], one flat scatter
+        rows.ravel()[at.order + (np.arange(len(ranks)) * width)[:, None]] = ranks
+        return self.table[rows]
 
 
 class _Score:
@@ -101,15 +101,18 @@ class _Score:
     def __init__(self, reference: NumericReference, matrix: np.ndarray, fit: np.ndarray) -> None:
         self.reference = reference
         self.ranks = _FitRanks(reference, matrix, fit)
-        scores = self.ranks.normal_scores(reference.locate(matrix[fit]))
-        self.mean = scores.mean(axis=0)
+        scores = self.ranks.normal_scores(reference.locate(matrix[fit])).T
+        mean = scores.mean(axis=0)
         sd = scores.std(axis=0)
         self.keep = sd > 1e-9
-        self.sd = sd[self.keep]
-        z = (scores[:, self.keep] - self.mean[self.keep]) / self.sd
+        z = (scores[:, self.keep] - mean[self.keep]) / sd[self.keep]
         values, vectors = np.linalg.eigh(ledoit_wolf(z))
         floor = max(values.max(), 1.0) * 1e-9
-        self.whiten = vectors / np.sqrt(np.maximum(values, floor))
+        whiten = vectors / np.sqrt(np.maximum(values, floor))
+        # the standardizing folded into the whitening (zero on dropped features)
+        self.project = np.zeros((whiten.shape[1], len(sd)))
+        self.project[:, self.keep] = (whiten / sd[self.keep, None]).T
+        self.offset = (mean[self.keep] / sd[self.keep]) @ whiten
 
     @property
     def dimension(self) -> int:
@@ -118,9 +121,8 @@ class _Score:
     def __call__(self, window: np.ndarray | Located) -> np.ndarray:
         """Squared Mahalanobis distance of every row's normal scores (NaN: the fit median)."""
         at = window if isinstance(window, Located) else self.reference.locate(window)
-        scores = self.ranks.normal_scores(at)
-        z = (scores[:, self.keep] - self.mean[self.keep]) / self.sd
-        return np.sum((z @ self.whiten) ** 2, axis=1)
+        y = self.project @ self.ranks.normal_scores(at) - self.offset[:, None]
+        return np.einsum("ij,ij->j", y, y)
 
 
 class MahalanobisTest:
