@@ -190,20 +190,13 @@ def _take(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return matrix.ravel()[idx + offsets]
 
 
-def _integral_q(cumsum: np.ndarray, ref: np.ndarray, shift: np.ndarray, n1: np.ndarray,
-                num: np.ndarray, den: int) -> np.ndarray:
-    """∫_0^u Q_ref for u = num / den (2-D, row-wise n1): prefix sum plus a partial step."""
-    if (n1 == n1[0, 0]).all():  # one size for every row: one index shared by all
-        n = int(n1[0, 0])
-        idx = (num[0] * n) // den
-        rem = (num[0] * n - idx * den) / (n * den)
-        out = cumsum[:, idx] / n
-        if rem.any():
-            out += rem * (ref[:, np.minimum(idx, n - 1)] - shift)
-        return out
+def _integral_at(cumsum: np.ndarray, ref: np.ndarray, shift: np.ndarray, n1: np.ndarray,
+                 rows: np.ndarray, num: np.ndarray, den: int) -> np.ndarray:
+    """∫_0^u (Q_ref - shift) at u = num / den on the features ``rows`` (elementwise;
+    ``n1``: their sizes): a prefix sum plus a partial step."""
     idx = (num * n1) // den
     rem = (num * n1 - idx * den) / (n1 * den)
-    return _take(cumsum, idx) / n1 + rem * (_take(ref, np.minimum(idx, n1 - 1)) - shift)
+    return cumsum[rows, idx] / n1 + rem * (ref[rows, np.minimum(idx, n1 - 1)] - shift[rows])
 
 
 def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -215,6 +208,18 @@ def _row_sums(row: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
     return np.bincount(row, weights=values, minlength=n_rows).astype(float, copy=False)
 
 
+def _run_ends(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each run of True in the rows of ``mask`` starts (row, column, -1) and the
+    column just after it ends (row, column, +1; the row width at the end of a row)."""
+    width = mask.shape[1]
+    edge = np.empty((mask.shape[0], width + 1), dtype=bool)
+    edge[:, 0], edge[:, -1] = mask[:, 0], mask[:, -1]
+    np.not_equal(mask[:, 1:], mask[:, :-1], out=edge[:, 1:-1])
+    row, col = np.divmod(np.flatnonzero(edge), width + 1)
+    starts = (col < width) & mask[row, np.minimum(col, width - 1)]
+    return row, col, np.where(starts, -1.0, 1.0)
+
+
 def _sizes(n_win: np.ndarray) -> np.ndarray:
     """The distinct non-zero window sizes (one, without sorting, when all are equal)."""
     if n_win.size and (n_win == n_win[0]).all():
@@ -224,47 +229,38 @@ def _sizes(n_win: np.ndarray) -> np.ndarray:
 
 def _wasserstein(ref: np.ndarray, cumsum: np.ndarray, n_ref: np.ndarray,
                  window_sorted: np.ndarray, left: np.ndarray, n_win: np.ndarray,
-                 shift: np.ndarray, steps_memo: dict) -> np.ndarray:
+                 shift: np.ndarray) -> np.ndarray:
     """W1 = Σ_j ∫ over window quantile step j of |Q_ref(u) - w_j| du, via prefix sums.
 
     On the step u ∈ [a, b] = [j/n2, (j+1)/n2], Q_ref < w_j exactly for u < x = left_j / n1,
     so the integral is ∫_a^b (Q_ref - w_j) + 2 ∫_a^{clip(x, a, b)} (w_j - Q_ref). Where x
-    lies is decided in integers (``t = left_j · n2 - j · n1`` against 0 and n1); only the
-    few steps that hold x need ∫_0^x Q_ref (a prefix-sum lookup). The integrals up to each
-    j / n2 depend on the reference and n2 only: ``steps_memo`` keeps them per window size
-    (read in order, they cost less than lookups at the window's values).
+    lies is decided in integers (``t = left_j · n2 - j · n1`` against 0 and n1). The
+    ∫ Q_ref over the steps with x past b telescope over each run of them, so only the
+    ends of runs and the few steps that hold x need a prefix-sum lookup: a window reads
+    a few cache lines of the reference, not all of it, and nothing is kept between windows.
     """
     out = np.full(len(n_ref), np.nan)
     for n2 in _sizes(n_win):
         rows = np.flatnonzero(n_win == n2)
         n2 = int(n2)
-        cum_r, n1 = _rows(cumsum, rows), n_ref[rows, None].astype(np.int64)
-        lft = _rows(left, rows)[:, :n2]
+        n1 = n_ref[rows, None].astype(np.int64)
         c = _rows(window_sorted, rows)[:, :n2] - shift[rows, None]
-        whole, g_a, rise, j_n1 = _steps(steps_memo, (n2, rows.tobytes()), cum_r,
-                                        _rows(ref, rows), shift[rows, None], n1, n2)
-        t = lft * n2 - j_n1  # (x - a) · n1 · n2
-        above = t >= n1
+        lft = _rows(left, rows)[:, :n2]
+        t = lft * n2 - (np.arange(n2) * n1[0] if (n1 == n1[0]).all() else np.arange(n2) * n1)
+        above = t >= n1  # x past the step: t · ... = (x - a) · n1 · n2
         clipped = np.maximum(t, 0)
-        part = (c * np.minimum(clipped, n1, out=clipped)).sum(axis=1) / (n1[:, 0] * n2)
-        q = np.where(above, rise, 0.0).sum(axis=1)  # Σ ∫_a^{clip(x)} Q_ref, x past b
-        r, k = np.nonzero((t > 0) & ~above)  # x inside the step: ∫_a^x Q_ref
-        q += _row_sums(r, cum_r[r, lft[r, k]] / n1[r, 0] - g_a[r, k], len(rows))
-        out[rows] = whole - c.sum(axis=1) / n2 + 2 * (part - q)
+        part = (c * np.minimum(clipped, n1, out=clipped)).sum(axis=1)  # Σ w_j (clip(x) - a)
+        r, j, sign = _run_ends(above)  # -∫_0^{j/n2} where a run of such steps starts, + after it
+        r2, k = np.divmod(np.flatnonzero((t > 0) & ~above), n2)  # x inside step k: ∫_a^x Q_ref
+        row, grid = np.concatenate([r, r2]), np.concatenate([j, k])
+        sign = np.concatenate([sign, np.full(len(r2), -1.0)])
+        at = rows[row]
+        q = sign * _integral_at(cumsum, ref, shift, n1[row, 0], at, grid, n2)
+        q[len(r):] += cumsum[at[len(r):], lft[r2, k]] / n1[r2, 0]
+        whole = cumsum[rows, n1[:, 0]] / n1[:, 0]
+        inner = part / (n1[:, 0] * n2) - _row_sums(row, q, len(rows))
+        out[rows] = whole - c.sum(axis=1) / n2 + 2 * inner
     return out
-
-
-def _steps(memo: dict, key: tuple, cum: np.ndarray, ref: np.ndarray, shift: np.ndarray,
-           n1: np.ndarray, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """∫_0^1 Q_ref, ∫_0^a Q_ref at each a = j / n2 (j < n2), its rise over the step, and
-    j · n1: they depend on the reference and n2 only (memoised)."""
-    if key not in memo:
-        if len(memo) > 64:
-            memo.clear()
-        steps = _integral_q(cum, ref, shift, n1, np.arange(n2 + 1)[None, :], n2)
-        memo[key] = (steps[:, -1] - steps[:, 0], steps[:, :-1], np.diff(steps, axis=1),
-                     np.arange(n2)[None, :] * n1)
-    return memo[key]
 
 
 class NumericComparison:
@@ -317,7 +313,6 @@ class NumericReference:
         filled = np.where(np.isnan(ordered), last[:, None], ordered) - self.shift[:, None]
         self.cumsum = np.ascontiguousarray(np.concatenate(
             [np.zeros((len(filled), 1)), np.cumsum(filled, axis=1)], axis=1))
-        self._steps: dict = {}  # ∫ Q_ref up to each j / n2, per window size (see _wasserstein)
 
     def locate(self, window: np.ndarray) -> Located:
         """Sort each column of ``window`` (rows × features) and count the reference
@@ -346,7 +341,7 @@ class NumericReference:
         d_raw = _d_statistics(at.right, at.left, at.sorted, self.n, n_win)
         stat, p, exact = _p_values(d_raw, self.n, n_win, thresholds)
         dist = _wasserstein(self.padded, self.cumsum, self.n, at.sorted, at.left, n_win,
-                            self.shift, self._steps)
+                            self.shift)
         return NumericComparison(stat, p, dist, self.n.copy(), n_win, exact)
 
 
