@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from scipy import special
 
 __all__ = ["CategoricalReference", "TableTest", "fisher_two_sided", "jensen_shannon",
-           "table_test"]
+           "jensen_shannon_many", "table_test", "table_tests"]
 
 #: The textbook minimum expected count for the chi-squared approximation.
 MIN_EXPECTED = 5.0
@@ -132,6 +132,48 @@ def table_test(ref_counts: np.ndarray, win_counts: np.ndarray) -> TableTest:
         return TableTest("fisher", odds, p, table)
     stat, p = chi2_table(table, expected)
     return TableTest("chi2", stat, p, table)
+
+
+def _padded(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Count pairs as one tables × 2 × levels float array (zero beyond each table's levels)."""
+    table = np.zeros((len(pairs), 2, max(len(r) for r, _ in pairs)))
+    for i, (ref, win) in enumerate(pairs):
+        table[i, 0, :len(ref)], table[i, 1, :len(win)] = ref, win
+    return table
+
+
+def table_tests(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[TableTest]:
+    """:func:`table_test` of many ``(reference counts, window counts)`` pairs, each with a
+    window count. The common case (three or more levels with counts, Cochran's rule
+    holding, so no pooling: chi-squared without Yates) is computed for all tables at
+    once, with the same float operations; the others one by one."""
+    if not pairs:
+        return []
+    table = _padded(pairs)
+    totals = table.sum(axis=1)
+    valid = (totals > 0)[:, None, :]  # a level without counts is dropped, as table_test does
+    levels = valid.sum(axis=(1, 2))
+    expected = table.sum(axis=2)[:, :, None] * totals[:, None, :] / table.sum(axis=(1, 2))[:, None, None]
+    checked = np.where(valid, expected, np.inf)
+    cochran = (checked.min(axis=(1, 2)) >= 1.0) & (
+        np.count_nonzero(checked < MIN_EXPECTED, axis=(1, 2)) <= 0.2 * 2 * levels)
+    stat = np.where(valid, (table - expected) ** 2 / np.where(valid, expected, 1.0), 0.0).sum(axis=(1, 2))
+    p = special.chdtrc(levels - 1, stat)
+    return [TableTest("chi2", float(stat[i]), float(p[i]),
+                      table[i][:, valid[i, 0]].astype(np.int64))
+            if cochran[i] and levels[i] > 2 else table_test(*pairs[i]) for i in range(len(pairs))]
+
+
+def jensen_shannon_many(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:func:`jensen_shannon` of many count pairs at once (each with counts on both sides)."""
+    if not pairs:
+        return np.empty(0)
+    table = _padded(pairs)
+    shares = table / table.sum(axis=2, keepdims=True)
+    middle = shares.sum(axis=1, keepdims=True) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(shares > 0, shares * np.log2(shares / middle), 0.0)
+    return np.sqrt(np.maximum(terms.sum(axis=(1, 2)) / 2, 0.0))
 
 
 def jensen_shannon(ref_counts: np.ndarray, win_counts: np.ndarray) -> float:

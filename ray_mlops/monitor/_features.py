@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ray_mlops.monitor import _multitest
-from ray_mlops.monitor._categorical import CategoricalReference, jensen_shannon, table_test
+from ray_mlops.monitor._categorical import (CategoricalReference, jensen_shannon_many,
+                                             table_test, table_tests)
 from ray_mlops.monitor._columns import CATEGORICAL, NUMERIC, holds_strings
 from ray_mlops.monitor._ks import Located, NumericComparison, NumericReference
 from ray_mlops.monitor._pointmass import PointMassReference
@@ -110,21 +111,36 @@ def _numeric_part(res: NumericComparison, i: int, point_mass: float | None) -> _
         exact=bool(res.exact[i]), point_mass_p_value=point_mass)
 
 
-def _categorical_part(ref: CategoricalReference, name: str, values: pd.Series) -> _Partial:
+def _level_counts(ref: CategoricalReference, name: str,
+                  values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(reference counts, window counts) on aligned levels; ValueError if the type changed."""
     ref_counts, win_counts, levels = ref.window_counts(values.array)
     strings = holds_strings(levels)
     if strings is not None and strings != ref.string_levels:
         raise ValueError(f"column {name!r} changed type: reference levels are "
                          f"{'strings' if ref.string_levels else 'not strings'}, "
                          f"window has {values.dtype}")
-    n_win = int(win_counts.sum())
-    if n_win == 0:
-        return _Partial("chi2 (no values)", 0.0, 1.0, float("nan"), "jensen_shannon",
-                        int(ref_counts.sum()), 0, active=False)
-    res = table_test(ref_counts, win_counts)
-    return _Partial(res.test, res.statistic, res.p_value,
-                    jensen_shannon(ref_counts, win_counts), "jensen_shannon",
-                    int(ref_counts.sum()), n_win, active=res.table.shape[1] > 1)
+    return ref_counts, win_counts
+
+
+def _categorical_parts(refs: dict[str, CategoricalReference],
+                       window: pd.DataFrame) -> dict[str, _Partial]:
+    """The chi-squared / Fisher test of every categorical feature (computed together)."""
+    counts = {name: _level_counts(ref, name, window[name]) for name, ref in refs.items()}
+    tested = [name for name, (_, win) in counts.items() if win.sum() > 0]
+    pairs = [counts[name] for name in tested]
+    results = dict(zip(tested, zip(table_tests(pairs), jensen_shannon_many(pairs).tolist())))
+    parts = {}
+    for name, (ref_counts, win_counts) in counts.items():
+        if name not in results:
+            parts[name] = _Partial("chi2 (no values)", 0.0, 1.0, float("nan"), "jensen_shannon",
+                                   int(ref_counts.sum()), 0, active=False)
+            continue
+        res, js = results[name]
+        parts[name] = _Partial(res.test, res.statistic, res.p_value, js, "jensen_shannon",
+                               int(ref_counts.sum()), int(win_counts.sum()),
+                               active=res.table.shape[1] > 1)
+    return parts
 
 
 class FeatureTests:
@@ -145,8 +161,7 @@ class FeatureTests:
     def test(self, window: pd.DataFrame, located: Located, level: Level) -> FeatureVerdicts:
         """Test every feature of ``window`` (``located``: its numeric columns in the
         reference, from ``self.numeric.locate``) and correct the family at ``level``."""
-        parts = {name: _categorical_part(self.categorical[name], name, window[name])
-                 for name in self.categorical_names}
+        parts = _categorical_parts(self.categorical, window)
         win_missing = dict(zip(self.numeric_names,
                                (len(window) - located.n_window).tolist()))
         win_missing.update({c: len(window) - p.n_window for c, p in parts.items()})
