@@ -144,21 +144,23 @@ def _lattice_all(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> tuple[np.ndar
 
 
 def _banded(d: np.ndarray, n1: np.ndarray, n2: np.ndarray, thresholds: np.ndarray,
-            fast: np.ndarray) -> np.ndarray:
+            fast: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which ``fast`` features may report Stephens' p-value: far (beyond a factor BAND)
-    from their threshold, not memoised, D > 0 and a threshold above 1e-12."""
+    from their threshold, not memoised, D > 0 and a threshold above 1e-12; with their
+    D on the lattice and that p-value."""
+    far = np.zeros(len(d), dtype=bool)
     rows = np.flatnonzero(fast)
     if rows.size == 0:
-        return np.zeros(len(d), dtype=bool)
+        return far, d[:0], d[:0]
     d_l, h = _lattice_all(d[rows], n1[rows], n2[rows])
     approx = stephens_p(d_l, n1[rows].astype(float), n2[rows].astype(float))
     t = thresholds[rows]
-    far = ((approx <= t / BAND) | (approx >= t * BAND)) & (h > 0) & (t >= 1e-12)
-    memo = np.array([(int(a), int(b), int(c)) in _MEMO
-                     for a, b, c in zip(n1[rows], n2[rows], h)], dtype=bool)
-    out = np.zeros(len(d), dtype=bool)
-    out[rows[far & ~memo]] = True
-    return out
+    keep = ((approx <= t / BAND) | (approx >= t * BAND)) & (h > 0) & (t >= 1e-12)
+    if _MEMO:  # a memoised exact p-value is free: report it
+        keep &= ~np.array([k in _MEMO for k in zip(n1[rows].tolist(), n2[rows].tolist(),
+                                                    h.tolist())], dtype=bool)
+    far[rows[keep]] = True
+    return far, d_l[keep], np.clip(approx[keep], 0.0, 1.0)
 
 
 def _lattice_d(d: float, n1: int, n2: int) -> tuple[float, int]:
@@ -352,10 +354,9 @@ def _p_values(d_raw: np.ndarray, n_ref: np.ndarray, n_win: np.ndarray,
     stat, p = np.full(len(n_ref), np.nan), np.full(len(n_ref), np.nan)
     far = np.zeros(len(n_ref), dtype=bool)
     if thresholds is not None:
-        far = _banded(d_raw, n_ref, n_win, thresholds, (n_win > 0) & _fast_rows(n_ref, n_win))
-        stat[far], _ = _lattice_all(d_raw[far], n_ref[far], n_win[far])
-        p[far] = np.clip(stephens_p(stat[far], n_ref[far].astype(float),
-                                    n_win[far].astype(float)), 0.0, 1.0)
+        far, d_far, p_far = _banded(d_raw, n_ref, n_win, thresholds,
+                                    (n_win > 0) & _fast_rows(n_ref, n_win))
+        stat[far], p[far] = d_far, p_far
     for f in np.flatnonzero((n_win > 0) & ~far):  # scipy's p-value
         stat[f], p[f] = ks_p_value(float(d_raw[f]), int(n_ref[f]), int(n_win[f]))
     return stat, p, ~far
