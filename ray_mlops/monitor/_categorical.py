@@ -171,9 +171,8 @@ def jensen_shannon_many(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarra
     table = _padded(pairs)
     shares = table / table.sum(axis=2, keepdims=True)
     middle = shares.sum(axis=1, keepdims=True) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(shares > 0, shares * np.log2(shares / middle), 0.0)
-    return np.sqrt(np.maximum(terms.sum(axis=(1, 2)) / 2, 0.0))
+    ratio = np.divide(shares, middle, out=np.ones_like(shares), where=shares > 0)  # 1: log 0
+    return np.sqrt(np.maximum((shares * np.log2(ratio)).sum(axis=(1, 2)) / 2, 0.0))
 
 
 def jensen_shannon(ref_counts: np.ndarray, win_counts: np.ndarray) -> float:
