@@ -53,25 +53,25 @@ def _window_right_counts(window_sorted: np.ndarray) -> np.ndarray | None:
     return np.minimum.accumulate(end_pos[:, ::-1], axis=1)[:, ::-1] + 1
 
 
-def _reference_counts(reference: list[np.ndarray], padded: np.ndarray,
-                      window_sorted: np.ndarray,
+def _reference_counts(reference: list[np.ndarray], window_sorted: np.ndarray,
                       n_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Counts of reference values ``<=`` (right) and ``<`` (left) each window value.
 
-    ``padded`` is the sorted reference as one features × rows matrix (+inf beyond each
-    feature's values): ties are found for every feature in one gather.
+    A window value ties with the reference when the reference value below its right
+    count equals it: checked row by row, while the row's searched cells are in cache.
     """
     right = np.zeros(window_sorted.shape, dtype=np.int64)
+    tied_rows = []
     for f, (ref, n) in enumerate(zip(reference, n_window)):
-        right[f, :n] = np.searchsorted(ref, window_sorted[f, :n], side="right")
-    offsets = (np.arange(padded.shape[0]) * padded.shape[1])[:, None]
-    below = padded.ravel()[np.maximum(right - 1, 0) + offsets]
-    tied = below == window_sorted  # (right = 0: ref[0] is above; NaN never compares equal)
-    tied_rows = np.flatnonzero(tied.any(axis=1))
-    left = right.copy() if tied_rows.size else right  # no ties: the same counts
+        values = window_sorted[f, :n]
+        right[f, :n] = counts = np.searchsorted(ref, values, side="right")
+        if (ref[np.maximum(counts - 1, 0)] == values).any():  # (count 0: ref[0] is above)
+            tied_rows.append(f)
+    left = right.copy() if tied_rows else right  # no ties: the same counts
     for f in tied_rows:
-        cols = np.flatnonzero(tied[f])
-        left[f, cols] = np.searchsorted(reference[f], window_sorted[f, cols], side="left")
+        values = window_sorted[f, :n_window[f]]
+        cols = np.flatnonzero(reference[f][np.maximum(right[f, :len(values)] - 1, 0)] == values)
+        left[f, cols] = np.searchsorted(reference[f], values[cols], side="left")
     return right, left
 
 
@@ -325,7 +325,7 @@ class NumericReference:
         width = values.shape[1]
         n_win = (np.full(len(values), width) if width == 0 or not np.isnan(values[:, -1]).any()
                  else np.count_nonzero(~np.isnan(values), axis=1))
-        right, left = _reference_counts(self.sorted, self.padded, values, n_win)
+        right, left = _reference_counts(self.sorted, values, n_win)
         return Located(order, values, n_win, right, left)
 
     def compare(self, window: np.ndarray | Located,
