@@ -100,7 +100,10 @@ def numeric_matrix(frame: pd.DataFrame, names: list[str], where: str,
     columns = frame.columns.tolist() if columns is None else columns
     position = {name: i for i, name in enumerate(columns)}
     positions = [position[n] for n in names]  # by position: label lookups cost more
-    block = frame.take(positions, axis=1).to_numpy()  # one block: numeric iff its kind is
+    first = positions[0]
+    contiguous = positions == list(range(first, first + len(positions)))  # a slice: cheaper
+    block = (frame.iloc[:, first:first + len(positions)] if contiguous
+             else frame.take(positions, axis=1)).to_numpy()  # one block: numeric iff its kind is
     if block.dtype.kind in "fiu":  # (bool, object, strings, datetimes: column by column)
         return block.astype(float, copy=False)
     return np.column_stack([_numeric_column(frame[n], n, where) for n in names])
