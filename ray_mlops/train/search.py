@@ -121,6 +121,38 @@ def search_space(train_config: TrainConfig) -> dict[str, Any]:
     return space
 
 
+def centre(spec: SearchParam) -> Any:
+    """The middle of a numeric dimension (geometric for ``loguniform``); ``None`` otherwise.
+
+    Each family's first trial starts there, so a short search never leaves a family with
+    only edge-of-range draws.
+
+    >>> from ray_mlops.config import SearchParam
+    >>> centre(SearchParam(type="loguniform", low=0.1, high=1000.0))
+    10.0
+    >>> centre(SearchParam(type="randint", low=8, high=48))
+    27
+    >>> centre(SearchParam(type="choice", values=[6, 10])) is None
+    True
+    """
+    if spec.type == "uniform":
+        return (float(spec.low) + float(spec.high)) / 2
+    if spec.type == "loguniform":
+        return float(np.round(np.sqrt(float(spec.low) * float(spec.high)), 12))
+    if spec.type == "randint":
+        return (int(spec.low) + int(spec.high) - 1) // 2
+    return None
+
+
+def first_points(train_config: TrainConfig) -> list[dict[str, Any]]:
+    """One trial per enabled family at the centre of its numeric dimensions (the rest sampled)."""
+    points = []
+    for name in enabled_families(train_config)[: train_config.num_samples]:
+        params = {p: centre(spec) for p, spec in train_config.families[name].search_space.items()}
+        points.append({FAMILY_KEY: name, name: {p: v for p, v in params.items() if v is not None}})
+    return points
+
+
 def _candidate_values(spec: SearchParam) -> list[Any]:
     """Values at the edges of a dimension: enough to catch a range the estimator rejects."""
     if spec.type == "fixed":
@@ -481,8 +513,6 @@ def _tuner(
     trainable: Any, train_config: TrainConfig, iterative: frozenset[str], storage_path: str, fs: Any, name: str,
     callbacks: Sequence[tune.Callback] = (),
 ) -> tune.Tuner:
-    names = enabled_families(train_config)
-    points = [{FAMILY_KEY: family} for family in names][: train_config.num_samples]
     return tune.Tuner(
         trainable,
         param_space=search_space(train_config),
@@ -491,7 +521,7 @@ def _tuner(
             mode=train_config.mode,
             num_samples=train_config.num_samples,
             search_alg=BasicVariantGenerator(
-                points_to_evaluate=points,
+                points_to_evaluate=first_points(train_config),
                 max_concurrent=train_config.max_concurrent_trials,
                 random_state=train_config.seed,
             ),
