@@ -364,18 +364,18 @@ def _print_monitor(monitor: MonitorStatus) -> None:
     click.echo(f"monitor:    {'running' if monitor.running else 'not running'}; windows={monitor.windows} "
                f"records={monitor.records} open={open_rows} reference={reference}")
     for v in monitor.last_verdicts[-5:]:
-        parts = " ".join(f"{k}={p:.3g}" for k, p in v["detectors"].items() if p is not None)
-        click.echo(f"  window {v['index']:>4} {str(v['end'])[11:19]} rows={v['rows']:<4} "
-                   f"{'DRIFT' if v['drift'] else 'ok   '}{' ALARM' if v['alarm'] else ''} p={v['p_value']:.3g} ({parts})")
+        parts = " ".join(f"{k}={p:.3g}" for k, p in v.detectors.items() if p is not None)
+        click.echo(f"  window {v.index:>4} {str(v.end)[11:19]} rows={v.rows:<4} "
+                   f"{'DRIFT' if v.drift else 'ok   '}{' ALARM' if v.alarm else ''} p={v.p_value:.3g} ({parts})")
     active = monitor.retrain_active
     if active:
-        click.echo(f"retraining: {active['id']} running (drift onset {active['onset']})")
+        click.echo(f"retraining: {active.id} running (drift onset {active.onset})")
     for r in monitor.retrain_history[-5:]:
-        gate = r.get("gate") or {}
-        click.echo(f"retrained:  {r.get('id')} {r.get('status')} {r.get('version') or ''} "
-                   f"{gate.get('reason') or r.get('error') or ''}")
-        if gate.get("test"):
-            click.echo(f"  gate test: {_test_line(gate['test'])}")
+        gate = r.gate
+        reason = gate.reason if gate is not None else None
+        click.echo(f"retrained:  {r.id} {r.status} {r.version or ''} {reason or r.error or ''}")
+        if gate is not None and gate.test:
+            click.echo(f"  gate test: {_test_line(gate.test)}")
 
 
 def _test_line(test: dict) -> str:
@@ -391,18 +391,20 @@ def _test_line(test: dict) -> str:
 
 
 def _print_probation(monitor: MonitorStatus) -> None:
+    from ray_mlops.monitor.probation import ProbationTrigger
+
     probation = monitor.probation
     if probation:
-        click.echo(f"probation:  {probation['version']} (rolls back to {probation['previous']}) "
-                   f"{probation['status']}; windows {probation['seen']}/{probation['windows']}, "
-                   f"{probation['tested']} with labels, rollback at p <= {probation['level']:.3g}")
+        click.echo(f"probation:  {probation.version} (rolls back to {probation.previous}) "
+                   f"{probation.status}; windows {probation.seen}/{probation.windows}, "
+                   f"{probation.tested} with labels, rollback at p <= {probation.level:.3g}")
     if monitor.rollback_count or monitor.rollbacks:
         click.echo(f"rollbacks:  {monitor.rollback_count} automatic ({monitor.consecutive_rollbacks} in a row)")
     for r in monitor.rollbacks[-3:]:
-        trigger, outcome = r.get("trigger") or {}, r.get("outcome") or {}
-        click.echo(f"  {r['status']:<15} {r['version']} -> {r['previous']} at window {trigger.get('window')}: "
-                   f"accuracy {_fmt(trigger.get('accuracy'))} vs {_fmt(trigger.get('reference_accuracy'))} "
-                   f"p={_fmt(trigger.get('p_value'))}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
+        trigger, outcome = r.trigger or ProbationTrigger(), r.outcome or {}
+        click.echo(f"  {r.status:<15} {r.version} -> {r.previous} at window {trigger.window}: "
+                   f"accuracy {_fmt(trigger.accuracy)} vs {_fmt(trigger.reference_accuracy)} "
+                   f"p={_fmt(trigger.p_value)}" + (f" ({outcome['error']})" if outcome.get("error") else ""))
 
 
 def _fmt(value: Any) -> str:

@@ -25,7 +25,10 @@ from ray_mlops.live_accuracy import LiveAccuracy, LiveComparison, accuracy, pair
 from ray_mlops.storage import Storage
 
 if TYPE_CHECKING:
+    from ray_mlops.monitor.retraining import RetrainOutcome
+    from ray_mlops.monitor.shadow import ShadowTrial
     from ray_mlops.monitor.state import MonitorStatus
+    from ray_mlops.monitor.tester import VerdictSummary
     from ray_mlops.traffic import Answer
 
 
@@ -156,7 +159,7 @@ class DemoRun:
     traffic: dict[str, Any] = field(default_factory=dict)  # calm, storm, recovered: ray_mlops.traffic.Traffic
     onset_window: int = 0
     promoted: str | None = None  # the retrained version, once it is production
-    shadow_trial: dict | None = None  # the shadow stage's closed trial (with its online paired test), if one ran
+    shadow_trial: ShadowTrial | None = None  # the shadow stage's closed trial (with its online paired test), if one ran
 
     def status(self) -> MonitorStatus:
         return _status(self.monitor)
@@ -229,10 +232,10 @@ def _calm_phase(run: DemoRun) -> None:
     run.onset_window = before.windows
     run.log("no-drift windows", f"{before.windows} tested, alarms {before.alarms}, "
                                 f"retrainings {len(before.retrain_history)}, min p "
-                                f"{min(v['p_value'] for v in before.last_verdicts):.3g}")
+                                f"{min(v.p_value for v in before.last_verdicts):.3g}")
 
 
-def _drift_phase(run: DemoRun) -> dict[str, Any]:
+def _drift_phase(run: DemoRun) -> RetrainOutcome:
     """New labeled data lands, the traffic drifts (cycled); waits for the alarm and the retraining's outcome."""
     from ray_mlops.traffic import Traffic, land_batch, raw_records
 
@@ -244,8 +247,8 @@ def _drift_phase(run: DemoRun) -> dict[str, Any]:
     drifted, drifted_labels = raw_records(run.pools["drift_traffic"])
     run.traffic["storm"] = Traffic(run.url, rate=opts.rate).start(drifted, drifted_labels, repeat=True)
     alarm = _wait(lambda: _alarm(run.status(), run.onset_window), opts.timeout_s / 2, "drift to be confirmed")
-    run.log("drift confirmed", f"window {alarm['index']} ({alarm['index'] - run.onset_window + 1} windows after "
-                               f"onset), p={alarm['p_value']:.3g}, top: {', '.join(list(alarm['top_features'])[:3])}")
+    run.log("drift confirmed", f"window {alarm.index} ({alarm.index - run.onset_window + 1} windows after "
+                               f"onset), p={alarm.p_value:.3g}, top: {', '.join(list(alarm.top_features)[:3])}")
     run.log("retraining", "launched: re-ingest, Tune search, paired gate on post-drift labeled predictions")
     outcome = _wait(lambda: run.status().retrain_history, opts.timeout_s, "the retraining")[-1]
     run.log("retrained", _outcome_line(outcome))
@@ -255,28 +258,28 @@ def _drift_phase(run: DemoRun) -> dict[str, Any]:
 SHADOW_CLOSED = ("promoted", "discarded", "superseded", "failed")
 
 
-def _await_decision(run: DemoRun, outcome: dict) -> tuple[str | None, dict | None]:
+def _await_decision(run: DemoRun, outcome: RetrainOutcome) -> tuple[str | None, ShadowTrial | None]:
     """(the promoted version or None, the shadow trial or None) once the loop decided on the candidate.
 
     A retraining that put its candidate in shadow (status ``shadowing``) is decided by the
     monitor's online paired gate on live labeled rows; its closed trial is in the status.
     """
-    if outcome.get("status") == "promoted":
-        return outcome["version"], None
-    if outcome.get("status") != "shadowing":
+    if outcome.status == "promoted":
+        return outcome.version, None
+    if outcome.status != "shadowing":
         return None, None
-    version = outcome["version"]
+    version = outcome.version
     run.log("shadow", f"{version} predicts beside {run.first.version} on the same requests; "
                       "online paired gate on the /feedback labels")
     trial = _wait(lambda: closed_trial(run.status(), version), run.opts.timeout_s, "the shadow's online gate")
-    run.log("shadow decided", f"{trial['status']}: {_gate_test_line(trial.get('test'))}")
-    return (version if trial["status"] == "promoted" else None), trial
+    run.log("shadow decided", f"{trial.status}: {_gate_test_line(trial.test)}")
+    return (version if trial.status == "promoted" else None), trial
 
 
-def closed_trial(status: Any, candidate: str) -> dict | None:
+def closed_trial(status: MonitorStatus, candidate: str) -> ShadowTrial | None:
     """The shadow stage's ended trial of ``candidate`` in a monitor status, if there is one."""
-    for trial in reversed(getattr(status, "shadow_history", None) or []):
-        if trial.get("candidate") == candidate and trial.get("status") in SHADOW_CLOSED:
+    for trial in reversed(status.shadow_history):
+        if trial.candidate == candidate and trial.status in SHADOW_CLOSED:
             return trial
     return None
 
@@ -297,25 +300,27 @@ def _promotion_phase(run: DemoRun, version: str) -> None:
     _wait(lambda: _own_windows(run.status(), version) >= opts.after_windows, 180, "windows of the new version")
     after = run.status()
     run.log("after the swap", f"{after.windows - switched} windows vs {version}'s reference, "
-                              f"last p={after.last_verdicts[-1]['p_value']:.3g}")
+                              f"last p={after.last_verdicts[-1].p_value:.3g}")
 
 
-def _alarm(status: MonitorStatus, since: int) -> dict | None:
-    alarms = [v for v in status.last_verdicts if v["alarm"] and v["index"] >= since]
+def _alarm(status: MonitorStatus, since: int) -> VerdictSummary | None:
+    alarms = [v for v in status.last_verdicts if v.alarm and v.index >= since]
     return alarms[-1] if alarms else None
 
 
 def _own_windows(status: MonitorStatus, version: str) -> int:
-    return sum(1 for v in status.last_verdicts if v["reference_version"] == version)
+    return sum(1 for v in status.last_verdicts if v.reference_version == version)
 
 
-def _outcome_line(outcome: dict) -> str:
-    gate = outcome.get("gate") or {}
-    if outcome.get("status") == "failed":
-        return f"FAILED at {outcome.get('stage')}: {outcome.get('error')}"
-    return (f"{outcome.get('version')} {outcome.get('status')} in {outcome.get('seconds')}s; gate on "
-            f"{outcome.get('holdout_rows')} post-drift rows: candidate {gate.get('metric')}="
-            f"{_num(gate.get('candidate_score'))} vs production {_num(gate.get('production_score'))}")
+def _outcome_line(outcome: RetrainOutcome) -> str:
+    from ray_mlops.monitor.retraining import GateSummary
+
+    gate = outcome.gate or GateSummary()
+    if outcome.status == "failed":
+        return f"FAILED at {outcome.stage}: {outcome.error}"
+    return (f"{outcome.version} {outcome.status} in {outcome.seconds}s; gate on "
+            f"{outcome.holdout_rows} post-drift rows: candidate {gate.metric}="
+            f"{_num(gate.candidate_score)} vs production {_num(gate.production_score)}")
 
 
 def _gate_test_line(test: dict | None) -> str | None:
@@ -388,7 +393,7 @@ def _live(run: DemoRun) -> LiveFigures:
     answers = {name: run.traffic[name].answers() if name in run.traffic else [] for name in
                ("calm", "storm", "recovered")}
     return live_figures(answers["calm"], answers["storm"], answers["recovered"], run.first.version, run.promoted,
-                        run.shadow_trial)
+                        None if run.shadow_trial is None else run.shadow_trial.to_dict())
 
 
 def _live_lines(figures: LiveFigures, production: str, candidate: str | None) -> dict[str, Any]:
@@ -402,8 +407,13 @@ def _live_lines(figures: LiveFigures, production: str, candidate: str | None) ->
             "shadow comparison": shadow}
 
 
-def _summary(run: DemoRun, verdicts: list[dict], outcome: dict, figures: LiveFigures) -> dict[str, Any]:
-    history, gate = run.status().retrain_history, outcome.get("gate") or {}
+def _summary(run: DemoRun, verdicts: list[dict], outcome: RetrainOutcome | None,
+             figures: LiveFigures) -> dict[str, Any]:
+    from ray_mlops.monitor.retraining import GateSummary, RetrainOutcome
+
+    history = run.status().retrain_history
+    outcome = outcome or RetrainOutcome("-", "none")
+    gate = outcome.gate or GateSummary()
     baseline = [v for v in verdicts if v["index"] < run.onset_window]
     alarm = next((v for v in verdicts if v["alarm"] and v["index"] >= run.onset_window), None)
     stats = {name: traffic.snapshot() for name, traffic in run.traffic.items()}
@@ -414,17 +424,18 @@ def _summary(run: DemoRun, verdicts: list[dict], outcome: dict, figures: LiveFig
         "windows tested": len(verdicts),
         "no-drift windows": len(baseline),
         "no-drift alarms": sum(v["alarm"] for v in baseline),
-        "retrainings during no-drift": sum(1 for r in history if r.get("trigger_window", 1e9) < run.onset_window),
+        "retrainings during no-drift": sum(1 for r in history if r.trigger_window is not None
+                                           and r.trigger_window < run.onset_window),
         "drift flagged (windows after onset)": None if alarm is None else alarm["index"] - run.onset_window + 1,
-        "retraining": outcome.get("status") if run.shadow_trial is None
-        else f"{outcome.get('status')} -> {run.shadow_trial.get('status')}",
-        "retraining seconds": outcome.get("seconds"),
+        "retraining": outcome.status if run.shadow_trial is None
+        else f"{outcome.status} -> {run.shadow_trial.status}",
+        "retraining seconds": outcome.seconds,
         "versions": f"{run.first.version} -> {promoted or run.first.version}",
-        "gate metric": gate.get("metric"),
-        "old version on post-drift holdout": gate.get("production_score"),
-        "new version on post-drift holdout": gate.get("candidate_score"),
-        "post-drift holdout rows": outcome.get("holdout_rows"),
-        "gate test": _gate_test_line(gate.get("test")),
+        "gate metric": gate.metric,
+        "old version on post-drift holdout": gate.production_score,
+        "new version on post-drift holdout": gate.candidate_score,
+        "post-drift holdout rows": outcome.holdout_rows,
+        "gate test": _gate_test_line(gate.test),
         **_live_lines(figures, run.first.version, promoted),
         "requests": sum(s["requests"] for s in stats.values()),
         "failed requests": sum(s["failed"] for s in stats.values()),
@@ -440,7 +451,7 @@ def _finish(run: DemoRun) -> dict[str, Any]:
 
     status = run.status()
     verdicts = MonitorStore(run.storage).verdicts()
-    outcome = status.retrain_history[-1] if status.retrain_history else {}
+    outcome = status.retrain_history[-1] if status.retrain_history else None
     figures = _live(run)
     summary = _summary(run, verdicts, outcome, figures)
     (run.opts.workdir / "summary.json").write_text(json.dumps(figures.to_json(), indent=2) + "\n", encoding="utf-8")

@@ -142,16 +142,16 @@ class RecordingLauncher:
     """A launcher that records launches; ``result`` is returned by ``poll`` once set."""
 
     def __init__(self):
-        self.launched: list[dict] = []
+        self.launched: list = []  # the RetrainJob of each launch
         self.polls = 0
         self.result: dict | None = None
 
-    def launch(self, job: dict) -> None:
-        self.launched.append(dict(job))
+    def launch(self, job) -> None:
+        self.launched.append(job)
 
-    def poll(self, job: dict) -> dict | None:
+    def poll(self, job) -> dict | None:
         self.polls += 1
-        return None if self.result is None else {"id": job["id"], **self.result}
+        return None if self.result is None else {"id": job.id, **self.result}
 
 
 def promote_retrained(monitored: Monitored, storage, registry, *, retrain: str = "r-test") -> str:

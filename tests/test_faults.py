@@ -290,11 +290,11 @@ def test_monitor_restarts_elsewhere_and_loses_no_window_nor_retrains_twice(clust
             raise AssertionError({k: v for k, v in seen.items() if k != "last_verdicts"})
         recovered_at = time.monotonic()
         assert final["restarts"] == 1 and final["node_id"] == head
-        assert [v["index"] for v in final["last_verdicts"]] == list(range(7))
-        assert [v["index"] for v in final["last_verdicts"] if v["alarm"]] == [4]
-        assert [v["drift"] for v in final["last_verdicts"]] == [False] * 3 + [True] * 4
+        assert [v.index for v in final["last_verdicts"]] == list(range(7))
+        assert [v.index for v in final["last_verdicts"] if v.alarm] == [4]
+        assert [v.drift for v in final["last_verdicts"]] == [False] * 3 + [True] * 4
         history = wait_for(lambda: status().retrain_history, timeout=60, message="the retraining outcome")
-        assert len(history) == 1 and history[0]["status"] == "failed" and history[0]["stage"] == "ingest"
+        assert len(history) == 1 and history[0].status == "failed" and history[0].stage == "ingest"
         assert len(MonitorStore(registry.storage).events("retrain_started")) == 1
         report_figure(f"monitor, its node lost mid-window: restarted on the head, 350/350 records in 7/7 windows, "
                       f"1 retraining; all accounted {recovered_at - lost_at:.1f} s after the loss")

@@ -177,7 +177,7 @@ def test_serve_and_the_monitor_survive_a_gcs_restart_and_the_loop_retrains(redis
                 f"restarts {after.restarts}")
             assert len(failures) <= 4, failures[:5]  # only requests in flight (4 clients) may fail
             assert after.restarts == before.restarts and after.windows > before.windows
-            indices = [v["index"] for v in after.last_verdicts]
+            indices = [v.index for v in after.last_verdicts]
             assert indices == list(range(indices[0], indices[0] + len(indices)))  # no window lost
 
             drifted = shifted(raw_instances(served, 40, seed=12))
@@ -188,15 +188,15 @@ def test_serve_and_the_monitor_survive_a_gcs_restart_and_the_loop_retrains(redis
             started = time.monotonic()
             final = wait_for(lambda: _finished(_status(actor), retrains_before), timeout=300,
                              message="the retraining's outcome")
-            report_figure(f"GCS restart: the retraining launched after the restart ended {final.get('status')!r} "
+            report_figure(f"GCS restart: the retraining launched after the restart ended {final.status!r} "
                           f"in {time.monotonic() - started:.0f} s")
-            assert final.get("status") in ("promoted", "rejected"), final
+            assert final.status in ("promoted", "rejected"), final
         finally:
             shutdown(config)
             serve.shutdown()
 
 
-def _finished(status, before: int) -> dict | None:
+def _finished(status, before: int):
     done = status.retrain_history[before:]
     return done[-1] if done else None
 

@@ -81,11 +81,13 @@ def test_a_recorded_shadow_stage_comparison_is_used_as_is():
 def test_the_shadow_trial_of_the_candidate_is_found_once_it_closed():
     from ray_mlops.monitor.state import MonitorStatus
 
+    from ray_mlops.monitor.shadow import ShadowTrial
+
     status = MonitorStatus(running=True)
-    status.shadow_history = [{"candidate": "v2", "status": "shadowing"}]  # the shadow stage's field
+    status.shadow_history = [ShadowTrial("v2", "v1", status="shadowing")]  # the shadow stage's field
     assert closed_trial(status, "v2") is None and closed_trial(MonitorStatus(running=True), "v2") is None
-    status.shadow_history = [{"candidate": "v2", "status": "discarded"}, {"candidate": "v3", "status": "promoted"}]
-    assert closed_trial(status, "v2")["status"] == "discarded" and closed_trial(status, "v3")["status"] == "promoted"
+    status.shadow_history = [ShadowTrial("v2", "v1", status="discarded"), ShadowTrial("v3", "v1", status="promoted")]
+    assert closed_trial(status, "v2").status == "discarded" and closed_trial(status, "v3").status == "promoted"
 
 
 def test_series_buckets_by_version_and_the_report_plots_it():

@@ -114,7 +114,7 @@ def test_drift_retrain_shadow_online_gate_promote(ray_session, serve_instance, t
     try:
         with DriftedClients(url, raw_instances(served, 40, seed=4)) as clients:
             retrained = wait_for(lambda: status().retrain_history, timeout=240, message="the retraining")
-            assert retrained[-1]["status"] == "shadowing", retrained[-1]
+            assert retrained[-1].status == "shadowing", retrained[-1]
             ended = wait_for(lambda: status().shadow_history, timeout=240, message="the online gate")[-1]
             wait_for(lambda: httpx.get(f"{url}/health").json()["model_version"] == "v2", timeout=60,
                      message="v2 served")
@@ -123,12 +123,12 @@ def test_drift_retrain_shadow_online_gate_promote(ray_session, serve_instance, t
         after = status()
     finally:
         _shutdown(config)
-    assert ended["status"] == "promoted" and ended["candidate"] == "v2", ended
-    test = ended["test"]
+    assert ended.status == "promoted" and ended.candidate == "v2", ended
+    test = ended.test
     assert test["test"] == "mcnemar_exact" and test["passed"] and test["rows"] >= 60 and test["estimate"] > 0.5
     assert served.registry.get_alias("production") == "v2"
     assert set(clients.statuses) == {200}  # no failed request across shadow load and promotion
-    assert (after.probation or {}).get("version") == "v2" or after.rollback_count == 0
+    assert (after.probation is not None and after.probation.version == "v2") or after.rollback_count == 0
     log = read_log(served.storage)
     shadowed = log[log["shadow_version"] == "v2"]
     assert len(shadowed) >= 60 and set(shadowed["model_version"]) == {"v1"}

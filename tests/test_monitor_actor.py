@@ -59,8 +59,8 @@ def test_killed_monitor_restarts_and_resumes_without_losing_records(ray_session,
         raise AssertionError({k: v for k, v in seen.items() if k != "last_verdicts"})
     assert status.restarts == 1
     assert status.windows == 4 and status.open_window_rows == 50
-    assert [v["index"] for v in status.last_verdicts] == [0, 1, 2, 3]
-    assert not any(v["drift"] for v in status.last_verdicts)
+    assert [v.index for v in status.last_verdicts] == [0, 1, 2, 3]
+    assert not any(v.drift for v in status.last_verdicts)
     (restart,) = MonitorStore(registry.storage).events("monitor_restarted")
     assert restart["restarts"] == 1
 
@@ -106,7 +106,7 @@ def test_a_worse_promoted_version_is_rolled_back_and_served_back_by_the_actor(ra
     finally:
         stop_monitor(config)
     assert registry.get_alias("production") == "v1" and swaps.read_text().split() == ["v1"]
-    assert status.rollbacks[0]["outcome"] == {"status": "rolled_back", "version": "v2", "target": "v1",
+    assert status.rollbacks[0].outcome == {"status": "rolled_back", "version": "v2", "target": "v1",
                                                  "served": "v1"}
     (event,) = registry.events("rollback")
     assert (event["version"], event["previous"], event["automatic"], event["accuracy"]) == ("v1", "v2", True, 0.0)

@@ -67,8 +67,8 @@ def test_drift_is_flagged_at_once_and_confirmed_after_patience(monitored, tmp_pa
     assert "age_years" in verdicts[2]["drifted_features"]
     assert len(launcher.launched) == 1
     job = launcher.launched[0]
-    assert job["trigger_window"] == 3 and job["onset"] == verdicts[2]["start"]
-    assert monitor.status().retrain_active["id"] == job["id"]
+    assert job.trigger_window == 3 and job.onset == verdicts[2]["start"]
+    assert monitor.status().retrain_active.id == job.id
     saved = storage.read_json("monitor/windows/00000003.json")
     assert saved["alarm"] and saved["features"]["age_years"]["p_value"] < 1e-6
 
@@ -129,7 +129,7 @@ def test_restart_resumes_window_and_never_launches_twice(monitored, tmp_path):
     second = _monitor(config, storage, relaunched)
     status = second.status()
     assert status.open_window_rows == 60 and status.windows == 1 and status.restarts == 1
-    assert status.retrain_active["id"] == launcher.launched[0]["id"]
+    assert status.retrain_active.id == launcher.launched[0].id
     second.receive(records(monitored, shifted(monitored, monitored.traffic.iloc[160:260])))
     second.step()
     assert relaunched.launched == [] and relaunched.polls >= 1  # followed, not relaunched
@@ -138,7 +138,7 @@ def test_restart_resumes_window_and_never_launches_twice(monitored, tmp_path):
                                       "candidate_score": 0.7, "production_score": 0.8}}
     second.step()
     history = second.status().retrain_history
-    assert [h["status"] for h in history] == ["rejected"] and history[0]["gate"]["reason"] == "worse"
+    assert [h.status for h in history] == ["rejected"] and history[0].gate.reason == "worse"
     assert second.status().retrain_active is None
 
 
@@ -158,7 +158,7 @@ def test_write_ahead_job_is_launched_exactly_once_after_a_crash(monitored, tmp_p
     second = _monitor(config, storage, launcher)
     second.step()
     second.step()
-    assert len(launcher.launched) == 1 and launcher.launched[0]["trigger_window"] == 0
+    assert len(launcher.launched) == 1 and launcher.launched[0].trigger_window == 0
 
 
 def test_catch_up_recovers_records_logged_after_the_last_checkpoint(monitored, tmp_path):
@@ -239,8 +239,8 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     config, storage, registry, monitor, rollback = _on_probation(
         monitored, tmp_path, launcher=launcher, observe=lambda kind, payload: observed.append((kind, payload)))
     probation = monitor.status().probation
-    assert (probation["version"], probation["previous"], probation["status"]) == ("v2", "v1", "active")
-    assert probation["level"] == pytest.approx(config.monitor.alpha / 3)
+    assert (probation.version, probation.previous, probation.status) == ("v2", "v1", "active")
+    assert probation.level == pytest.approx(config.monitor.alpha / 3)
     traffic = monitored.traffic
     verdicts = stream(monitor, [_served(monitored, storage, traffic.iloc[:100], "v2"),
                                  _served(monitored, storage, traffic.iloc[100:200], "v2", correct=False)])
@@ -253,7 +253,7 @@ def test_a_worse_promoted_version_is_rolled_back_once_and_served_back(monitored,
     assert event["reference_accuracy"] == pytest.approx(monitored.accuracy, abs=0.01)
     status = monitor.status()
     assert status.probation is None and status.rollback_count == 1
-    assert status.rollbacks[0]["trigger"]["probation_window"] == 2
+    assert status.rollbacks[0].trigger.probation_window == 2
     assert status.reference["version"] == "v1" and status.cooldown_left == 2
     assert [p["outcome"] for kind, p in observed if kind == "rollback"] == ["rolled_back"]
     assert [e["action"] for e in _events(storage, "monitor_alarm")] == ["none: production rolled back"]
@@ -291,7 +291,7 @@ def test_a_rollback_cut_short_by_a_crash_is_completed_once_after_restart(monitor
     assert registry.get_alias("production") == "v2"
     rollback = RecordingRollback(config, storage)
     second = _monitor(config, storage, rollback=rollback)
-    assert second.status().probation["status"] == "rolling_back"
+    assert second.status().probation.status == "rolling_back"
     second.step()
     assert rollback.swaps == ["v1"] and registry.get_alias("production") == "v1"
     third = _monitor(config, storage, rollback=rollback)
@@ -310,6 +310,6 @@ def test_a_failed_rollback_swap_is_recorded_once_and_production_stays_served(mon
     (failed,) = _events(storage, "rollback_failed")
     assert failed["stage"] == "swap" and "cannot load v1" in failed["error"]
     status = monitor.status()
-    assert status.rollback_count == 0 and status.rollbacks[0]["status"] == "rollback_failed"
+    assert status.rollback_count == 0 and status.rollbacks[0].status == "rollback_failed"
     assert status.reference["version"] == "v2" and status.probation is None
     assert len(launcher.launched) == 1  # still served and worse: drift handling goes on as usual

@@ -97,7 +97,7 @@ def test_a_promoted_regression_version_with_larger_errors_is_rolled_back(project
 
     worse_version, worse = register(config, storage, table, parent=first, alpha=2.0)
     monitor.step()
-    assert monitor.state.probation.active["version"] == worse_version
+    assert monitor.state.probation.active.version == worse_version
     rows = table.sample(n=100, random_state=4)
     bad = records(rows, worse, worse_version)
     noisy = rows["progression"] + np.random.default_rng(5).normal(0, 80, len(rows))
@@ -106,4 +106,4 @@ def test_a_promoted_regression_version_with_larger_errors_is_rolled_back(project
     (window,) = monitor.step()
     assert window["detectors"]["accuracy"] < 0.05 / 2 and window["mae"] > 60
     assert rollback.swaps == [first] and Registry(storage, config.model_name).get_alias("production") == first
-    assert monitor.state.probation.history[-1]["status"] == "rolled_back"
+    assert monitor.state.probation.history[-1].status == "rolled_back"

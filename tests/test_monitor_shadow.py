@@ -107,7 +107,7 @@ def _in_shadow(monitored, tmp_path, **shadow):
     monitor.receive(records(monitored, shifted(monitored, monitored.traffic.iloc[:100]), "v1"))
     (verdict,) = monitor.step()
     assert verdict["alarm"] and len(launcher.launched) == 1
-    assert monitor.status().shadow["candidate"] == candidate
+    assert monitor.status().shadow.candidate == candidate
     return config, storage, registry, monitor, action, launcher
 
 
@@ -131,8 +131,8 @@ def test_a_better_candidate_is_promoted_on_live_labels_then_on_probation(monitor
     assert test["passed"] and test["p_value"] < 0.05 and test["estimate"] > 0 and test["low"] > 0
     assert _actions(storage) == ["started", "promoting", "promoted"]
     status = monitor.status()
-    assert status.shadow is None and status.shadow_history[-1]["status"] == "promoted"
-    assert status.reference["version"] == "v2" and status.probation["version"] == "v2"  # probation as usual
+    assert status.shadow is None and status.shadow_history[-1].status == "promoted"
+    assert status.reference["version"] == "v2" and status.probation.version == "v2"  # probation as usual
     (promote,) = registry.events("promote")[-1:]
     assert promote["version"] == "v2" and "online paired gate" in promote["reason"]
 
@@ -164,7 +164,7 @@ def test_alarms_during_a_shadow_start_no_retraining(monitored, tmp_path):
 def test_labels_that_never_come_discard_the_candidate_after_max_windows(monitored, tmp_path):
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path)
     stream(monitor, _windows(monitored, storage, "v2", (100, 200, 300), right=0.97, labels=False))
-    assert monitor.status().shadow["windows"] == 3 and action.plans == []  # windows reached, no labels: waits
+    assert monitor.status().shadow.windows == 3 and action.plans == []  # windows reached, no labels: waits
     stream(monitor, _windows(monitored, storage, "v2", (400,), right=0.97, labels=False))
     (plan,) = action.plans
     assert plan["decision"] == "discard" and plan["test"] is None and "labels did not come" in plan["reason"]
@@ -178,9 +178,9 @@ def test_a_restart_mid_shadow_resumes_from_the_checkpoint_and_the_log(monitored,
 
     config, storage, registry, first, action, launcher = _in_shadow(monitored, tmp_path, min_rows=10_000)
     stream(first, _windows(monitored, storage, "v2", (100,), right=0.97))
-    assert first.status().shadow["labeled"] == 100
+    assert first.status().shadow.labeled == 100
     second = Monitor(config, storage, launcher=launcher, shadow_action=action)  # the first one is gone
-    assert second.status().shadow["windows"] == 1 and len(second.shadowing.pairs) == 100
+    assert second.status().shadow.windows == 1 and len(second.shadowing.pairs) == 100
     stream(second, _windows(monitored, storage, "v2", (200, 300), right=0.97))
     (plan,) = action.plans
     assert plan["decision"] == "promote" and plan["test"]["rows"] == 300  # both monitors' windows count
@@ -201,7 +201,7 @@ def test_a_promotion_cut_short_by_a_crash_is_completed_once_after_restart(monito
         first.step()
     assert registry.get_alias("production") == "v1"
     second = Monitor(config, storage, launcher=launcher, shadow_action=action)
-    assert second.status().shadow["status"] == "promoting"
+    assert second.status().shadow.status == "promoting"
     second.step()
     assert registry.get_alias("production") == "v2" and action.swap.swaps == ["v2"]
     third = Monitor(config, storage, launcher=launcher, shadow_action=action)
@@ -218,8 +218,8 @@ def test_a_failed_promotion_swap_leaves_production_on_the_served_version(monitor
     action.swap.__class__ = type("Broken", (RecordingSwap,), {"__call__": lambda self, c, v: broken(c, v)})
     stream(monitor, _windows(monitored, storage, "v2", (100, 200), right=0.97))
     assert registry.get_alias("production") == "v1"
-    assert monitor.status().shadow_history[-1]["status"] == "failed"
-    assert "cannot load v2" in monitor.status().shadow_history[-1]["outcome"]["error"]
+    assert monitor.status().shadow_history[-1].status == "failed"
+    assert "cannot load v2" in monitor.status().shadow_history[-1].outcome["error"]
 
 
 def test_a_significantly_worse_canary_is_withdrawn_at_once(monitored, tmp_path):
@@ -236,7 +236,7 @@ def test_canary_rows_as_good_as_registered_keep_the_trial_going(monitored, tmp_p
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path, min_rows=1000)
     (frame,) = _windows(monitored, storage, "v2", (100,), right=0.97)
     stream(monitor, [frame.assign(canary=[i % 2 == 0 for i in range(len(frame))])])
-    assert action.plans == [] and monitor.status().shadow["status"] == "shadowing"
+    assert action.plans == [] and monitor.status().shadow.status == "shadowing"
 
 
 def _trial(tracker, n, p_production, p_candidate, rng):

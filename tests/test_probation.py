@@ -4,6 +4,7 @@ and the rollback action keeps the registry consistent with what Serve runs."""
 from __future__ import annotations
 
 import doctest
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from ray_mlops.monitor import probation as probation_module
 from ray_mlops.monitor.drift import PerformanceDriftDetector
 from ray_mlops.monitor.probation import Probation, roll_back
 from ray_mlops.monitor.store import MonitorStore
+from ray_mlops.monitor.tester import VerdictSummary
 
 K = 5            # probation windows
 REF_ROWS = 400   # labelled rows the promoted accuracy was measured on
@@ -45,8 +47,8 @@ def simulate(p_reference: float, p_live: float, periods: int, *, alpha: float, s
         trial = Probation("v2", "v1", windows=K, level=alpha / K)
         for k in range(K):
             p = p_value(int(ref_correct[i]), int(live_correct[i, k])) if labelled[i, k] else None
-            status = trial.observe({"index": k, "served_versions": ["v2"], "detectors": {"accuracy": p}})
-            if status != "active":
+            trial = trial.observe(VerdictSummary(k, served_versions=["v2"], detectors={"accuracy": p}))
+            if trial.status != "active":
                 break
         rolled[i] = trial.status == "rolling_back"
         assert trial.status in ("rolling_back", "passed") and trial.seen <= K
@@ -80,13 +82,17 @@ def test_probation_doctest():
 
 def test_windows_of_older_records_do_not_use_up_probation():
     trial = Probation("v2", "v1", windows=2, level=0.01)
-    old = {"index": 0, "served_versions": ["v1"], "detectors": {"accuracy": 1e-9}}
-    assert trial.observe(old) == "active" and trial.seen == 0
-    unlabelled = {"index": 1, "served_versions": ["v1", "v2"], "detectors": {"accuracy": None}}
-    assert trial.observe(unlabelled) == "active" and (trial.seen, trial.tested) == (1, 0)
-    assert trial.observe({**unlabelled, "index": 2}) == "passed"
-    assert trial.observe({**old, "served_versions": ["v2"]}) == "passed"  # over: never rolls back later
-    assert Probation.from_state(trial.to_state()) == trial
+    old = VerdictSummary(0, served_versions=["v1"], detectors={"accuracy": 1e-9})
+    trial = trial.observe(old)
+    assert trial.status == "active" and trial.seen == 0
+    unlabelled = VerdictSummary(1, served_versions=["v1", "v2"], detectors={"accuracy": None})
+    trial = trial.observe(unlabelled)
+    assert trial.status == "active" and (trial.seen, trial.tested) == (1, 0)
+    trial = trial.observe(replace(unlabelled, index=2))
+    assert trial.status == "passed"
+    trial = trial.observe(replace(old, served_versions=["v2"]))
+    assert trial.status == "passed"  # over: never rolls back later
+    assert Probation.from_dict(trial.to_dict()) == trial
 
 
 # -- the rollback action on a real registry (local storage, no Ray) ------------------------
@@ -160,14 +166,14 @@ def test_status_shows_probation_and_rollbacks_from_the_checkpoint(promoted, caps
     from ray_mlops.monitor.store import MonitorStore
 
     config, storage, registry = promoted
-    rolled = {**Probation("v2", "v1", windows=K, level=0.01 / K).to_state(), "status": "rolled_back",
+    rolled = {**Probation("v2", "v1", windows=K, level=0.01 / K).to_dict(), "status": "rolled_back",
               "trigger": PLAN["evidence"], "outcome": {"status": "rolled_back"}}
-    active = Probation("v3", "v2", windows=K, level=0.01 / K, seen=1, tested=1).to_state()
+    active = Probation("v3", "v2", windows=K, level=0.01 / K, seen=1, tested=1).to_dict()
     MonitorStore(storage).save_state({"windows": 9, "records": 900, "verdicts": [], "reference_version": "v3",
                                       "retrain": {"active": None, "history": []},
                                       "probation": {"active": active, "history": [rolled], "consecutive_rollbacks": 1}})
     report = loop.status(config, with_ray=False)
-    assert report.monitor.probation["version"] == "v3" and report.monitor.rollback_count == 1
+    assert report.monitor.probation.version == "v3" and report.monitor.rollback_count == 1
     _print_status(report)
     out = capsys.readouterr().out
     assert "probation:  v3 (rolls back to v2) active; windows 1/5, 1 with labels, rollback at p <= 0.002" in out

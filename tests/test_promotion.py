@@ -315,6 +315,7 @@ def test_registry_show_and_status_print_the_recorded_paired_test(tmp_path, model
     from click.testing import CliRunner
 
     from ray_mlops.cli import _print_monitor, cli
+    from ray_mlops.monitor.retraining import GateSummary, RetrainOutcome
     from ray_mlops.monitor.state import MonitorStatus
 
     registry = Registry(str(tmp_path), "failure-classifier")
@@ -323,8 +324,8 @@ def test_registry_show_and_status_print_the_recorded_paired_test(tmp_path, model
     assert shown.exit_code == 0, shown.output
     gate = json.loads(shown.output)["gate_decisions"]
     assert [g["test"] for g in gate] == [decision.test.to_json()] and gate[0]["test"]["test"] == "delong"
-    entry = {"id": "r1", "status": "promoted", "version": "v2", "gate": {"reason": decision.reason,
-                                                                         "test": decision.test.to_json()}}
+    entry = RetrainOutcome("r1", "promoted", version="v2",
+                           gate=GateSummary(reason=decision.reason, test=decision.test.to_json()))
     _print_monitor(MonitorStatus(running=False, retrain_history=[entry]))
     printed = capsys.readouterr().out
     assert "gate test: delong Δroc_auc=+" in printed and "rows=300" in printed

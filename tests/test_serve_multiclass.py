@@ -244,7 +244,7 @@ def test_multiclass_probation_rolls_back_a_worse_promoted_version(iris):
     registry.promote(version, reason="retraining r-multiclass")
     assert serving.swap(iris.config, version) == version
     watcher.step()
-    assert watcher.state.probation.active["version"] == version
+    assert watcher.state.probation.active.version == version
 
     before = len(read_log(iris.storage))
     sent = send_all(iris, iris.raw.sample(n=MONITOR["window_size"], random_state=2))

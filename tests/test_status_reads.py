@@ -13,6 +13,7 @@ import pytest
 from ray_mlops.config import load_config
 from ray_mlops.monitor.state import MonitorState
 from ray_mlops.monitor.store import MonitorStore
+from ray_mlops.monitor.tester import VerdictSummary
 from ray_mlops.storage import Storage
 
 
@@ -43,7 +44,8 @@ def _history(root, windows: int) -> tuple:
         store.record_event("monitor_window", **verdict)
         summaries.append(verdict)
     store.record_event("retrain_finished", retrain="r1", status="rejected")
-    state = MonitorState(started="2026-01-01T00:00:00+00:00", windows=windows, verdicts=summaries[-50:])
+    state = MonitorState(started="2026-01-01T00:00:00+00:00", windows=windows,
+                         verdicts=[VerdictSummary.from_dict(v) for v in summaries[-50:]])
     store.save_state(state.to_json())
     return config
 

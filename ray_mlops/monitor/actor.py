@@ -44,7 +44,7 @@ from ray_mlops.errors import MonitorError
 from ray_mlops.monitor.core import Monitor
 from ray_mlops.monitor.probation import roll_back
 from ray_mlops.monitor.retrain import retrain
-from ray_mlops.monitor.retraining import SHADOWED
+from ray_mlops.monitor.retraining import SHADOWED, RetrainJob
 from ray_mlops.monitor.shadow import promote_or_discard
 from ray_mlops.monitor.state import MonitorStatus
 from ray_mlops.monitor.store import MonitorStore
@@ -171,19 +171,19 @@ class RayLauncher:
         return Retrainer.options(name=RETRAINER_ACTOR, namespace=self.config.ray.namespace, lifetime="detached",
                                  get_if_exists=True).remote(actor_config(self.config), self.swap, self.search)
 
-    def launch(self, job: dict) -> None:
-        if self.store.retrain_status(job["id"]) is not None:
+    def launch(self, job: RetrainJob) -> None:
+        if self.store.retrain_status(job.id) is not None:
             return  # it started before a monitor restart: follow it, never start it twice
-        self._refs[job["id"]] = self._actor(create=True).run.remote(job)
-        self._launched_at[job["id"]] = time.time()
+        self._refs[job.id] = self._actor(create=True).run.remote(job.to_dict())
+        self._launched_at[job.id] = time.time()
 
-    def poll(self, job: dict) -> dict | None:
-        ref = self._refs.get(job["id"])
+    def poll(self, job: RetrainJob) -> dict | None:
+        ref = self._refs.get(job.id)
         if ref is not None:
             ready, _ = ray.wait([ref], timeout=0)
             if not ready:
                 return None  # still running
-            self._refs.pop(job["id"], None)
+            self._refs.pop(job.id, None)
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError:  # the worker died: what did it leave in storage?
@@ -191,16 +191,16 @@ class RayLauncher:
             if outcome is not None and outcome.get("status") in FINAL:
                 self._release()
                 return outcome
-        status = self.store.retrain_status(job["id"])
+        status = self.store.retrain_status(job.id)
         if status is not None and status.get("status") in FINAL:
             self._release()
             return status
         if self._actor(create=False) is not None:
             return None
-        waited = time.time() - self._launched_at.setdefault(job["id"], time.time())
+        waited = time.time() - self._launched_at.setdefault(job.id, time.time())
         if waited < LOST_AFTER_S:
             return None
-        return {"id": job["id"], "status": "failed", "stage": "lost",
+        return {"id": job.id, "status": "failed", "stage": "lost",
                 "error": "the retraining worker is gone without an outcome (node lost or killed)"}
 
     def _release(self) -> None:

@@ -50,11 +50,11 @@ from ray_mlops.errors import RayMlopsError
 from ray_mlops.monitor.drift import DriftStream
 from ray_mlops.monitor.probation import ROLLED_BACK, Probation, ProbationTracker
 from ray_mlops.monitor.reference import validation_accuracy
-from ray_mlops.monitor.retraining import SHADOWED, Launcher, RetrainTracker
+from ray_mlops.monitor.retraining import SHADOWED, Launcher, RetrainOutcome, RetrainTracker
 from ray_mlops.monitor.shadow import PROMOTED, ShadowTracker, ShadowTrial, resume_trial
 from ray_mlops.monitor.state import MonitorState, MonitorStatus
 from ray_mlops.monitor.store import FeedbackIndex, MonitorStore
-from ray_mlops.monitor.tester import WindowTester, now_iso, summarize, verdict_record
+from ray_mlops.monitor.tester import VerdictSummary, WindowTester, now_iso, summarize, verdict_record
 from ray_mlops.monitor.window import KEY_HORIZON_S, Inbox, WindowCutter
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
@@ -170,7 +170,7 @@ class Monitor:
         self._after_window(record_verdict(self, index, full), verdict.alarm)
         return full
 
-    def _after_window(self, summary: dict, alarm: bool) -> None:
+    def _after_window(self, summary: VerdictSummary, alarm: bool) -> None:
         """Probation first (a rollback answers the alarm), the shadow trial, then the alarm."""
         probation = self.probation.observe(summary, self.tester.version)
         rolled_back = probation is not None and self._roll_back(probation, write_ahead=True)
@@ -179,30 +179,30 @@ class Monitor:
             self._shadow_act(decided)
         if alarm and (rolled_back or self.shadowing.trial is not None):
             reason = "production rolled back" if rolled_back else "a candidate is in shadow"
-            self._event("monitor_alarm", window=summary["index"], action=f"none: {reason}")
+            self._event("monitor_alarm", window=summary.index, action=f"none: {reason}")
         elif alarm:
             self._on_alarm(summary)
 
     # -- retraining --------------------------------------------------------------------
-    def _on_alarm(self, summary: dict) -> None:
-        streak = [v for v in self.state.verdicts if v["index"] > summary["index"] - self.cfg.patience]
-        failed = self.retraining.on_alarm(summary, min(v["start"] for v in streak), self.tester.version,
+    def _on_alarm(self, summary: VerdictSummary) -> None:
+        streak = [v for v in self.state.verdicts if v.index > summary.index - self.cfg.patience]
+        failed = self.retraining.on_alarm(summary, min(v.start for v in streak), self.tester.version,
                                           write_ahead=lambda: self._checkpoint(force=True))
         if failed is not None:
             self._retrain_finished(failed)
         self._dirty = True
 
     def _follow_retrain(self) -> None:
-        launched = (self.state.retrain.active or {}).get("launched")
+        launched = getattr(self.state.retrain.active, "launched", None)
         finished = self.retraining.follow()
         if finished is not None:
             self._retrain_finished(finished)
-        elif (self.state.retrain.active or {}).get("launched") != launched:
+        elif getattr(self.state.retrain.active, "launched", None) != launched:
             self._dirty = True  # a job a restart left unlaunched was launched
 
-    def _retrain_finished(self, entry: dict) -> None:
-        self.observe("retrain", entry)
-        if entry.get("status") == SHADOWED:
+    def _retrain_finished(self, entry: RetrainOutcome) -> None:
+        self.observe("retrain", entry.to_dict())
+        if entry.status == SHADOWED:
             start_trial(self, entry)
         self._checkpoint(force=True)
 
@@ -246,7 +246,7 @@ class Monitor:
         recovered = self.state.cutter.records - before
         resume_trial(self.shadowing, self.store.storage, self.tester.labels.labels)  # pairs, labels since it started
         self._event("monitor_restarted", restarts=self.state.restarts, window_rows=self.cutter.rows,
-                    recovered=recovered, retrain=(self.state.retrain.active or {}).get("id"))
+                    recovered=recovered, retrain=getattr(self.state.retrain.active, "id", None))
 
     def _checkpoint(self, force: bool = False) -> None:
         now = self.clock()
@@ -267,21 +267,21 @@ class Monitor:
         self._checkpoint(force=True)
 
 
-def start_trial(monitor: Monitor, entry: dict) -> None:
+def start_trial(monitor: Monitor, entry: RetrainOutcome) -> None:
     """A retraining put its candidate in shadow: start the trial, with the pairs logged since it was deployed."""
-    monitor.shadowing.start(entry["version"], entry.get("production_before") or "", retrain=entry["id"],
-                            started=entry.get("shadow_started"))
+    monitor.shadowing.start(entry.version, entry.production_before or "", retrain=entry.id,
+                            started=entry.shadow_started)
     resume_trial(monitor.shadowing, monitor.store.storage, monitor.tester.labels.labels)
 
 
-def record_verdict(monitor: Monitor, index: int, full: dict) -> dict:
+def record_verdict(monitor: Monitor, index: int, full: dict) -> VerdictSummary:
     """Store a tested window's verdict, count it, keep its summary; returns the summary."""
     monitor.store.save_verdict(index, full)
     summary = summarize(full)
     monitor.state.windows += 1
     monitor.state.verdicts = (monitor.state.verdicts + [summary])[-monitor.cfg.history:]
     monitor.observe("window", full)
-    monitor._event("monitor_window", **summary)
+    monitor._event("monitor_window", **summary.to_dict())
     return summary
 
 

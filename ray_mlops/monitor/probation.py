@@ -25,12 +25,14 @@ idempotent so a monitor restarted in the middle can run it again.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ClassVar
 
 from ray_mlops.config import Config
 from ray_mlops.errors import AliasMovedError, RayMlopsError
+from ray_mlops.monitor._records import Record, optional
 from ray_mlops.monitor.store import MonitorStore
+from ray_mlops.monitor.tester import VerdictSummary
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
 
@@ -41,20 +43,36 @@ PASSED, ROLLED_BACK, FAILED, SUPERSEDED = "passed", "rolled_back", "rollback_fai
 MAX_BACKOFF_DOUBLINGS = 4  # the cooldown after rollbacks in a row grows to at most 16x
 
 
-@dataclass
-class Probation:
-    """One promoted version on trial (a plain, checkpointable record).
+@dataclass(frozen=True)
+class ProbationTrigger(Record):
+    """The window that decided a rollback, and its evidence."""
+
+    window: int | None = None
+    p_value: float | None = None
+    level: float | None = None
+    accuracy: float | None = None
+    labeled: int | None = None
+    reference_accuracy: float | None = None
+    probation_window: int | None = None
+
+
+@dataclass(frozen=True)
+class Probation(Record):
+    """One promoted version on trial (a checkpointable record; :meth:`observe` gives the next one).
 
     Example:
+        >>> from ray_mlops.monitor.tester import VerdictSummary
         >>> p = Probation("v3", "v2", windows=2, level=0.005)
-        >>> p.observe({"index": 7, "served_versions": ["v3"], "detectors": {"accuracy": 0.2}})
+        >>> p = p.observe(VerdictSummary(7, served_versions=["v3"], detectors={"accuracy": 0.2}))
+        >>> p.status
         'active'
-        >>> p.observe({"index": 8, "served_versions": ["v3"], "detectors": {"accuracy": 1e-4},
-        ...            "accuracy": 0.6, "labeled": 100})
-        'rolling_back'
-        >>> p.trigger["window"], p.tested
-        (8, 2)
+        >>> p = p.observe(VerdictSummary(8, served_versions=["v3"], detectors={"accuracy": 1e-4},
+        ...                              accuracy=0.6, labeled=100))
+        >>> p.status, p.trigger.window, p.tested
+        ('rolling_back', 8, 2)
     """
+
+    nested: ClassVar[dict[str, type[Record]]] = {"trigger": ProbationTrigger}
 
     version: str
     previous: str
@@ -66,38 +84,28 @@ class Probation:
     seen: int = 0
     tested: int = 0
     status: str = ACTIVE
-    trigger: dict[str, Any] | None = None
-    outcome: dict[str, Any] | None = field(default=None)
+    trigger: ProbationTrigger | None = None
+    outcome: dict[str, Any] | None = None  # what the rollback action returned
+    ended: str | None = None
+    production: str | None = None  # superseded: the version production moved to
 
-    def observe(self, window: dict) -> str:
-        """Count one tested window (its summary); returns the status after it."""
-        if self.status != ACTIVE or self.version not in window.get("served_versions", []):
-            return self.status  # a window of older records only does not use up probation
-        self.seen += 1
-        p_value = (window.get("detectors") or {}).get("accuracy")
+    def observe(self, window: VerdictSummary) -> "Probation":
+        """The probation after one more tested window (its summary)."""
+        if self.status != ACTIVE or self.version not in window.served_versions:
+            return self  # a window of older records only does not use up probation
+        seen, tested, p_value = self.seen + 1, self.tested, window.detectors.get("accuracy")
         if p_value is not None:
-            self.tested += 1
+            tested += 1
             if p_value <= self.level:
-                self.status = ROLLING_BACK
-                self.trigger = {"window": window.get("index"), "p_value": p_value, "level": self.level,
-                                "accuracy": window.get("accuracy"), "labeled": window.get("labeled"),
-                                "reference_accuracy": self.reference_accuracy, "probation_window": self.seen}
-                return self.status
-        if self.seen >= self.windows:
-            self.status = PASSED
-        return self.status
+                trigger = ProbationTrigger(window.index, p_value, self.level, window.accuracy, window.labeled,
+                                           self.reference_accuracy, seen)
+                return replace(self, seen=seen, tested=tested, status=ROLLING_BACK, trigger=trigger)
+        return replace(self, seen=seen, tested=tested, status=PASSED if seen >= self.windows else ACTIVE)
 
     def plan(self) -> dict[str, Any]:
         """What the rollback action needs: versions and the evidence for the event."""
         return {"version": self.version, "previous": self.previous, "retrain": self.retrain,
-                "evidence": dict(self.trigger or {})}
-
-    def to_state(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Probation":
-        return cls(**state)
+                "evidence": {} if self.trigger is None else self.trigger.to_dict()}
 
 
 def is_loop_promotion(meta: dict, previous: str | None) -> bool:
@@ -108,11 +116,26 @@ def is_loop_promotion(meta: dict, previous: str | None) -> bool:
 # -- the tracker: probation across promotions -------------------------------------------
 @dataclass
 class ProbationBook:
-    """The probation running (a :class:`Probation` state, or None), ended ones, rollbacks in a row."""
+    """The probation running (or None), ended ones, rollbacks in a row."""
 
-    active: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    active: Probation | None = None
+    history: list[Probation] = field(default_factory=list)
     consecutive_rollbacks: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's layout of the book."""
+        return {"active": None if self.active is None else self.active.to_dict(),
+                "history": [p.to_dict() for p in self.history], "consecutive_rollbacks": self.consecutive_rollbacks}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ProbationBook":
+        """Read the book from a checkpoint (one from before probation has none: it starts fresh)."""
+        return cls(optional(Probation, raw.get("active")), [Probation.from_dict(p) for p in raw.get("history", [])],
+                   raw.get("consecutive_rollbacks", 0))
+
+    def rollbacks(self) -> list[Probation]:
+        """The last ended probations that rolled back (or failed to)."""
+        return [p for p in self.history if p.status in (ROLLED_BACK, FAILED)][-5:]
 
 
 class ProbationTracker:
@@ -136,39 +159,38 @@ class ProbationTracker:
         """Could a move of production to ``production`` start a probation (before reading its metadata)?"""
         if self.rollback is None or not self.windows or previous in (None, production):
             return False
-        return not any(p["version"] == production for p in self.book.history)  # once per promotion
+        return not any(p.version == production for p in self.book.history)  # once per promotion
 
     def on_production_moved(self, production: str, previous: str | None, reference_accuracy: float | None) -> None:
         """Close a probation production moved away from; start one if the loop promoted ``production``."""
         active = self.book.active
-        if active is not None and active["status"] == ACTIVE and active["version"] != production:
-            self._close(Probation.from_state(active), SUPERSEDED, production=production)
+        if active is not None and active.status == ACTIVE and active.version != production:
+            self._close(active, SUPERSEDED, production=production)
         meta = self._metadata(production) if self.wants(production, previous) else None
         if meta is None or not is_loop_promotion(meta, previous):
             return
         probation = Probation(production, previous, windows=self.windows, level=self.alpha / self.windows,
                               retrain=meta["extra"]["retrain"], reference_accuracy=reference_accuracy,
                               started=self.now())
-        self.book.active = probation.to_state()
+        self.book.active = probation
         self.event("monitor_probation", action="started", version=production, previous=previous,
                    windows=self.windows, level=probation.level, reference_accuracy=reference_accuracy)
 
-    def observe(self, summary: dict, reference_version: str | None) -> Probation | None:
+    def observe(self, summary: VerdictSummary, reference_version: str | None) -> Probation | None:
         """Count a tested window; the probation to roll back when this window decided it."""
         active = self.book.active
-        if active is None or active["status"] != ACTIVE or reference_version != active["version"]:
+        if active is None or active.status != ACTIVE or reference_version != active.version:
             return None
-        probation = Probation.from_state(active)
-        status = probation.observe(summary)
-        if status == PASSED:
+        probation = active.observe(summary)
+        if probation.status == PASSED:
             self.book.consecutive_rollbacks = 0
             self._close(probation, PASSED)
             return None
-        self.book.active = probation.to_state()
-        if status != ROLLING_BACK:
+        self.book.active = probation
+        if probation.status != ROLLING_BACK:
             return None
         self.event("monitor_probation", action="rolling back", version=probation.version,
-                   previous=probation.previous, **probation.trigger)
+                   previous=probation.previous, **probation.trigger.to_dict())
         return probation
 
     def _metadata(self, version: str) -> dict | None:
@@ -181,9 +203,7 @@ class ProbationTracker:
     def pending(self) -> Probation | None:
         """A rollback decided before a restart, not completed yet."""
         active = self.book.active
-        if active is not None and active["status"] == ROLLING_BACK and self.rollback is not None:
-            return Probation.from_state(active)
-        return None
+        return active if active is not None and active.status == ROLLING_BACK and self.rollback is not None else None
 
     def execute(self, probation: Probation) -> str:
         """Run the rollback action once; returns the probation's final status."""
@@ -191,30 +211,27 @@ class ProbationTracker:
             outcome = dict(self.rollback(probation.plan()))
         except Exception as exc:  # the action itself broke: recorded, not retried (once per promotion)
             outcome = {"status": "failed", "stage": "action", "error": f"{type(exc).__name__}: {exc}"[:500]}
-        probation.outcome = outcome
         status = {ROLLED_BACK: ROLLED_BACK, "skipped": SUPERSEDED}.get(outcome.get("status"), FAILED)
-        self._close(probation, status)
+        self._close(replace(probation, outcome=outcome), status)
         if status == ROLLED_BACK:
             self.book.consecutive_rollbacks += 1
         self.metrics("rollback", {"outcome": status, "version": probation.version, "target": probation.previous,
-                                  **(probation.trigger or {}), "error": outcome.get("error")})
+                                  **({} if probation.trigger is None else probation.trigger.to_dict()),
+                                  "error": outcome.get("error")})
         return status
 
     def hold_windows(self) -> int:
         """Windows with no alarm after the last rollback: ``cooldown``, doubled per rollback in a row."""
         return self.cooldown * 2 ** min(self.book.consecutive_rollbacks - 1, MAX_BACKOFF_DOUBLINGS)
 
-    def _close(self, probation: Probation, status: str, **extra: Any) -> None:
-        probation.status = status
+    def _close(self, probation: Probation, status: str, production: str | None = None) -> None:
+        ended = replace(probation, status=status, ended=self.now(), production=production)
         self.book.active = None
-        self.book.history = (self.book.history + [{**probation.to_state(), "ended": self.now(), **extra}])[-self.keep:]
+        self.book.history = (self.book.history + [ended])[-self.keep:]
         if status not in (ROLLED_BACK, FAILED):
+            moved = {} if production is None else {"production": production}
             self.event("monitor_probation", action=status, version=probation.version, previous=probation.previous,
-                       windows_seen=probation.seen, windows_tested=probation.tested, **extra)
-
-    def rollbacks(self) -> list[dict[str, Any]]:
-        """The last ended probations that rolled back (or failed to)."""
-        return [p for p in self.book.history if p["status"] in (ROLLED_BACK, FAILED)][-5:]
+                       windows_seen=probation.seen, windows_tested=probation.tested, **moved)
 
 
 # -- the real action --------------------------------------------------------------------
@@ -258,4 +275,4 @@ def _failed(registry: Registry, plan: dict, stage: str, error: str) -> dict:
     return outcome
 
 
-__all__ = ["Probation", "ProbationBook", "ProbationTracker", "is_loop_promotion", "roll_back"]
+__all__ = ["Probation", "ProbationTrigger", "ProbationBook", "ProbationTracker", "is_loop_promotion", "roll_back"]

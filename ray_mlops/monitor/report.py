@@ -149,9 +149,9 @@ def status_section(status: MonitorStatus | None) -> str:
              {"figure": "alarms", "value": status.alarms}, {"figure": "restarts", "value": status.restarts},
              {"figure": "reference version", "value": (status.reference or {}).get("version")},
              {"figure": "automatic rollbacks", "value": status.rollback_count}]
-    retrains = [{"retraining": r.get("id"), "status": r.get("status"), "version": r.get("version"),
-                 "trigger window": r.get("trigger_window"), "seconds": r.get("seconds"),
-                 "gate": (r.get("gate") or {}).get("reason") or r.get("error")} for r in status.retrain_history]
+    retrains = [{"retraining": r.id, "status": r.status, "version": r.version, "trigger window": r.trigger_window,
+                 "seconds": r.seconds, "gate": (r.gate.reason if r.gate is not None else None) or r.error}
+                for r in status.retrain_history]
     columns = ["retraining", "status", "version", "trigger window", "seconds", "gate"]
     return f"<h2>Monitor</h2>{_table(facts, ['figure', 'value'])}{_table(retrains, columns)}"
 

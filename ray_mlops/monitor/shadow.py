@@ -49,7 +49,7 @@ the outcomes, so the online test keeps its level ``alpha``.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -59,6 +59,7 @@ from ray_mlops.config import Config, ShadowConfig
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys, with_shadow_columns
 from ray_mlops.errors import AliasMovedError, RayMlopsError
 from ray_mlops.gate_stats import paired_test
+from ray_mlops.monitor._records import Record, optional
 from ray_mlops.monitor.drift import PerformanceDriftDetector
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
@@ -72,9 +73,9 @@ PAIR_COLUMNS = ("prediction", "probabilities", "shadow_prediction", "shadow_prob
 MAX_PAIRS = 200_000
 
 
-@dataclass
-class ShadowTrial:
-    """One candidate in shadow (a plain, checkpointable record)."""
+@dataclass(frozen=True)
+class ShadowTrial(Record):
+    """One candidate in shadow (a checkpointable record; the tracker replaces it as the trial goes on)."""
 
     candidate: str
     production: str
@@ -86,27 +87,31 @@ class ShadowTrial:
     decision: str | None = None  # "promote" or "discard"
     reason: str | None = None
     test: dict[str, Any] | None = None  # PairedTest.to_json()
-    outcome: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None  # what the promote or discard action returned
+    ended: str | None = None
 
     def plan(self) -> dict[str, Any]:
         """What the action needs."""
         return {"decision": self.decision, "candidate": self.candidate, "production": self.production,
                 "retrain": self.retrain, "reason": self.reason, "test": self.test}
 
-    def to_state(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "ShadowTrial":
-        return cls(**state)
-
 
 @dataclass
 class ShadowBook:
-    """The trial running (a :class:`ShadowTrial` state, or None) and the ended ones."""
+    """The trial running (or None) and the ended ones."""
 
-    active: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    active: ShadowTrial | None = None
+    history: list[ShadowTrial] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's layout of the book."""
+        return {"active": None if self.active is None else self.active.to_dict(),
+                "history": [t.to_dict() for t in self.history]}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ShadowBook":
+        """Read the book from a checkpoint (one from before shadows has none: it starts fresh)."""
+        return cls(optional(ShadowTrial, raw.get("active")), [ShadowTrial.from_dict(t) for t in raw.get("history", [])])
 
 
 # -- the statistics of one trial ------------------------------------------------------------
@@ -169,14 +174,14 @@ class ShadowTracker:
     @property
     def trial(self) -> ShadowTrial | None:
         """The running trial, if any."""
-        return None if self.book.active is None else ShadowTrial.from_state(self.book.active)
+        return self.book.active
 
     def start(self, candidate: str, production: str, *, retrain: str | None = None, started: str | None = None) -> None:
         """A retraining deployed ``candidate`` as the shadow of ``production`` (at ``started``, an ISO time)."""
         if self.book.active is not None:
             self._close(self.trial, SUPERSEDED, reason=f"{candidate} shadowed instead")
         trial = ShadowTrial(candidate, production, retrain=retrain, started=started or self.now())
-        self.book.active, self.pairs = trial.to_state(), self.pairs.iloc[:0]
+        self.book.active, self.pairs = trial, self.pairs.iloc[:0]
         self.event("monitor_shadow", action="started", candidate=candidate, production=production, retrain=retrain,
                    windows=self.cfg.windows, min_rows=self.cfg.min_rows, max_windows=self.cfg.max_windows)
 
@@ -210,19 +215,19 @@ class ShadowTracker:
         if trial is None or trial.status != SHADOWING:
             return None
         labeled = self.labeled()
-        trial.windows, trial.labeled = trial.windows + 1, len(labeled)
+        trial = replace(trial, windows=trial.windows + 1, labeled=len(labeled))
         enough = len(labeled) >= self.cfg.min_rows or (
             trial.windows >= self.cfg.windows and len(labeled) >= self.min_labels)
         worse = self._canary_worse(trial, labeled)
         if worse is not None:
-            trial.status, trial.decision, trial.reason = DISCARDING, "discard", worse
+            trial = replace(trial, status=DISCARDING, decision="discard", reason=worse)
         elif enough:
-            self._decide(trial, labeled)
+            trial = self._decide(trial, labeled)
         elif trial.windows >= self.cfg.max_windows:
-            trial.status, trial.decision = DISCARDING, "discard"
-            trial.reason = (f"only {len(labeled)} labeled pairs after {trial.windows} windows "
-                            f"(at least {self.min_labels} needed): labels did not come")
-        self.book.active = trial.to_state()
+            trial = replace(trial, status=DISCARDING, decision="discard",
+                            reason=f"only {len(labeled)} labeled pairs after {trial.windows} windows "
+                                   f"(at least {self.min_labels} needed): labels did not come")
+        self.book.active = trial
         if trial.status == SHADOWING:
             return None
         self.event("monitor_shadow", action=trial.status, candidate=trial.candidate, production=trial.production,
@@ -249,16 +254,14 @@ class ShadowTracker:
         return (f"canary withdrawn: accuracy {correct}/{len(canary)} on canary rows vs {counts[0]}/{counts[1]} "
                 f"it was registered with (one-sided Fisher p={p_value:.3g} <= {level:.3g})")
 
-    def _decide(self, trial: ShadowTrial, labeled: pd.DataFrame) -> None:
+    def _decide(self, trial: ShadowTrial, labeled: pd.DataFrame) -> ShadowTrial:
         try:
             test = online_test(labeled, self.cfg, self.task)
         except ValueError as exc:  # records the test cannot use: the candidate is not shown better
-            trial.status, trial.decision, trial.reason = DISCARDING, "discard", f"online test impossible: {exc}"
-            return
-        trial.test = test.to_json()
-        trial.decision = "promote" if test.passed else "discard"
-        trial.status = PROMOTING if test.passed else DISCARDING
-        trial.reason = f"online paired gate on live labeled rows: {test.describe()}"
+            return replace(trial, status=DISCARDING, decision="discard", reason=f"online test impossible: {exc}")
+        return replace(trial, test=test.to_json(), decision="promote" if test.passed else "discard",
+                       status=PROMOTING if test.passed else DISCARDING,
+                       reason=f"online paired gate on live labeled rows: {test.describe()}")
 
     def pending(self) -> ShadowTrial | None:
         """An action decided before a restart, not completed yet."""
@@ -271,9 +274,8 @@ class ShadowTracker:
             outcome = dict(self.action(trial.plan()))
         except Exception as exc:  # the action itself broke: recorded, not retried
             outcome = {"status": FAILED, "error": f"{type(exc).__name__}: {exc}"[:500]}
-        trial.outcome = outcome
         status = outcome.get("status") if outcome.get("status") in (PROMOTED, DISCARDED, SUPERSEDED) else FAILED
-        self._close(trial, status)
+        self._close(replace(trial, outcome=outcome), status)
         return status
 
     def on_production_moved(self, production: str) -> None:
@@ -282,12 +284,13 @@ class ShadowTracker:
         if trial is not None and trial.status == SHADOWING and production not in (trial.production, trial.candidate):
             self._close(trial, SUPERSEDED, reason=f"production moved to {production}")
 
-    def _close(self, trial: ShadowTrial, status: str, **extra: Any) -> None:
-        trial.status = status
+    def _close(self, trial: ShadowTrial, status: str, reason: str | None = None) -> None:
+        ended = replace(trial, status=status, ended=self.now(), reason=reason or trial.reason)
         self.book.active, self.pairs = None, self.pairs.iloc[:0]
-        self.book.history = (self.book.history + [{**trial.to_state(), "ended": self.now(), **extra}])[-self.keep:]
+        self.book.history = (self.book.history + [ended])[-self.keep:]
+        because = {} if reason is None else {"reason": reason}
         self.event("monitor_shadow", action=status, candidate=trial.candidate, production=trial.production,
-                   outcome=trial.outcome, **extra)
+                   outcome=trial.outcome, **because)
 
 
 def trial_log(storage: Storage, since: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ray_mlops.monitor.probation import FAILED, ROLLED_BACK, ProbationBook
-from ray_mlops.monitor.retraining import RetrainBook
-from ray_mlops.monitor.shadow import ShadowBook
+from ray_mlops.monitor.probation import ROLLED_BACK, Probation, ProbationBook
+from ray_mlops.monitor.retraining import RetrainBook, RetrainJob, RetrainOutcome
+from ray_mlops.monitor.shadow import ShadowBook, ShadowTrial
+from ray_mlops.monitor.tester import VerdictSummary
 from ray_mlops.monitor.window import CutterState
 
 CUTTER_FIELDS = tuple(f.name for f in fields(CutterState))
-BOOKS = ("cutter", "retrain", "probation", "shadow")
+BOOKS = ("cutter", "retrain", "probation", "shadow", "verdicts")
 
 
 @dataclass
@@ -37,7 +38,7 @@ class MonitorState:
     restarts: int = 0
     reference_version: str | None = None
     checkpoint_time: float | None = None
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[VerdictSummary] = field(default_factory=list)
     cutter: CutterState = field(default_factory=CutterState)
     retrain: RetrainBook = field(default_factory=RetrainBook)
     probation: ProbationBook = field(default_factory=ProbationBook)
@@ -46,8 +47,8 @@ class MonitorState:
     def to_json(self) -> dict[str, Any]:
         """The checkpoint's flat layout (``state.json``)."""
         plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in BOOKS}
-        return {**plain, **asdict(self.cutter), "retrain": asdict(self.retrain), "probation": asdict(self.probation),
-                "shadow": asdict(self.shadow)}
+        return {**plain, **asdict(self.cutter), "verdicts": [v.to_dict() for v in self.verdicts],
+                "retrain": self.retrain.to_dict(), "probation": self.probation.to_dict(), "shadow": self.shadow.to_dict()}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "MonitorState":
@@ -55,9 +56,10 @@ class MonitorState:
         own = {f.name for f in fields(cls)} - set(BOOKS)
         return cls(**{k: v for k, v in raw.items() if k in own},
                    cutter=CutterState(**{k: raw[k] for k in CUTTER_FIELDS if k in raw}),
-                   retrain=RetrainBook(**raw.get("retrain", {})),
-                   probation=ProbationBook(**(raw.get("probation") or {})),
-                   shadow=ShadowBook(**(raw.get("shadow") or {})))
+                   verdicts=[VerdictSummary.from_dict(v) for v in raw.get("verdicts", [])],
+                   retrain=RetrainBook.from_dict(raw.get("retrain") or {}),
+                   probation=ProbationBook.from_dict(raw.get("probation") or {}),
+                   shadow=ShadowBook.from_dict(raw.get("shadow") or {}))
 
 
 @dataclass
@@ -76,16 +78,16 @@ class MonitorStatus:
     cooldown_left: int = 0
     alarms: int = 0
     reference: dict[str, Any] | None = None
-    last_verdicts: list[dict[str, Any]] = field(default_factory=list)
-    retrain_active: dict[str, Any] | None = None
-    retrain_history: list[dict[str, Any]] = field(default_factory=list)
+    last_verdicts: list[VerdictSummary] = field(default_factory=list)
+    retrain_active: RetrainJob | None = None
+    retrain_history: list[RetrainOutcome] = field(default_factory=list)
     window_size: int | None = None
-    probation: dict[str, Any] | None = None
-    rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    probation: Probation | None = None
+    rollbacks: list[Probation] = field(default_factory=list)
     rollback_count: int = 0
     consecutive_rollbacks: int = 0
-    shadow: dict[str, Any] | None = None  # the candidate in shadow (its trial), if any
-    shadow_history: list[dict[str, Any]] = field(default_factory=list)
+    shadow: ShadowTrial | None = None  # the candidate in shadow (its trial), if any
+    shadow_history: list[ShadowTrial] = field(default_factory=list)
     step_errors: int | None = None
     alive: bool | None = None
     node_id: str | None = None
@@ -100,11 +102,10 @@ class MonitorStatus:
                    records=state.cutter.records, bad_record_batches=state.bad_records,
                    dropped_records=state.cutter.dropped_records, restarts=state.restarts,
                    streak=stream.get("streak", 0), cooldown_left=stream.get("cooldown_left", 0),
-                   alarms=sum(1 for v in state.verdicts if v["alarm"]), last_verdicts=state.verdicts[-10:],
+                   alarms=sum(1 for v in state.verdicts if v.alarm), last_verdicts=state.verdicts[-10:],
                    reference={"version": state.reference_version}, retrain_active=state.retrain.active,
-                   retrain_history=state.retrain.history, probation=book.active,
-                   rollbacks=[p for p in book.history if p["status"] in (ROLLED_BACK, FAILED)][-5:],
-                   rollback_count=sum(p["status"] == ROLLED_BACK for p in book.history),
+                   retrain_history=list(state.retrain.history), probation=book.active, rollbacks=book.rollbacks(),
+                   rollback_count=sum(p.status == ROLLED_BACK for p in book.history),
                    consecutive_rollbacks=book.consecutive_rollbacks, shadow=state.shadow.active,
                    shadow_history=state.shadow.history[-5:])
         return cls(**{**values, **live})
@@ -115,7 +116,7 @@ class MonitorStatus:
         return cls(running=False, error=error)
 
     def to_json(self) -> dict[str, Any]:
-        """A plain dict for ``--json``."""
+        """A plain dict for ``--json`` (the records as their ``to_dict``)."""
         return asdict(self)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
@@ -20,6 +21,7 @@ import pandas as pd
 from ray_mlops.config import MonitorConfig
 from ray_mlops.data.schema import FeatureSchema
 from ray_mlops.errors import RayMlopsError
+from ray_mlops.monitor._records import Record
 from ray_mlops.monitor.drift import StreamVerdict
 from ray_mlops.monitor.reference import Reference, WindowTest
 from ray_mlops.monitor.store import FeedbackIndex
@@ -87,12 +89,35 @@ def verdict_record(index: int, window: pd.DataFrame, tested: WindowTest, verdict
             "features": {k: _feature_summary(v) for k, v in tested.report.features.items()}}
 
 
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
-    """A verdict without its per-feature part, with the ``TOP_FEATURES`` lowest p-values."""
-    summary = {k: v for k, v in record.items() if k != "features"}
+@dataclass(frozen=True)
+class VerdictSummary(Record):
+    """One tested window in short (the monitor's state, ``ray-mlops status``): :func:`verdict_record` but
+    its per-feature part, with the ``TOP_FEATURES`` lowest p-values in ``top_features``."""
+
+    index: int
+    start: str | None = None
+    end: str | None = None
+    tested_at: str | None = None
+    rows: int = 0
+    reference_version: str | None = None
+    served_versions: list[str] = field(default_factory=list)
+    drift: bool = False
+    alarm: bool = False
+    streak: int = 0
+    cooling_down: bool = False
+    p_value: float = 1.0
+    detectors: dict[str, float | None] = field(default_factory=dict)  # detector name -> its p-value
+    labeled: int = 0
+    accuracy: float | None = None
+    mae: float | None = None
+    drifted_features: list[str] = field(default_factory=list)
+    top_features: dict[str, float] = field(default_factory=dict)  # feature name -> its p-value
+
+
+def summarize(record: dict[str, Any]) -> VerdictSummary:
+    """The short form of a stored verdict (:func:`verdict_record`)."""
     ranked = sorted(record["features"].items(), key=lambda kv: kv[1]["p_value"])[:TOP_FEATURES]
-    summary["top_features"] = {name: f["p_value"] for name, f in ranked}
-    return summary
+    return VerdictSummary.from_dict({**record, "top_features": {name: f["p_value"] for name, f in ranked}})
 
 
 def _feature_summary(result: Any) -> dict[str, Any]:
@@ -100,4 +125,4 @@ def _feature_summary(result: Any) -> dict[str, Any]:
             "drift": result.drift, "effect_size": result.effect_size, "effect_metric": result.effect_metric}
 
 
-__all__ = ["WindowTester", "verdict_record", "summarize", "now_iso", "TOP_FEATURES"]
+__all__ = ["WindowTester", "VerdictSummary", "verdict_record", "summarize", "now_iso", "TOP_FEATURES"]
