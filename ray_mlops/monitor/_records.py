@@ -52,4 +52,14 @@ def optional(kind: type[R], raw: dict[str, Any] | None) -> R | None:
     return None if raw is None else kind.from_dict(raw)
 
 
-__all__ = ["Record", "optional"]
+def dump_book(active: Record | None, history: list) -> dict[str, Any]:
+    """A book's running entry and ended ones in the checkpoint's layout (``active``, ``history``)."""
+    return {"active": None if active is None else active.to_dict(), "history": [h.to_dict() for h in history]}
+
+
+def load_book(active: type[R], ended: type[Record], raw: dict[str, Any]) -> tuple[R | None, list]:
+    """The running entry and the ended ones of a book written by :func:`dump_book`."""
+    return optional(active, raw.get("active")), [ended.from_dict(h) for h in raw.get("history", [])]
+
+
+__all__ = ["Record", "optional", "dump_book", "load_book"]

@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar
 
 from ray_mlops.config import Config
 from ray_mlops.errors import AliasMovedError, RayMlopsError
-from ray_mlops.monitor._records import Record, optional
+from ray_mlops.monitor._records import Record, dump_book, load_book
 from ray_mlops.monitor.store import MonitorStore
 from ray_mlops.monitor.tester import VerdictSummary
 from ray_mlops.registry import Registry
@@ -124,14 +124,12 @@ class ProbationBook:
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's layout of the book."""
-        return {"active": None if self.active is None else self.active.to_dict(),
-                "history": [p.to_dict() for p in self.history], "consecutive_rollbacks": self.consecutive_rollbacks}
+        return {**dump_book(self.active, self.history), "consecutive_rollbacks": self.consecutive_rollbacks}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "ProbationBook":
         """Read the book from a checkpoint (one from before probation has none: it starts fresh)."""
-        return cls(optional(Probation, raw.get("active")), [Probation.from_dict(p) for p in raw.get("history", [])],
-                   raw.get("consecutive_rollbacks", 0))
+        return cls(*load_book(Probation, Probation, raw), raw.get("consecutive_rollbacks", 0))
 
     def rollbacks(self) -> list[Probation]:
         """The last ended probations that rolled back (or failed to)."""

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Protocol
 
-from ray_mlops.monitor._records import Record, optional
+from ray_mlops.monitor._records import Record, dump_book, load_book
 from ray_mlops.monitor.tester import VerdictSummary, now_iso
 
 log = logging.getLogger(__name__)
@@ -116,13 +116,12 @@ class RetrainBook:
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's layout of the book."""
-        return {"active": None if self.active is None else self.active.to_dict(),
-                "history": [h.to_dict() for h in self.history]}
+        return dump_book(self.active, self.history)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RetrainBook":
         """Read the book from a checkpoint."""
-        return cls(optional(RetrainJob, raw.get("active")), [RetrainOutcome.from_dict(h) for h in raw.get("history", [])])
+        return cls(*load_book(RetrainJob, RetrainOutcome, raw))
 
 
 class RetrainTracker:

@@ -59,7 +59,7 @@ from ray_mlops.config import Config, ShadowConfig
 from ray_mlops.contracts import FEEDBACK_DIR, PREDICTIONS_DIR, read_partitioned, record_keys, with_shadow_columns
 from ray_mlops.errors import AliasMovedError, RayMlopsError
 from ray_mlops.gate_stats import paired_test
-from ray_mlops.monitor._records import Record, optional
+from ray_mlops.monitor._records import Record, dump_book, load_book
 from ray_mlops.monitor.drift import PerformanceDriftDetector
 from ray_mlops.registry import Registry
 from ray_mlops.storage import Storage
@@ -105,13 +105,12 @@ class ShadowBook:
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's layout of the book."""
-        return {"active": None if self.active is None else self.active.to_dict(),
-                "history": [t.to_dict() for t in self.history]}
+        return dump_book(self.active, self.history)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "ShadowBook":
         """Read the book from a checkpoint (one from before shadows has none: it starts fresh)."""
-        return cls(optional(ShadowTrial, raw.get("active")), [ShadowTrial.from_dict(t) for t in raw.get("history", [])])
+        return cls(*load_book(ShadowTrial, ShadowTrial, raw))
 
 
 # -- the statistics of one trial ------------------------------------------------------------
