@@ -70,15 +70,22 @@ def _summary(root: Path) -> dict[str, float]:
     }
 
 
+class Variants:
+    """The same seed under each drift control, each generated the first time a test asks for it."""
+
+    def __init__(self, root: Path):
+        self.root, self.paths = root, {}
+
+    def __getitem__(self, drift: str) -> Path:
+        if drift not in self.paths:
+            self.paths[drift] = self.root / drift
+            generate(self.paths[drift], GenerateSpec(entities=1500, seed=11, drift=drift))  # type: ignore[arg-type]
+        return self.paths[drift]
+
+
 @pytest.fixture(scope="module")
-def variants(tmp_path_factory) -> dict[str, Path]:
-    """The same seed under each drift control."""
-    root = tmp_path_factory.mktemp("variants")
-    paths = {}
-    for drift in ("none", "covariate", "prior", "concept"):
-        paths[drift] = root / drift
-        generate(paths[drift], GenerateSpec(entities=1500, seed=11, drift=drift))  # type: ignore[arg-type]
-    return paths
+def variants(tmp_path_factory) -> Variants:
+    return Variants(tmp_path_factory.mktemp("variants"))
 
 
 @pytest.mark.slow  # generates four datasets (~5 s)

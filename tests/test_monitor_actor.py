@@ -96,7 +96,7 @@ def test_a_worse_promoted_version_is_rolled_back_and_served_back_by_the_actor(ra
         wait_for(lambda: (_status(ray, actor).reference or {}).get("version") == "v1", timeout=30,
                  message="the monitor to follow v1")
         promote_retrained(monitored, storage, registry)
-        wait_for(lambda: (_status(ray, actor).probation or {}).get("version") == "v2", timeout=30,
+        wait_for(lambda: getattr(_status(ray, actor).probation, "version", None) == "v2", timeout=30,
                  message="v2 on probation")
         frame = records(monitored, monitored.traffic.iloc[:100], "v2")
         write_feedback(storage, frame, 1 - frame["prediction"].to_numpy())  # v2 is wrong on every row

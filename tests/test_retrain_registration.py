@@ -38,13 +38,18 @@ def _quick_search(calls: list):
     return search
 
 
-def test_a_retrained_version_has_the_lineage_of_a_trained_one(ray_session, sample_ingest, monitored, tmp_path):
+RETRAIN_ENTITIES = 200  # the sample's sources and schema, fewer machines: a quick real re-ingest
+
+
+def test_a_retrained_version_has_the_lineage_of_a_trained_one(ray_session, monitored, tmp_path):
+    from ray_mlops.data.generate import GenerateSpec, generate
     from ray_mlops.data.schema import latest_ingest
     from ray_mlops.monitor.retrain import retrain
     from ray_mlops.pipeline import register_search
 
     config, storage, registry = fresh_storage(monitored, tmp_path)
-    config = config.model_copy(update={"data": sample_ingest[0].data})
+    generate(tmp_path / "sources", GenerateSpec(entities=RETRAIN_ENTITIES, seed=5))
+    config = config.model_copy(update={"data": config.data.model_copy(update={"root": str(tmp_path / "sources")})})
     calls: list = []
     stream = io.StringIO()
     handler = show_progress(stream)
