@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serve_fixtures import fit_small_pipeline
+from serve_fixtures import fit_small_pipeline, plain_feature_table
 
 VERSION_C = 1.0
 
@@ -37,20 +37,6 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
-
-
-def plain_feature_table(config) -> pd.DataFrame:
-    """The feature table of ``config``'s generated sample data, without Ray (ordered by key)."""
-    from ray_mlops.data.online import featurize_instances
-    from ray_mlops.data.schema import feature_schema
-    from ray_mlops.traffic import raw_records
-
-    schema = feature_schema(config)
-    instances, labels = raw_records(config.data.root)
-    table = featurize_instances(config, instances, schema)
-    table.insert(0, schema.entity_key, [r[schema.entity_key] for r in instances])
-    table[schema.label] = np.asarray(labels, dtype=int)
-    return table.sort_values(schema.entity_key, kind="stable").reset_index(drop=True)
 
 
 @pytest.fixture(scope="session")

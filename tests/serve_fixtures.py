@@ -1,9 +1,10 @@
 """A registered production model, fast: for serving tests and the serving benchmark.
 
-``served_model`` (session scope) generates a small sample dataset, ingests it on the
-shared Ray, fits a small scikit-learn Pipeline on the feature table and registers it as
-``v1`` (with its reference rows as the ``reference.parquet`` profile file) promoted to
-production. ``serve_instance`` starts Serve once per test module on a free port and
+``served_model`` (session scope) generates a small sample dataset, builds its feature
+table with the online featurization (the code the batch ingest runs in its record step,
+without Ray: ``tests/test_ingest.py`` shows both give the same rows, and tests the ingest
+itself), fits a small scikit-learn Pipeline on it and registers it as ``v1`` (with its
+reference rows as the ``reference.parquet`` profile file) promoted to production. ``serve_instance`` starts Serve once per test module on a free port and
 deletes every application afterwards.
 
 Import them into a test module (``from serve_fixtures import served_model, ...``);
@@ -73,12 +74,24 @@ def register_version(served: ServedModel, C: float = 1.0, *, promote: bool = Tru
     return version
 
 
+def plain_feature_table(config) -> pd.DataFrame:
+    """The feature table of ``config``'s generated sample data, without Ray (ordered by key, as an ingest's)."""
+    from ray_mlops.data.online import featurize_instances
+    from ray_mlops.data.schema import feature_schema
+    from ray_mlops.traffic import raw_records
+
+    schema = feature_schema(config)
+    instances, labels = raw_records(config.data.root)
+    table = featurize_instances(config, instances, schema)
+    table.insert(0, schema.entity_key, [r[schema.entity_key] for r in instances])
+    table[schema.label] = np.asarray(labels, dtype=int)
+    return table.sort_values(schema.entity_key, kind="stable").reset_index(drop=True)
+
+
 def build_served_model(root: Path, entities: int = SERVE_ENTITIES) -> ServedModel:
-    """Generate, ingest (needs Ray), fit, register and promote: a servable registry."""
+    """Generate, featurize (no Ray), fit, register and promote: a servable registry."""
     from ray_mlops.config import load_config
     from ray_mlops.data.generate import GenerateSpec, generate
-    from ray_mlops.data.ingest import ingest
-    from ray_mlops.data.schema import read_feature_table
     from ray_mlops.registry import Registry
     from ray_mlops.storage import Storage
 
@@ -86,8 +99,7 @@ def build_served_model(root: Path, entities: int = SERVE_ENTITIES) -> ServedMode
     generate(data, GenerateSpec(entities=entities, seed=3))
     config = load_config(overrides={"data.root": str(data), "storage": str(root / "store")})
     storage = Storage(config.storage)
-    ingest(config, storage)
-    served = ServedModel(config, storage, Registry(storage, config.model_name), read_feature_table(storage), data)
+    served = ServedModel(config, storage, Registry(storage, config.model_name), plain_feature_table(config), data)
     register_version(served, C=1.0)
     return served
 
@@ -121,7 +133,7 @@ def raw_instances(served: ServedModel, n: int, seed: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def served_model(ray_session, tmp_path_factory) -> ServedModel:
+def served_model(tmp_path_factory) -> ServedModel:
     return build_served_model(tmp_path_factory.mktemp("served"))
 
 
