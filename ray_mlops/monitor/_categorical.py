@@ -190,11 +190,12 @@ def _distinct_counts(values: Any) -> tuple[list, np.ndarray]:
     """The distinct non-missing values of an array and how often each occurs."""
     if isinstance(getattr(values, "dtype", None), pd.StringDtype) and values.dtype.storage == "pyarrow":
         counted = pc.value_counts(pa.array(values))
-        uniques = counted.field("values").to_pylist()
+        distinct = counted.field("values")
+        uniques = distinct.to_pylist()
         per_unique = counted.field("counts").to_numpy().astype(np.int64)
-        present = [u is not None for u in uniques]
-        if all(present):
+        if distinct.null_count == 0:
             return uniques, per_unique
+        present = [u is not None for u in uniques]
         return [u for u in uniques if u is not None], per_unique[np.array(present)]
     codes, uniques = pd.factorize(values)
     per_unique = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:].astype(np.int64)
@@ -225,11 +226,13 @@ class CategoricalReference:
         the levels.
         """
         uniques, per_unique = _distinct_counts(values)
-        where = np.array([self._position.get(u, -1) for u in uniques], dtype=np.int64)
+        where = [self._position.get(u, -1) for u in uniques]
         counts = np.zeros(len(self.levels), dtype=np.int64)
+        if -1 not in where:  # every level seen in the reference
+            counts[where] = per_unique
+            return self.counts, counts, uniques
+        where = np.array(where, dtype=np.int64)
         counts[where[where >= 0]] = per_unique[where >= 0]
         extra = np.sort(per_unique[where < 0])[::-1]
-        if extra.size == 0:
-            return self.counts, counts, uniques
         return (np.concatenate([self.counts, np.zeros(len(extra), np.int64)]),
                 np.concatenate([counts, extra]), uniques)
