@@ -130,14 +130,14 @@ def stephens_p(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
 
 def _fast_rows(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
     """Where the band applies: large on both sides, still on scipy's exact path."""
-    n1, n2 = n1.astype(float), n2.astype(float)
+    n1, n2 = n1.astype(np.int64, copy=False), n2.astype(np.int64, copy=False)
     return ((np.minimum(n1, n2) >= FAST_MIN_N) & (n1 * n2 >= FAST_MIN_CELLS)
             & (np.maximum(n1, n2) <= MAX_EXACT_N))
 
 
 def _lattice_all(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorized :func:`_lattice_d`: (D on the lattice, h) per feature."""
-    n1, n2 = n1.astype(np.int64), n2.astype(np.int64)
+    n1, n2 = n1.astype(np.int64, copy=False), n2.astype(np.int64, copy=False)
     lcm = (n1 // np.gcd(n1, n2)) * n2
     h = np.round(d * lcm)
     return h / lcm, h.astype(np.int64)
@@ -153,7 +153,7 @@ def _banded(d: np.ndarray, n1: np.ndarray, n2: np.ndarray, thresholds: np.ndarra
     if rows.size == 0:
         return far, d[:0], d[:0]
     d_l, h = _lattice_all(d[rows], n1[rows], n2[rows])
-    approx = stephens_p(d_l, n1[rows].astype(float), n2[rows].astype(float))
+    approx = stephens_p(d_l, n1[rows], n2[rows])  # (integer sizes: the same floats)
     t = thresholds[rows]
     keep = ((approx <= t / BAND) | (approx >= t * BAND)) & (h > 0) & (t >= 1e-12)
     if _MEMO:  # a memoised exact p-value is free: report it
