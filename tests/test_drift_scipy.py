@@ -12,7 +12,8 @@ from scipy import stats
 from scipy.spatial import distance
 
 from ray_mlops.monitor import _ks, _multitest
-from ray_mlops.monitor._categorical import chi2_table, table_test
+from ray_mlops.monitor._categorical import (chi2_table, jensen_shannon, jensen_shannon_many,
+                                             table_test, table_tests)
 from ray_mlops.monitor._ks import NumericReference
 from ray_mlops.monitor.drift import DriftDetector
 
@@ -146,6 +147,26 @@ def test_pooled_table_is_tested_like_scipy() -> None:
     assert res.test == "chi2" and abs(res.p_value - expected.pvalue) <= 1e-12
     expected_counts = stats.contingency.expected_freq(res.table)
     assert expected_counts.min() >= 1 and (expected_counts < 5).mean() <= 0.2
+
+
+def test_tables_tested_together_equal_one_by_one() -> None:
+    """The batched chi-squared / Jensen–Shannon path (a detector's categorical features)
+    gives the single-table results: same test (chi2, pooled, Fisher, one level), same table."""
+    rng = np.random.default_rng(12)
+    pairs = []
+    for _ in range(300):
+        p = rng.dirichlet(np.ones(rng.integers(1, 8)) * rng.choice([0.3, 1.0, 5.0]))
+        ref, win = rng.multinomial(rng.integers(1, 3000), p), rng.multinomial(rng.integers(1, 300), p)
+        if rng.random() < 0.2:  # a level unseen in the reference
+            ref, win = np.append(ref, 0), np.append(win, rng.integers(1, 20))
+        if ref.sum() and win.sum():
+            pairs.append((ref, win))
+    for (ref, win), together, js in zip(pairs, table_tests(pairs), jensen_shannon_many(pairs)):
+        alone = table_test(ref, win)
+        assert together.test == alone.test and np.array_equal(together.table, alone.table)
+        assert together.p_value == pytest.approx(alone.p_value, rel=1e-12, abs=1e-15)
+        assert js == pytest.approx(jensen_shannon(ref, win), rel=1e-12, abs=1e-15)
+    assert {t.test for t in table_tests(pairs)} == {"chi2", "chi2 (one level)", "fisher"}
 
 
 def test_small_two_by_two_falls_back_to_fisher() -> None:
