@@ -56,9 +56,10 @@ def test_search_progress_counts_trials_and_keeps_the_best():
 def test_cli_ingest_prints_progress_per_source_without_a_tty(tmp_path):
     """Needs the Ray lock: the subprocess starts an embedded Ray. Per-source counts come while the records are read."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    from ray_mlops.data.generate import GenerateSpec, generate
+
     data = tmp_path / "data"
-    subprocess.run([str(BIN / "ray-mlops"), "generate", "--entities", "200", "--out", str(data)],
-                   env=env, check=True, capture_output=True, timeout=300)
+    generate(data, GenerateSpec(entities=200))  # what `ray-mlops generate --entities 200` writes
     config = tmp_path / "c.yaml"
     document = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
     document["storage"], document["data"]["root"] = str(tmp_path / "store"), str(data)
