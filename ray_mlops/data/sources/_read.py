@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray.data
 
 from ray_mlops.errors import DataError
+
+if TYPE_CHECKING:
+    import ray.data  # imported where a Dataset is built: reading a config needs no Ray Data
 
 #: Files read per task by ``read_files`` (``read_binary_files`` pays ~1 ms per file).
 FILES_PER_TASK = 1024
@@ -59,12 +61,16 @@ def files_per_task(listed: Any, cap: int = FILES_PER_TASK) -> int:
     (with the bucket count) sets how many files are staged: a task per 1 MB file would make
     that grow with the square of the data.
     """
+    import ray
+
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     average = max(1, listed.size // max(1, len(listed.paths)))
     return max(1, min(cap, TASK_BYTES // average, len(listed.paths) // (4 * cpus)))
 
 
 def _file_chunks(files: list[str], per_task: int) -> ray.data.Dataset:
+    import ray.data
+
     chunks = [json.dumps(files[i : i + per_task]) for i in range(0, len(files), per_task)]
     return ray.data.from_items([{"paths": chunk} for chunk in chunks], override_num_blocks=len(chunks))
 

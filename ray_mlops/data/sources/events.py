@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-import ray.data
 from pydantic import Field
 
 from ray_mlops.config import SourceSettings
@@ -26,6 +25,9 @@ from ray_mlops.data.sources.base import (
     key_text,
     matrix,
 )
+
+if TYPE_CHECKING:
+    import ray.data  # imported where a Dataset is built: reading a config needs no Ray Data
 
 
 class EventsSettings(SourceSettings):

@@ -14,12 +14,11 @@ import base64
 import functools
 import binascii
 import io
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 import pyspng
-import ray.data
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
@@ -40,6 +39,10 @@ from ray_mlops.data.sources.base import (
     entity_groups,
     key_from_path,
 )
+
+if TYPE_CHECKING:
+    import ray.data  # imported where a Dataset is built: reading a config needs no Ray Data
+
 
 IMAGE = "_image"  # a record's encoded image, kept for the embedding stage only
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import ray.data
 from pydantic import Field
 
 from ray_mlops.config import ColumnSpec, SourceSettings
@@ -16,6 +15,9 @@ from ray_mlops.data.quarantine import reject_frame
 from ray_mlops.data.sources._read import check_columns, csv_header, parquet_columns, read_parquet_files
 from ray_mlops.data.sources._request import FiniteFloat, Int64
 from ray_mlops.data.sources.base import Columns, FeatureKind, RecordError, SourceType, Split, empty_rejects, field_path, key_text
+
+if TYPE_CHECKING:
+    import ray.data  # imported where a Dataset is built: reading a config needs no Ray Data
 
 
 class TableSettings(SourceSettings):
@@ -123,6 +125,8 @@ class TableSource(SourceType):
                 check_columns(csv_header(listed.fs, path), needed, self.name, path)
             options = pacsv.ConvertOptions(column_types={c: pa.string() for c in needed}, include_columns=needed,
                                            strings_can_be_null=True)
+            import ray.data
+
             return ray.data.read_csv(listed.paths, filesystem=listed.fs, convert_options=options)
         for path in listed.paths:
             check_columns(parquet_columns(listed.fs, path), needed, self.name, path)

@@ -8,15 +8,14 @@ character counts, the share of common English words, keyword hits, hashed word b
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-import ray.data
 from pydantic import Field
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ray_mlops.config import SourceSettings
 from ray_mlops.data.grouped import Groups
@@ -35,6 +34,18 @@ from ray_mlops.data.sources.base import (
     key_from_path,
     matrix,
 )
+
+if TYPE_CHECKING:
+    import ray.data  # imported where a Dataset is built: reading a config needs no Ray Data
+
+
+@functools.cache
+def _stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words (imported once, when a text is first counted)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return ENGLISH_STOP_WORDS
+
 
 _WORD = re.compile(r"[a-z0-9]+")
 JOIN = "\n"
@@ -78,7 +89,8 @@ class TextSource(MultiRecordSource):
         hashed = [0.0] * s.hash_features
         for word in words if s.hash_features else ():
             hashed[zlib.crc32(word.encode()) % s.hash_features] += 1.0
-        common = sum(word in ENGLISH_STOP_WORDS for word in words)
+        stop = _stop_words()
+        common = sum(word in stop for word in words)
         return [1.0, float(len(words)), float(len(text)), *(float(words.count(k)) for k in s.keywords), *hashed, float(common)]
 
     def count_matrix(self, texts: list[str]) -> np.ndarray:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional, Union
 
 import numpy as np
 import pandas as pd
-import ray.data
 from pydantic import Field
 
 from ray_mlops.config import SourceSettings
@@ -18,6 +17,10 @@ from ray_mlops.data.quarantine import reject_frame
 from ray_mlops.data.sources._read import check_columns, files_per_task, parquet_columns, read_parquet_files
 from ray_mlops.data.sources._request import MAX_ITEMS_PER_FIELD, FiniteFloat, Text, typed_record
 from ray_mlops.data.sources.base import Columns, FeatureKind, Invalid, MultiRecordSource, Split, empty_rejects, entity_groups, key_text, matrix
+
+if TYPE_CHECKING:
+    import ray.data  # imported where a Dataset is built: reading a config needs no Ray Data
+
 
 STATS = ["mean", "std", "min", "max", "last", "slope"]
 
