@@ -9,7 +9,7 @@ All three serve the same registered Pipeline on the same raw request format:
 - ``serve`` / ``serve-nolog``: our Serve app, one replica (``--replicas``), prediction log on and off;
 - ``handle``: the same app called from Python through a ``DeploymentHandle``
   (``predict_records``: no HTTP, no proxy), prediction log on.
-- ``serve-direct``: our app at its replica's own HTTP port, skipping the proxy, when Serve's direct
+- ``serve-direct``: our app at its replicas' own HTTP ports (clients spread over them), skipping the proxy, when Serve's direct
   ingress is on (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` or ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` in the
   environment that starts Ray; measured only then);
 - ``serve-shadow`` (with ``--shadow``): our app with a second version loaded as a shadow beside
@@ -111,16 +111,18 @@ async def _client(http: httpx.AsyncClient, url: str, bodies: list, stop: float, 
         i += 1
 
 
-async def _drive(url: str, bodies: list, clients: int, seconds: float, roles: dict[str, list[int]]) -> list:
-    """(results, elapsed seconds, CPU seconds of each role's processes) of the measured part, after a 1 s warm-up."""
+async def _drive(urls: list[str], bodies: list, clients: int, seconds: float, roles: dict[str, list[int]]) -> list:
+    """(results, elapsed seconds, CPU seconds of each role's processes) of the measured part, after a 1 s warm-up;
+    client ``i`` posts to ``urls[i % len(urls)]``."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         warm: list = []
-        await asyncio.gather(*(_client(http, url, bodies, time.perf_counter() + 1.0, warm) for _ in range(clients)))
+        await asyncio.gather(*(_client(http, urls[i % len(urls)], bodies, time.perf_counter() + 1.0, warm)
+                               for i in range(clients)))
         out: list = []
         before = _cpu_of(roles)
         started = time.perf_counter()
-        await asyncio.gather(*(_client(http, url, bodies, started + seconds, out) for _ in range(clients)))
+        await asyncio.gather(*(_client(http, urls[i % len(urls)], bodies, started + seconds, out) for i in range(clients)))
         elapsed = time.perf_counter() - started
         after = _cpu_of(roles)
         return [out, elapsed, {role: after[role] - before[role] for role in roles}]
@@ -139,13 +141,14 @@ def _cell(server: str, per_request: int, clients: int, elapsed: float, results: 
             "p99_ms": float(np.percentile(latencies, 99)) if done else float("nan")}
 
 
-def measure(server: str, url: str, instances: list, per_request: int, clients: int, seconds: float,
+def measure(server: str, url: str | list[str], instances: list, per_request: int, clients: int, seconds: float,
             pids: dict[str, list[int]] | None = None) -> dict:
-    """One HTTP cell: ``clients`` concurrent clients posting ``per_request`` instances each; with ``pids``
-    (role -> processes, e.g. the proxy and the replica), also each role's CPU milliseconds per request."""
+    """One HTTP cell: ``clients`` concurrent clients posting ``per_request`` instances each (spread over ``url``
+    when it is a list); with ``pids`` (role -> processes, e.g. the proxy and the replica), also each role's
+    CPU milliseconds per request."""
     bodies = [json.dumps({"instances": batch}).encode() for batch in request_batches(instances, per_request)]
     roles = dict(pids or {}, client=[os.getpid()])
-    out, elapsed, cpu = asyncio.run(_drive(url, bodies, clients, seconds, roles))
+    out, elapsed, cpu = asyncio.run(_drive(url if isinstance(url, list) else [url], bodies, clients, seconds, roles))
     cell = _cell(server, per_request, clients, elapsed, out)
     done = max(1, sum(1 for ok, _ in out if ok))
     cell["cpu_ms_per_request"] = {role: round(seconds_used * 1000 / done, 2) for role, seconds_used in cpu.items()}
@@ -278,14 +281,14 @@ def _serve_cells(plan: Plan, served, port: int, instances: list, bare: tuple[str
         if label == "serve-shadow":
             serving.set_shadow(config, register_version(served, C=0.5, promote=False))
         pids = _serve_pids()
-        direct = direct_url(config.serve.app_name, port) if label == "serve" else None
+        direct = [u + "/predict" for u in direct_urls(config.serve.app_name, port)] if label == "serve" else []
         cells = [(label, lambda n, c: measure(label, url, instances, n, c, plan.seconds, pids))]
         if label == "serve":
             cells.insert(0, ("bare", lambda n, c: measure("bare", bare[0], instances, n, c, plan.seconds,
                                                           {"bare": [bare[1]]})))
             cells.append(("handle", lambda n, c: measure_handle(config.serve.app_name, instances, n, c, plan.seconds)))
-            if direct is not None:
-                cells.append(("serve-direct", lambda n, c: measure("serve-direct", direct + "/predict", instances, n, c,
+            if direct:  # the clients spread over the replicas' ports (no load balancer in front)
+                cells.append(("serve-direct", lambda n, c: measure("serve-direct", direct, instances, n, c,
                                                                    plan.seconds, {"replica": pids["replica"]})))
         for per_request in plan.sizes:
             for clients in plan.clients:
@@ -356,16 +359,16 @@ def _serve_pids() -> dict[str, list[int]]:
     return pids
 
 
-def direct_url(app_name: str, proxy_port: int) -> str | None:
-    """The app's replica's own HTTP address when Serve's direct ingress is on (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``)."""
+def direct_urls(app_name: str, proxy_port: int) -> list[str]:
+    """The app's replicas' own HTTP addresses when Serve's direct ingress is on (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``)."""
     from ray.serve.context import _get_global_client
 
+    urls = []
     for group in _get_global_client().get_serve_details().get("target_groups", []):
         if group.get("app_name") in (app_name, "", None) and str(group.get("protocol")).upper().endswith("HTTP"):
-            for target in group.get("targets", []):
-                if target.get("port") not in (None, proxy_port):
-                    return f"http://127.0.0.1:{target['port']}"
-    return None
+            urls += [f"http://127.0.0.1:{t['port']}" for t in group.get("targets", [])
+                     if t.get("port") not in (None, proxy_port)]
+    return sorted(set(urls))
 
 
 def _top(collapsed: str, n: int = 15) -> list[tuple[str, float, float]]:
@@ -400,7 +403,8 @@ def profile(plan: Plan) -> None:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         config = serve_config_for(served, port, min_replicas=1, max_replicas=1, num_cpus=1, max_instances=1000)
-        url = serving.deploy(config) + "/predict"
+        base = serving.deploy(config)
+        url = (direct_urls(config.serve.app_name, port) or [base])[0] + "/predict"  # a replica's own port with direct ingress
         spy = Path(sys.executable).with_name("py-spy")
         for per_request, clients in ((100, 8), (1, 1)):
             outs = {}
@@ -412,7 +416,7 @@ def profile(plan: Plan) -> None:
             cell = measure("serve", url, instances, per_request, clients, plan.seconds + 1, _serve_pids())
             for role, proc in spies.items():
                 proc.wait(timeout=120)
-                print(f"\n== {role}, {per_request} instances/request, {clients} clients: "
+                print(f"\n== {role} ({url}), {per_request} instances/request, {clients} clients: "
                       f"{cell['rows_per_s']:.0f} rows/s, p50 {cell['p50_ms']:.1f} ms; CPU ms/request: {_cpu_text(cell)} ==")
                 print(f"{'self':>6} {'total':>6}  function")
                 for name, own, inclusive in _top(outs[role].read_text() if outs[role].exists() else ""):
