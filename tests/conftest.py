@@ -34,6 +34,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPAT
 def _start_local_ray() -> None:
     import ray
 
+    from ray_mlops.runtime import local_system_config
+
     if ray.is_initialized():
         return
     ray.init(
@@ -44,6 +46,7 @@ def _start_local_ray() -> None:
         _node_ip_address="127.0.0.1",
         log_to_driver=False,
         ignore_reinit_error=True,
+        _system_config=local_system_config(2),  # as an embedded Ray of ray_mlops: idle workers for each pool
     )
 
 

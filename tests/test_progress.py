@@ -71,7 +71,7 @@ def test_cli_ingest_prints_progress_per_source_without_a_tty(tmp_path):
     assert any("ingest: reading" in line for line in lines), done.stderr
     from ray_mlops.config import load_config
 
-    staged = next(i for i, line in enumerate(lines) if "records staged" in line)
+    staged = next(i for i, line in enumerate(lines) if "records read and joined" in line)
     for source in load_config(config).data.sources:
         finals = [re.search(rf"ingest: {source.name} done: read (\d+), accepted \d+, quarantined \d+", line) for line in lines]
         final = next(m for m in finals if m)

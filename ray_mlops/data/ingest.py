@@ -3,16 +3,18 @@
 Per source, streaming and in parallel blocks:
 
     read ─► record step (validate, featurize one record; rejects → quarantine)
-         ─► hash-partition by entity key ─► entity step (one row per entity)
+         ─► hash shuffle by entity key (Ray Data ``repartition(keys=...)``)
+         ─► entity step (one row per entity; its rejects → quarantine)
 
-then a full outer join of all sources on the entity key, a last check (every row has a
-label), and the table, reference sample, profile and report are written under
-``features/<fingerprint>/``. ``features/latest.json`` is replaced only after everything
+then Ray Data's ``Dataset.join`` (full outer, on the entity key) of all sources and a last
+check (every row has a label), all in one streaming execution. The table, reference
+sample, profile and report are written under ``features/<fingerprint>/``. ``features/latest.json`` is replaced only after everything
 else succeeded. Nothing is collected on the driver but counts and a bounded sample.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -44,102 +46,62 @@ from ray_mlops.storage import Storage
 log = logging.getLogger(__name__)
 
 ENTITY_SOURCE = "entities"
-BUCKET = "_bucket"
-SOURCE = "_source"
 COUNTS = "_counts"
-BUCKET_BYTES = 32 << 20
+#: Bytes of a source's input per partition of its shuffle by key (at least one partition per CPU).
+PARTITION_BYTES = 64 << 20
+MAX_PARTITIONS = 256
 
 
 # -- the record and entity steps ----------------------------------------------------
-def bucket_of(keys: pd.Series, buckets: int) -> np.ndarray:
-    """A stable bucket per key (the same in every process and on every machine)."""
-    hashed = pd.util.hash_pandas_object(keys.astype(str), index=False).to_numpy()
-    return (hashed % np.uint64(buckets)).astype("int64")
-
-
 class _RecordStep:
     """A picklable map_batches callable: a source's record step, rejects to the quarantine, counts to ``recorder``."""
 
-    def __init__(self, source: SourceType, quarantine: Quarantine, buckets: int, recorder: Recorder):
-        self.source, self.quarantine, self.buckets, self.recorder = source, quarantine, buckets, recorder
+    def __init__(self, source: SourceType, quarantine: Quarantine, recorder: Recorder):
+        self.source, self.quarantine, self.recorder = source, quarantine, recorder
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         good, rejects = self.source.records(batch)
         self.quarantine.write(rejects)
         files = batch["path"].nunique() if "path" in batch else 0
         self.recorder.add(self.source.name, int(files), len(good), len(rejects))
-        good[BUCKET] = bucket_of(good[self.source.key], self.buckets)
-        good[SOURCE] = self.source.name
         return good
 
 
-@dataclass(frozen=True)
-class Staging:
-    """Where and how records are staged: the quarantine, the staging folder, the bucket count, the progress recorder."""
+class _EntityStep:
+    """All records of some entities (one partition of the shuffle by key) → their entity rows.
 
-    quarantine: Quarantine
-    storage: Storage
-    buckets: int
-    recorder: Recorder = field(default_factory=lambda: Recorder(None))
-
-
-def staged_records(source: SourceType, listed: SourceFiles, staging: Staging) -> ray.data.Dataset:
-    """One source read with Ray Data → its good records, tagged with source and bucket.
-
-    A file source's record step fuses with its read, and a fused batch size is also the
-    minimum number of *input* rows (chunks of files) per task: such sources use
-    ``record_batch_size = None`` (one read task's output) so they run on every core.
+    The entity step's rejects go to the quarantine and the number of records the rows
+    hold to ``counts/<source>/<digest of the keys>.json``: a retried task rewrites the
+    same file, so the sum read back afterwards is exact.
     """
-    step = _RecordStep(source, staging.quarantine, staging.buckets, staging.recorder)
-    records = source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
-    return source.after_records(records)
 
+    def __init__(self, source: SourceType, quarantine: Quarantine, counts: Storage):
+        self.source, self.quarantine, self.counts = source, quarantine, counts
 
-def stage_all(sources: list[SourceType], listed: dict[str, SourceFiles], staging: Staging) -> None:
-    """Read every source in one Ray Data execution; write records by source and key bucket."""
-    parts = [staged_records(s, listed[s.name], staging) for s in sources]
-    combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    combined.write_parquet(staging.storage.path(), filesystem=staging.storage.fs, partition_cols=[SOURCE, BUCKET])
-
-
-def _read_bucket(staging: Storage, source: str, bucket: int) -> pd.DataFrame | None:
-    folder = f"{SOURCE}={source}/{BUCKET}={bucket}"
-    if not staging.exists(folder):
-        return None
-    dataset = pads.dataset(staging.path(folder), filesystem=staging.fs, format="parquet")
-    return dataset.to_table().to_pandas()
-
-
-class _BucketStep:
-    """One bucket of every source → entity rows per source → merged, checked feature rows."""
-
-    def __init__(self, sources: list[SourceType], schema: FeatureSchema, staging: Storage, quarantine: Quarantine):
-        self.sources, self.schema, self.staging, self.quarantine = sources, schema, staging, quarantine
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
-        parts = [self._bucket(int(b)) for b in batch["id"]]
-        return pd.concat(parts, ignore_index=True)
-
-    def _bucket(self, bucket: int) -> pd.DataFrame:
-        key = self.schema.entity_key
-        accepted, merged = {}, pd.DataFrame({key: pd.Series(dtype=object)})
-        for source in self.sources:
-            entities = self._entities(source, bucket)
-            accepted[source.name] = source.accepted(entities)
-            merged = merged.merge(entities, on=key, how="outer")
-        self.staging.write_json(f"{COUNTS}/{bucket}.json", accepted)
-        return self._finish(merged)
-
-    def _entities(self, source: SourceType, bucket: int) -> pd.DataFrame:
-        key = self.schema.entity_key
-        staged = _read_bucket(self.staging, source.name, bucket)
-        if staged is None:
-            return pd.DataFrame({key: pd.Series(dtype=object)})
-        rows, rejects = source.entities(staged.drop(columns=[BUCKET, SOURCE], errors="ignore"))
+    def __call__(self, records: pd.DataFrame) -> pa.Table:
+        rows, rejects = self.source.entities(records.reset_index(drop=True))
         self.quarantine.write(rejects)
-        return rows
+        keys = np.sort(records[self.source.key].to_numpy(dtype=str))
+        digest = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:32]
+        self.counts.write_json(f"{self.source.name}/{digest}.json", self.source.accepted(rows))
+        return typed_nulls(pa.Table.from_pandas(rows, preserve_index=False))
 
-    def _finish(self, frame: pd.DataFrame) -> pd.DataFrame:
+
+def typed_nulls(table: pa.Table) -> pa.Table:
+    """Columns Arrow typed ``null`` (no value in this block: an empty partition) as strings, so blocks join."""
+    for i, column in enumerate(table.schema):
+        if pa.types.is_null(column.type):
+            table = table.set_column(i, column.name, table.column(i).cast(pa.string()))
+    return table
+
+
+class _Finish:
+    """Joined entity rows → labeled rows in the schema's columns; the unlabeled ones to the quarantine."""
+
+    def __init__(self, schema: FeatureSchema, quarantine: Quarantine):
+        self.schema, self.quarantine = schema, quarantine
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         label = self.schema.label
         if label not in frame:
             frame[label] = np.nan
@@ -150,18 +112,44 @@ class _BucketStep:
         return cast_features(ordered, self.schema)
 
 
-def build_table(sources: list[SourceType], schema: FeatureSchema, staging: Staging) -> ray.data.Dataset:
-    """Every bucket in parallel with Ray Data → the feature table (not yet executed)."""
-    step = _BucketStep(sources, schema, staging.storage, staging.quarantine)
-    buckets = staging.buckets
-    return ray.data.range(buckets, override_num_blocks=buckets).map_batches(step, batch_size=1, batch_format="numpy")
+@dataclass(frozen=True)
+class Steps:
+    """What the steps write besides their rows: the quarantine, the accepted counts, the progress recorder."""
+
+    quarantine: Quarantine
+    counts: Storage
+    recorder: Recorder = field(default_factory=lambda: Recorder(None))
 
 
-def _bucket_count(listed: dict[str, SourceFiles]) -> int:
-    """Enough buckets to keep every core busy and each bucket's records small."""
-    total = sum(files.size for files in listed.values())
+def source_entities(source: SourceType, listed: SourceFiles, steps: Steps) -> ray.data.Dataset:
+    """One source read with Ray Data → one row per entity (not yet executed).
+
+    read → record step → (its batch stages) → hash shuffle by key (all records of an entity
+    in one block) → entity step. A file source's record step fuses with its read, and a
+    fused batch size is also the minimum number of *input* rows (chunks of files) per
+    task: such sources use ``record_batch_size = None`` (one read task's output).
+    """
+    step = _RecordStep(source, steps.quarantine, steps.recorder)
+    records = source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
+    grouped = source.after_records(records).repartition(_partitions(listed.size), keys=[source.key])
+    return grouped.map_batches(_EntityStep(source, steps.quarantine, steps.counts), batch_format="pandas", batch_size=None)
+
+
+def build_table(sources: list[SourceType], listed: dict[str, SourceFiles], schema: FeatureSchema,
+                steps: Steps) -> ray.data.Dataset:
+    """Every source's entity rows, full-outer joined on the key (Ray Data ``Dataset.join``), checked (not yet executed)."""
+    partitions = _partitions(sum(files.size for files in listed.values()))
+    joined = source_entities(sources[0], listed[sources[0].name], steps)
+    for source in sources[1:]:
+        right = source_entities(source, listed[source.name], steps)
+        joined = joined.join(right, "full_outer", partitions, on=(schema.entity_key,))
+    return joined.map_batches(_Finish(schema, steps.quarantine), batch_format="pandas", batch_size=None)
+
+
+def _partitions(size: int) -> int:
+    """Partitions of a shuffle of ``size`` input bytes: every core busy, each partition's records small."""
     cpus = int(ray.cluster_resources().get("CPU", 2))
-    return max(cpus, min(512, total // BUCKET_BYTES + 1))
+    return max(cpus, min(MAX_PARTITIONS, size // PARTITION_BYTES + 1))
 
 
 def _reject_rate_problems(counts: dict[str, dict[str, int]], limit: float) -> list[str]:
@@ -253,23 +241,20 @@ def ingest(config: Config, storage: Storage) -> IngestResult:
 
 
 def _write_table(plan: _Plan, storage: Storage, quarantine: Quarantine) -> dict[str, int]:
-    """Stage every source's records, build the table from them; the accepted records per source."""
-    staging_storage = storage.child(plan.folder, "staging")
-    buckets = _bucket_count(plan.listed)
+    """Read, featurize and join every source in one Ray Data execution; the accepted records per source."""
+    counts = storage.child(plan.folder, COUNTS)
     progress("ingest: reading %d sources (%d files)", len(plan.sources), sum(len(f.paths) for f in plan.listed.values()))
     try:
         with _unreserved_operators(), quiet_cpu_warning():
             with LiveCounts([s.name for s in plan.sources]) as live:
-                staging = Staging(quarantine, staging_storage, buckets, live.recorder)
-                stage_all(plan.sources, plan.listed, staging)
-            progress("ingest: records staged; joining %d buckets into the feature table", buckets)
-            table = build_table(plan.sources, plan.schema, staging)
-            table.write_parquet(storage.path(plan.folder, "table"), filesystem=storage.fs)
-        return _sum_counts(staging_storage, buckets)
+                table = build_table(plan.sources, plan.listed, plan.schema, Steps(quarantine, counts, live.recorder))
+                table.write_parquet(storage.path(plan.folder, "table"), filesystem=storage.fs)
+            progress("ingest: records read and joined into the feature table")
+        return _sum_counts(counts, plan.sources)
     except ray.exceptions.RayError as exc:
         raise DataError(f"ingest failed: {_root_cause(exc)}") from exc
     finally:
-        staging_storage.delete("")
+        counts.delete("")
 
 
 def _publish(storage: Storage, plan: _Plan, result: IngestResult, report: dict[str, Any], sample: int) -> IngestResult:
@@ -339,12 +324,9 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _sum_counts(staging: Storage, buckets: int) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for bucket in range(buckets):
-        for name, count in staging.read_json(f"{COUNTS}/{bucket}.json").items():
-            total[name] = total.get(name, 0) + int(count)
-    return total
+def _sum_counts(counts: Storage, sources: list[SourceType]) -> dict[str, int]:
+    """The accepted records per source: the sum of its entity step's count files."""
+    return {s.name: sum(int(counts.read_json(f"{s.name}/{f}")) for f in counts.list(s.name)) for s in sources}
 
 
 def _table_rows(storage: Storage, folder: str) -> int:
@@ -387,4 +369,4 @@ def _count_summary(ordered: list[SourceType], accepted: dict[str, int], rejected
     return counts
 
 
-__all__ = ["ingest", "profile_of", "stage_all", "build_table"]
+__all__ = ["ingest", "profile_of", "source_entities", "build_table"]

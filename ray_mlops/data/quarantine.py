@@ -1,8 +1,9 @@
 """Quarantine: rejected records, each with its source and reason, written next to the table.
 
 Rejects are written from inside Ray Data tasks. The file name is the hash of the rejected
-rows, so a retried task rewrites the same file instead of duplicating records, and the
-counts read back afterwards are exact.
+rows (in any order: a retried task after a shuffle may see its rows reordered), so a
+retried task rewrites the same file instead of duplicating records, and the counts read
+back afterwards are exact.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Quarantine:
         sink = io.BytesIO()
         pq.write_table(table, sink)
         data = sink.getvalue()
-        name = hashlib.sha256(rejects.to_csv(index=False).encode()).hexdigest()[:32]
+        lines = sorted(rejects[REJECT_COLUMNS].to_csv(index=False, header=False).splitlines())
+        name = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
         self.storage.write_bytes(f"{self.folder}/{rejects['source'].iloc[0]}/{name}.parquet", data)
 
     def read(self) -> pd.DataFrame:

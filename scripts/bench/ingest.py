@@ -7,9 +7,8 @@
    chunk of small files, read and put through the source type's own record step; the
    good records concatenated, one entity step per source, outer merges on the key), each
    in its own process so that each one's peak memory (max RSS) is measured separately.
-3. At sizes up to ``--ray-join-max``: the same ingest with Ray Data's own operators
-   (a hash ``repartition`` by key before each source's entity step, then
-   ``Dataset.join`` of the sources) instead of our bucketed staging and join.
+   Ours runs on Ray Data's own operators: per source a hash ``repartition`` by key before
+   the entity step, then ``Dataset.join`` of the sources, in one streaming execution.
 
     .venv/bin/python scripts/bench/ingest.py                      # 10k and 100k entities
     .venv/bin/python scripts/bench/ingest.py --sizes 100000 1000000 --modalities table,events,timeseries \
@@ -56,8 +55,10 @@ def _start_ray() -> None:
 
     import ray
 
+    from ray_mlops.runtime import local_system_config
+
     ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
+             logging_level=logging.WARNING, _system_config=local_system_config(2))
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
@@ -105,7 +106,7 @@ def _pandas_source(source, path: Path):
     return source.entities(good)[0]
 
 
-# -- ours, and the same with Ray Data's own shuffle and join ----------------------------
+# -- ours -----------------------------------------------------------------------------
 def ours_ingest(root: Path, storage: Path) -> int:
     from ray_mlops.data.ingest import ingest
     from ray_mlops.storage import Storage
@@ -113,51 +114,7 @@ def ours_ingest(root: Path, storage: Path) -> int:
     return ingest(_config(root, storage), Storage(str(storage))).rows
 
 
-class _Entities:
-    """All records of some entities (one hash partition) → their entity rows."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def __call__(self, batch):
-        return self.source.entities(batch)[0]
-
-
-class _Labeled:
-    def __init__(self, schema):
-        self.schema = schema
-
-    def __call__(self, batch):
-        from ray_mlops.data.schema import cast_features
-
-        return cast_features(batch[batch[self.schema.label].notna()], self.schema)
-
-
-def ray_join_ingest(root: Path, storage: Path) -> int:
-    """Each source: read, record step, hash repartition by key, entity step; then ``Dataset.join`` of all sources."""
-    import pandas as pd
-    import ray
-
-    from ray_mlops.data.fingerprint import list_sources
-    from ray_mlops.data.schema import feature_schema
-    from ray_mlops.data.sources import sources_of
-
-    config = _config(root, storage)
-    key, schema, listed = config.data.entity_key, feature_schema(config), list_sources(config)
-    partitions = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
-    joined = None
-    for source in sources_of(config):
-        records = source.read(listed[source.name]).map_batches(
-            lambda batch, s=source: s.records(batch)[0], batch_format="pandas", batch_size=source.record_batch_size)
-        entities = records.repartition(partitions, keys=[key]).map_batches(
-            _Entities(source), batch_format="pandas", batch_size=None)
-        joined = entities if joined is None else joined.join(entities, "full_outer", partitions, on=(key,))
-    table = joined.map_batches(_Labeled(schema), batch_format="pandas", batch_size=None)
-    table.write_parquet(str(storage / "table"))
-    return int(sum(len(pd.read_parquet(p)) for p in (storage / "table").glob("*.parquet")))
-
-
-IMPLEMENTATIONS = {"ours": ours_ingest, "pandas": pandas_ingest, "ray_join": ray_join_ingest}
+IMPLEMENTATIONS = {"ours": ours_ingest, "pandas": pandas_ingest}
 
 
 def run_one(kind: str, root: Path, storage: Path) -> None:
@@ -217,8 +174,6 @@ class Cell:
     ratio: float
     driver_peak_mb: float
     baseline_peak_mb: float
-    ray_join_seconds: float | None = None
-    ray_join_peak_mb: float | None = None
 
 
 def _dataset(work: Path, size: int, modalities: tuple[str, ...]) -> Path:
@@ -251,7 +206,7 @@ def _print_format_reads(root: Path, size: int) -> None:
     ray.shutdown()
 
 
-def _measure(work: Path, size: int, modalities: tuple[str, ...], ray_join: bool) -> Cell:
+def _measure(work: Path, size: int, modalities: tuple[str, ...]) -> Cell:
     root = _dataset(work, size, modalities)
     ours = _child("ours", root, work / f"store-{size}")
     base = _child("pandas", root, work / f"base-{size}")
@@ -260,28 +215,16 @@ def _measure(work: Path, size: int, modalities: tuple[str, ...], ray_join: bool)
                 round(ours["seconds"] / base["seconds"], 3), round(ours["peak_rss_mb"]), round(base["peak_rss_mb"]))
     print(f"\n{size} entities: ours {cell.seconds:.1f}s (driver peak {cell.driver_peak_mb:.0f} MB), pandas "
           f"{cell.baseline_seconds:.1f}s (peak {cell.baseline_peak_mb:.0f} MB), ratio {cell.ratio:.2f}", flush=True)
-    if ray_join:
-        try:
-            joined = _child("ray_join", root, work / f"rayjoin-{size}")
-        except subprocess.CalledProcessError as exc:  # report it and go on: the other figures stand
-            print(f"Ray Data join failed at {size} entities:\n{exc.stderr[-3000:]}", flush=True)
-            return cell
-        assert joined["rows"] == ours["rows"], (joined, ours)
-        cell.ray_join_seconds, cell.ray_join_peak_mb = round(joined["seconds"], 2), round(joined["peak_rss_mb"])
-        print(f"{size} entities: Ray Data's repartition + Dataset.join {cell.ray_join_seconds:.1f}s "
-              f"(driver peak {cell.ray_join_peak_mb:.0f} MB) = {joined['seconds'] / ours['seconds']:.2f}x ours", flush=True)
     return cell
 
 
 def _print_table(cells: list[Cell]) -> None:
     print("\nwhole multi-source ingest (ours = Ray Data on 2 CPUs, baseline = single-process pandas)")
     print(f"{'entities':>9} {'ours s':>8} {'pandas s':>9} {'ratio':>6} {'ours driver MB':>15} {'pandas MB':>10} "
-          f"{'s per 1k':>9} {'ray join s':>11} {'join/ours':>10}")
+          f"{'s per 1k':>9}")
     for c in cells:
-        joined = (f"{c.ray_join_seconds:>11.1f} {c.ray_join_seconds / c.seconds:>10.2f}" if c.ray_join_seconds
-                  else f"{'-':>11} {'-':>10}")
         print(f"{c.entities:>9} {c.seconds:>8.1f} {c.baseline_seconds:>9.1f} {c.ratio:>6.2f} {c.driver_peak_mb:>15.0f} "
-              f"{c.baseline_peak_mb:>10.0f} {1000 * c.seconds / c.entities:>9.3f} {joined}")
+              f"{c.baseline_peak_mb:>10.0f} {1000 * c.seconds / c.entities:>9.3f}")
     for small, large in zip(cells, cells[1:]):
         print(f"{small.entities} → {large.entities} entities: time x{large.seconds / small.seconds:.1f} "
               f"for x{large.entities / small.entities:.0f} the entities")
@@ -293,7 +236,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--modalities", default=",".join(MODALITIES), help="generated sources (as ray-mlops generate)")
-    parser.add_argument("--ray-join-max", type=int, default=100_000, help="measure Ray Data's join up to this size")
     parser.add_argument("--no-format-reads", action="store_true", help="skip the per-format read comparison")
     parser.add_argument("--work", type=Path, help="folder for generated data (kept and reused across runs)")
     parser.add_argument("--json", type=Path, help="write the cells here")
@@ -307,7 +249,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if not args.no_format_reads:
         _print_format_reads(_dataset(work, args.sizes[0], modalities), args.sizes[0])
-    cells = [_measure(work, size, modalities, size <= args.ray_join_max) for size in args.sizes]
+    cells = [_measure(work, size, modalities) for size in args.sizes]
     _print_table(cells)
     if args.json:
         args.json.write_text(json.dumps([asdict(c) for c in cells], indent=2) + "\n", encoding="utf-8")
