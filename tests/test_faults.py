@@ -169,7 +169,7 @@ def test_ingest_with_a_node_lost_mid_read_completes_or_leaves_no_table(cluster, 
     generate(root, GenerateSpec(entities=INGEST_ENTITIES, seed=5))
     config = load_config(overrides={"data.root": str(root), "storage": str(store)})
     storage = Storage(config.storage)
-    reading = lambda: any(store.glob("features/*/run-*/staging/*/*/*.parquet"))  # noqa: E731  records are landing
+    reading = lambda: any(store.glob("features/*/run-*/_counts/*/*.json"))  # noqa: E731  entity rows are landing
     crasher = Crasher(cluster, worker, reading)
     crasher.start()
     started = time.monotonic()

@@ -56,8 +56,8 @@ def test_a_reingest_of_unchanged_data_leaves_the_table_a_reader_streams_intact(f
     expected = read_feature_table(storage, first)
     stop, reads, errors = threading.Event(), [], []
 
-    def reader():  # streams the first table batch by batch, over and over
-        while not stop.is_set():
+    def reader():  # streams the first table batch by batch, over and over (a breath between reads:
+        while not stop.wait(0.02):  # a reader that never yields the GIL starves the driver's Ray Data executor)
             try:
                 dataset = pads.dataset(storage.path(first.table_dir), filesystem=storage.fs, format="parquet")
                 reads.append(sum(batch.num_rows for batch in dataset.to_batches()))
