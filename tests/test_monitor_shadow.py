@@ -161,6 +161,17 @@ def test_alarms_during_a_shadow_start_no_retraining(monitored, tmp_path):
     assert alarms == ["retraining", "none: a candidate is in shadow"]
 
 
+def test_an_alarm_in_the_window_that_promotes_the_candidate_starts_no_retraining(monitored, tmp_path):
+    """The window was tested against the production the promotion replaces: its alarm is moot."""
+    config, storage, registry, monitor, action, launcher = _in_shadow(monitored, tmp_path, windows=1, min_rows=100)
+    drifted = shifted(monitored, monitored.traffic.iloc[100:200])
+    (verdict,) = stream(monitor, [_shadowed(monitored, storage, drifted, "v2", right=0.97)])
+    assert verdict["alarm"] and registry.get_alias("production") == "v2"
+    assert len(launcher.launched) == 1 and monitor.status().retrain_active is None
+    alarms = [e["action"] for e in MonitorStore(storage).events("monitor_alarm")]
+    assert alarms == ["retraining", "none: production moved to the candidate"]
+
+
 def test_labels_that_never_come_discard_the_candidate_after_max_windows(monitored, tmp_path):
     config, storage, registry, monitor, action, _ = _in_shadow(monitored, tmp_path)
     stream(monitor, _windows(monitored, storage, "v2", (100, 200, 300), right=0.97, labels=False))

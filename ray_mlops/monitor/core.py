@@ -175,11 +175,10 @@ class Monitor:
         probation = self.probation.observe(summary, self.tester.version)
         rolled_back = probation is not None and self._roll_back(probation, write_ahead=True)
         decided = self.shadowing.observe_window()
-        if decided is not None:
-            self._shadow_act(decided)
-        if alarm and (rolled_back or self.shadowing.trial is not None):
-            reason = "production rolled back" if rolled_back else "a candidate is in shadow"
-            self._event("monitor_alarm", window=summary.index, action=f"none: {reason}")
+        promoted = decided is not None and self._shadow_act(decided) == PROMOTED
+        held = _held_alarm_reason(rolled_back, promoted, self.shadowing.trial is not None)
+        if alarm and held:  # the window was judged against a production that is gone, or a trial runs
+            self._event("monitor_alarm", window=summary.index, action=f"none: {held}")
         elif alarm:
             self._on_alarm(summary)
 
@@ -207,7 +206,7 @@ class Monitor:
         self._checkpoint(force=True)
 
     # -- shadow ------------------------------------------------------------------------
-    def _shadow_act(self, trial: ShadowTrial) -> None:
+    def _shadow_act(self, trial: ShadowTrial) -> str:
         """Promote or discard, written ahead: a restart completes this action, never a second one."""
         self._checkpoint(force=True)
         status = self.shadowing.execute(trial)
@@ -215,6 +214,7 @@ class Monitor:
         self._checkpoint(force=True)
         if status == PROMOTED:
             self._follow_production()  # probation starts as for any promotion by the loop
+        return status
 
     # -- probation ---------------------------------------------------------------------
     def _roll_back(self, probation: Probation, write_ahead: bool = False) -> bool:
@@ -299,6 +299,15 @@ def probation_tracker(monitor: Monitor, rollback: Callable[[dict], dict] | None)
                             history=cfg.history, event=monitor._event, book=monitor.state.probation,
                             now=lambda: now_iso(monitor.clock()), metadata=monitor.registry.metadata,
                             metrics=monitor.observe)
+
+
+def _held_alarm_reason(rolled_back: bool, promoted: bool, in_shadow: bool) -> str | None:
+    """Why a window's alarm launches no retraining (None: it may launch one)."""
+    if rolled_back:
+        return "production rolled back"
+    if promoted:
+        return "production moved to the candidate"
+    return "a candidate is in shadow" if in_shadow else None
 
 
 def shadow_tracker(monitor: Monitor, action: Callable[[dict], dict] | None) -> ShadowTracker:
