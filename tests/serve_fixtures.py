@@ -165,7 +165,31 @@ def running_replicas(app: str) -> list[dict]:
     return [r for r in replicas if serving._plain(r.get("state")) == "RUNNING"]
 
 
-class Load:
+class ClientThreads:
+    """``clients`` daemon threads running ``self._run(seed)`` from ``with`` entry until its exit."""
+
+    def __init__(self, clients: int):
+        import threading
+
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+
+class Load(ClientThreads):
     """``clients`` threads posting /predict without retries until stopped.
 
     Each result is ``(status, model_version or error text)``; a connection error or a
@@ -173,14 +197,10 @@ class Load:
     """
 
     def __init__(self, url: str, instances: list[dict], clients: int = 8, per_request: int = 1):
-        import threading
-
+        super().__init__(clients)
         self.url, self.instances, self.per_request = url, instances, per_request
         self.results: list[tuple[int, str]] = []
         self.success_times: list[float] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _run(self, seed: int) -> None:
         import httpx
@@ -199,16 +219,6 @@ class Load:
                     self.results.append(result)
                     if result[0] == 200:
                         self.success_times.append(time.monotonic())
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
 
     def count(self) -> int:
         with self._lock:

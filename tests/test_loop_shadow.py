@@ -10,13 +10,12 @@ the new concept, so the online test has a clear answer and the test stays fast.
 from __future__ import annotations
 
 import copy
-import threading
 
 import httpx
 import pytest
 
 from helpers import wait_for
-from serve_fixtures import build_served_model, raw_instances, serve_config_for
+from serve_fixtures import ClientThreads, build_served_model, raw_instances, serve_config_for
 
 
 def flipped_search(frame, schema, train_config, storage, name, **kwargs):
@@ -35,14 +34,13 @@ def flipped_search(frame, schema, train_config, storage, name, **kwargs):
                         mode="max", seed=0, name=name, experiment_path="", train_rows=len(frame))
 
 
-class DriftedClients:
+class DriftedClients(ClientThreads):
     """Clients posting /predict, then /feedback with the opposite of each answer (the new concept)."""
 
     def __init__(self, url: str, instances: list[dict], clients: int = 3):
+        super().__init__(clients)
         self.url, self.instances = url, instances
         self.statuses: list[int] = []
-        self._stop, self._lock = threading.Event(), threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _run(self, seed: int) -> None:
         i = seed
@@ -62,16 +60,6 @@ class DriftedClients:
                     status = 0
                 with self._lock:
                     self.statuses.append(status)
-
-    def __enter__(self) -> "DriftedClients":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
 
 
 def _shutdown(config) -> None:
