@@ -154,7 +154,7 @@ def test_search_completes_and_the_lost_trial_reruns_when_its_node_dies(cluster, 
 
 # -- ingestion --------------------------------------------------------------------------
 INGEST_ENTITIES = 800
-#: The sources the node-loss ingest reads: tables and events (three shuffles by key and their joins). With all seven
+#: The sources the node-loss ingest reads: tables and events (four shuffles by key and three joins). With all seven
 #: sample sources the recovery on the one CPU left took 40-60 s here and stalled past the timeout once in CI.
 INGEST_MODALITIES = ("table", "events")
 
