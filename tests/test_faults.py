@@ -17,7 +17,6 @@ from typing import Callable
 
 import pytest
 import ray
-import yaml
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import local_cluster
@@ -161,7 +160,7 @@ INGEST_MODALITIES = ("table", "events")
 
 def test_ingest_with_a_node_lost_mid_read_completes_or_leaves_no_table(cluster, add_worker, tmp_path,
                                                                       report_figure):
-    from ray_mlops.config import load_config
+    from ray_mlops.config import config_from_dict
     from ray_mlops.data.generate import GenerateSpec, generate, sample_config
     from ray_mlops.data.ingest import ingest
     from ray_mlops.data.schema import latest_ingest, read_feature_table
@@ -171,8 +170,7 @@ def test_ingest_with_a_node_lost_mid_read_completes_or_leaves_no_table(cluster, 
     worker = add_worker()
     root, store = tmp_path / "data", tmp_path / "store"
     generate(root, GenerateSpec(entities=INGEST_ENTITIES, seed=5, modalities=INGEST_MODALITIES))
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(sample_config({}, root, INGEST_MODALITIES)), encoding="utf-8")
-    config = load_config(tmp_path / "config.yaml", {"storage": str(store)})
+    config = config_from_dict(sample_config({"storage": str(store)}, root, INGEST_MODALITIES))
     storage = Storage(config.storage)
     reading = lambda: any(store.glob("features/*/run-*/_counts/*/*.json"))  # noqa: E731  entity rows are landing
     crasher = Crasher(cluster, worker, reading)
