@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -57,6 +58,8 @@ PREDICTIONS_DIR = "predictions"
 FEEDBACK_DIR = "feedback"
 META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "probabilities", "time")
 REQUIRED_META = ("request_id", "row", "model_version", "prediction", "time")
+#: Log files read at once (each is a round trip or two on an object store).
+_READ_THREADS = 16
 SHADOW_COLUMNS = ("shadow_version", "shadow_prediction", "shadow_probabilities")
 CANARY_COLUMN = "canary"  # True on the rows of a request the shadow answered (serve.canary_fraction)
 FEEDBACK_COLUMNS = ("request_id", "row", "label", "time")
@@ -128,42 +131,56 @@ def read_partitioned(storage: Storage, folder: str, since: str | None = None) ->
 
     With ``since`` (an ISO time), only the ``date=…/hour=…`` partitions from that hour
     (UTC) on are read: a retraining reads the days since drift began, not the whole log.
+    The files are listed once and read concurrently (a log is many small files and each
+    read is a round trip on an object store); their schemas are unified by column name.
     """
-    import pyarrow.dataset as pads
-
     if not storage.exists(folder):
         return pd.DataFrame()
-    partitioning = pads.partitioning(pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive")
-    dataset = pads.dataset(storage.path(folder), filesystem=storage.fs, format="parquet",
-                           partitioning=partitioning, exclude_invalid_files=True)
-    dataset = _unified(dataset, partitioning, storage.path(folder))
-    table = dataset.to_table(filter=_from_hour(since)) if since is not None else dataset.to_table()
-    frame = table.to_pandas()
-    return frame.drop(columns=[c for c in ("date", "hour") if c in frame.columns])
+    first = None if since is None else partition_of(_utc(pd.Timestamp(since)))
+    files = [f"{folder}/{rel}" for rel in storage.list(folder, recursive=True)
+             if (partition := _partition(rel)) is not None and (first is None or partition >= first)]
+    tables = [table for _, table in _read_tables(storage.fs, [storage.path(rel) for rel in files])]
+    if not tables:
+        return pd.DataFrame()
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
-def _unified(dataset: Any, partitioning: Any, base: str) -> Any:
-    """``dataset`` over the union of its files' columns (a file without the shadow columns, or
-    with all-null ones, reads beside one that has them), when the files' schemas differ."""
-    import pyarrow.dataset as pads
-
-    fragments = list(dataset.get_fragments())
-    schemas = {fragment.physical_schema for fragment in fragments}
-    if len(schemas) < 2:
-        return dataset
-    schema = pa.unify_schemas([*schemas, dataset.schema], promote_options="permissive")
-    return pads.dataset([f.path for f in fragments], schema=schema, filesystem=dataset.filesystem, format="parquet",
-                        partitioning=partitioning, partition_base_dir=base)
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _from_hour(since: str) -> Any:
-    """A dataset filter keeping the partitions of ``since``'s UTC hour and later."""
-    import pyarrow.dataset as pads
+def _partition(rel: str) -> str | None:
+    """``date=…/hour=…`` of a log file's path below its folder; None for anything else.
 
-    stamp = pd.Timestamp(since)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    date, hour = f"{stamp:%Y-%m-%d}", f"{stamp:%H}"
-    return (pads.field("date") > date) | ((pads.field("date") == date) & (pads.field("hour") >= hour))
+    >>> _partition("date=2026-11-27/hour=09/w-00000001.parquet")
+    'date=2026-11-27/hour=09'
+    >>> _partition("date=2026-11-27/hour=09/w-00000001.parquet.tmp-1f2e") is None
+    True
+    """
+    parts = rel.split("/")
+    if len(parts) != 3 or not parts[2].endswith(".parquet") or not parts[0].startswith("date="):
+        return None
+    return parts[0] + "/" + parts[1] if parts[1].startswith("hour=") else None
+
+
+def _read_tables(fs: pafs.FileSystem, paths: list[str]) -> list[tuple[str, pa.Table]]:
+    """(path, table) of each Parquet file in ``paths`` that reads, in order, read on a pool of
+    threads; a file that cannot be read (being replaced, or not Parquet) is logged and skipped."""
+
+    def read(path: str) -> pa.Table | None:
+        try:
+            with fs.open_input_file(path) as handle:
+                return pq.read_table(handle)
+        except (pa.ArrowException, OSError) as exc:  # read again next time
+            log.warning("log reader: cannot read %s: %s", path, exc)
+            return None
+
+    if len(paths) < 2:
+        tables = [read(path) for path in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(paths)), thread_name_prefix="log-read") as pool:
+            tables = list(pool.map(read, paths))
+    return [(path, table) for path, table in zip(paths, tables) if table is not None]
 
 
 def recent_files(storage: Storage, folder: str, since: float | None = None) -> list[pafs.FileInfo]:
@@ -186,13 +203,7 @@ def recent_files(storage: Storage, folder: str, since: float | None = None) -> l
 
 def read_files(storage: Storage, infos: list[pafs.FileInfo]) -> pd.DataFrame:
     """The rows of log files listed by :func:`recent_files`; a file being replaced is skipped."""
-    frames = []
-    for info in infos:
-        try:
-            with storage.fs.open_input_file(info.path) as handle:
-                frames.append(pq.read_table(handle).to_pandas())
-        except (pa.ArrowException, OSError) as exc:  # read again next time
-            log.warning("log reader: cannot read %s: %s", info.path, exc)
+    frames = [table.to_pandas() for _, table in _read_tables(storage.fs, [info.path for info in infos])]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -156,11 +156,11 @@ class Storage:
         """Write ``data`` to ``rel`` atomically (readers see the old or the new file)."""
         target = self.path(rel)
         try:
-            self.fs.create_dir(posixpath.dirname(target), recursive=True)
-            if not self.is_local:
+            if not self.is_local:  # an object store has no folders to make: one PUT
                 with self.fs.open_output_stream(target) as out:
                     out.write(data)
                 return
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
             staging = f"{target}.tmp-{uuid.uuid4().hex}"
             with self.fs.open_output_stream(staging) as out:
                 out.write(data)

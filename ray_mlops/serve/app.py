@@ -85,7 +85,7 @@ class ModelServer:
         self.shadow = ShadowSlot(functools.partial(load_version, self.registry, schema=self.schema),
                                  lambda version: metrics()["shadow_failures"].inc(1, {"version": version}))
         self._compute_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
-        self._feedback = predlog.PartitionedWriter(self.storage, predlog.FEEDBACK_DIR, self.writer_id)
+        self._feedback = predlog.FeedbackLog(predlog.PartitionedWriter(self.storage, predlog.FEEDBACK_DIR, self.writer_id))
         self.log = self._prediction_log()
         self._flusher = asyncio.get_running_loop().create_task(self.log.run())
         self._check_meta_names()
@@ -215,7 +215,7 @@ class ModelServer:
         frame = pd.DataFrame({"request_id": body.request_id, "row": range(expected),
                               "label": pd.Series(body.labels, dtype=object if self.schema.task == "classification" else float),
                               "time": pd.Timestamp.now(tz="UTC")})
-        await asyncio.to_thread(self._feedback.write, frame)
+        await self._feedback.write(frame)
         version = self.serving.version if self.serving else ""
         return JSONResponse({"request_id": body.request_id, "accepted": expected, "model_version": version})
 

@@ -14,9 +14,12 @@ thread, off the request path:
 
       <storage>/predictions/date=YYYY-MM-DD/hour=HH/<writer>-<seq>.parquet
 
-Feedback (labels arriving later) is written synchronously, one file per request, to
+Feedback (labels arriving later) is written before ``/feedback`` answers, to
 ``<storage>/feedback/date=…/hour=…/<writer>-<seq>.parquet`` with ``request_id``, ``row``,
-``label`` and ``time``, so labels join predictions on ``(request_id, row)``.
+``label`` and ``time``, so labels join predictions on ``(request_id, row)``. Requests that
+arrive while a write is under way are committed together in the next file
+(:class:`FeedbackLog`): one file per write rather than per request, and a label is
+acknowledged only once it is stored.
 
 The layout, the writer and the readers are defined once in :mod:`ray_mlops.contracts`
 (shared with the monitor) and re-exported here.
@@ -207,8 +210,45 @@ class PredictionLog:
         return await self.flush()
 
 
+class FeedbackLog:
+    """Group commit of labels: ``await write(frame)`` returns once ``frame`` is stored.
+
+    While one write is in flight, the frames that arrive wait and go together in the next
+    file, so a replica makes one storage write per round trip, not one per request; a
+    failed write raises in every request it carried (nothing is acknowledged unstored).
+    """
+
+    def __init__(self, writer: PartitionedWriter):
+        self.writer = writer
+        self._waiting: list[tuple[pd.DataFrame, asyncio.Future]] = []
+        self._draining: asyncio.Task | None = None
+
+    async def write(self, frame: pd.DataFrame) -> None:
+        stored = asyncio.get_running_loop().create_future()
+        self._waiting.append((frame, stored))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        await stored
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            frame = pd.concat([f for f, _ in batch], ignore_index=True) if len(batch) > 1 else batch[0][0]
+            try:
+                await asyncio.to_thread(self.writer.write, frame)
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which translates it
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_exception(exc)
+            else:
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_result(None)
+
+
 __all__ = [
     "PredictionLog",
+    "FeedbackLog",
     "Rows",
     "frame_of",
     "PartitionedWriter",
