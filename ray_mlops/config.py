@@ -88,6 +88,9 @@ class DataConfig(_Strict):
     task: Literal["classification", "regression"] = "classification"
     max_reject_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     reference_sample: int = Field(default=5000, ge=10)
+    #: An ingest whose Ray Data execution makes no progress (no block produced or moved) for
+    #: this long fails with a DataError, publishing nothing, rather than waiting on a stuck task.
+    stall_timeout_s: float = Field(default=600.0, gt=0)
     sources: list[SerializeAsAny[SourceSettings]]
 
     @field_validator("sources", mode="before")

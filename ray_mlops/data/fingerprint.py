@@ -90,9 +90,10 @@ def _source_digest(files: SourceFiles) -> str:
 def data_config_digest(config: Config) -> str:
     """The sha256 of the data config that shapes the table (column checks, featurizers, ...).
 
-    ``data.root`` is left out: the same files and settings give the same table anywhere.
+    ``data.root`` and ``data.stall_timeout_s`` are left out: the same files and settings give
+    the same table anywhere, however long the ingest may wait.
     """
-    shaping = config.data.model_dump(mode="json", exclude={"root"})
+    shaping = config.data.model_dump(mode="json", exclude={"root", "stall_timeout_s"})
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 import ray.exceptions
+from ray.data.exceptions import ExecutionTimeoutError
 
 from ray_mlops.config import Config
 from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
@@ -203,6 +204,7 @@ class _Plan:
     listed: dict[str, SourceFiles]
     fingerprint: str
     run: str
+    stall_timeout_s: float
 
     @property
     def folder(self) -> str:
@@ -215,7 +217,8 @@ def _plan(config: Config) -> _Plan:
     spine = config.data.label_source
     sources = sources_of(config)
     ordered = [s for s in sources if s.settings is spine] + [s for s in sources if s.settings is not spine]
-    return _Plan(feature_schema(config), ordered, listed, fingerprint_sources(config, listed), run)
+    return _Plan(feature_schema(config), ordered, listed, fingerprint_sources(config, listed), run,
+                 config.data.stall_timeout_s)
 
 
 def ingest(config: Config, storage: Storage) -> IngestResult:
@@ -245,7 +248,7 @@ def _write_table(plan: _Plan, storage: Storage, quarantine: Quarantine) -> dict[
     counts = storage.child(plan.folder, COUNTS)
     progress("ingest: reading %d sources (%d files)", len(plan.sources), sum(len(f.paths) for f in plan.listed.values()))
     try:
-        with _unreserved_operators(), quiet_cpu_warning():
+        with _execution_settings(plan.stall_timeout_s), quiet_cpu_warning():
             with LiveCounts([s.name for s in plan.sources]) as live:
                 table = build_table(plan.sources, plan.listed, plan.schema, Steps(quarantine, counts, live.recorder))
                 table.write_parquet(storage.path(plan.folder, "table"), filesystem=storage.fs)
@@ -253,6 +256,9 @@ def _write_table(plan: _Plan, storage: Storage, quarantine: Quarantine) -> dict[
         return _sum_counts(counts, plan.sources)
     except ray.exceptions.RayError as exc:
         raise DataError(f"ingest failed: {_root_cause(exc)}") from exc
+    except ExecutionTimeoutError as exc:
+        raise DataError(f"ingest made no progress for {plan.stall_timeout_s:g} s (data.stall_timeout_s) and was "
+                        f"stopped; nothing was published: {str(exc).splitlines()[0]}") from exc
     finally:
         counts.delete("")
 
@@ -280,20 +286,22 @@ def _verify_run(storage: Storage, result: IngestResult) -> None:
 
 
 @contextmanager
-def _unreserved_operators() -> Iterator[None]:
-    """Ray Data without per-operator resource reservations, for the ingest's executions.
+def _execution_settings(stall_timeout_s: float) -> Iterator[None]:
+    """Ray Data for the ingest's execution: no per-operator reservations, a bounded stall.
 
     A reservation holds CPUs back for each operator of a plan (here seven sources, their
-    union and the write); on a small cluster that leaves the one busy source a single core
-    while the reserved ones sit idle.
+    joins and the write); on a small cluster that leaves the one busy source a single core
+    while the reserved ones sit idle. Ray Data's no-progress guard (30 minutes by default)
+    is set to ``data.stall_timeout_s``.
     """
     context = ray.data.DataContext.get_current()
-    previous = context.op_resource_reservation_enabled
+    previous = context.op_resource_reservation_enabled, context.execution_no_progress_timeout_s
     context.op_resource_reservation_enabled = False
+    context.execution_no_progress_timeout_s = stall_timeout_s
     try:
         yield
     finally:
-        context.op_resource_reservation_enabled = previous
+        context.op_resource_reservation_enabled, context.execution_no_progress_timeout_s = previous
 
 
 _RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Exit)): (.+)$")
