@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import io
 import logging
+import posixpath
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -60,6 +62,7 @@ META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "p
 REQUIRED_META = ("request_id", "row", "model_version", "prediction", "time")
 #: Log files read at once (each is a round trip or two on an object store).
 _READ_THREADS = 16
+_PARQUET = pads.ParquetFileFormat()
 SHADOW_COLUMNS = ("shadow_version", "shadow_prediction", "shadow_probabilities")
 CANARY_COLUMN = "canary"  # True on the rows of a request the shadow answered (serve.canary_fraction)
 FEEDBACK_COLUMNS = ("request_id", "row", "label", "time")
@@ -134,12 +137,16 @@ def read_partitioned(storage: Storage, folder: str, since: str | None = None) ->
     The files are listed once and read concurrently (a log is many small files and each
     read is a round trip on an object store); their schemas are unified by column name.
     """
-    if not storage.exists(folder):
-        return pd.DataFrame()
     first = None if since is None else partition_of(_utc(pd.Timestamp(since)))
-    files = [f"{folder}/{rel}" for rel in storage.list(folder, recursive=True)
-             if (partition := _partition(rel)) is not None and (first is None or partition >= first)]
-    tables = [table for _, table in _read_tables(storage.fs, [storage.path(rel) for rel in files])]
+    base = storage.path(folder)
+    try:
+        listed = storage.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
+    except (pa.ArrowException, OSError) as exc:
+        raise StorageError(f"cannot list {storage.uri(folder)}: {exc}") from exc
+    files = [info for info in listed if info.type == pafs.FileType.File
+             and (partition := _partition(posixpath.relpath(info.path, base))) is not None
+             and (first is None or partition >= first)]
+    tables = _read_tables(storage.fs, sorted(files, key=lambda info: info.path))
     if not tables:
         return pd.DataFrame()
     return pa.concat_tables(tables, promote_options="permissive").to_pandas()
@@ -163,24 +170,24 @@ def _partition(rel: str) -> str | None:
     return parts[0] + "/" + parts[1] if parts[1].startswith("hour=") else None
 
 
-def _read_tables(fs: pafs.FileSystem, paths: list[str]) -> list[tuple[str, pa.Table]]:
-    """(path, table) of each Parquet file in ``paths`` that reads, in order, read on a pool of
-    threads; a file that cannot be read (being replaced, or not Parquet) is logged and skipped."""
+def _read_tables(fs: pafs.FileSystem, files: list[pafs.FileInfo]) -> list[pa.Table]:
+    """The tables of the Parquet ``files`` that read, in order, read on a pool of threads (the
+    listed size spares each file a HEAD); a file that cannot be read (being replaced, or not
+    Parquet) is logged and skipped."""
 
-    def read(path: str) -> pa.Table | None:
+    def read(info: pafs.FileInfo) -> pa.Table | None:
         try:
-            with fs.open_input_file(path) as handle:
-                return pq.read_table(handle)
+            return _PARQUET.make_fragment(info.path, filesystem=fs, file_size=info.size).to_table()
         except (pa.ArrowException, OSError) as exc:  # read again next time
-            log.warning("log reader: cannot read %s: %s", path, exc)
+            log.warning("log reader: cannot read %s: %s", info.path, exc)
             return None
 
-    if len(paths) < 2:
-        tables = [read(path) for path in paths]
+    if len(files) < 2:
+        tables = [read(info) for info in files]
     else:
-        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(paths)), thread_name_prefix="log-read") as pool:
-            tables = list(pool.map(read, paths))
-    return [(path, table) for path, table in zip(paths, tables) if table is not None]
+        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(files)), thread_name_prefix="log-read") as pool:
+            tables = list(pool.map(read, files))
+    return [table for table in tables if table is not None]
 
 
 def recent_files(storage: Storage, folder: str, since: float | None = None) -> list[pafs.FileInfo]:
@@ -203,7 +210,7 @@ def recent_files(storage: Storage, folder: str, since: float | None = None) -> l
 
 def read_files(storage: Storage, infos: list[pafs.FileInfo]) -> pd.DataFrame:
     """The rows of log files listed by :func:`recent_files`; a file being replaced is skipped."""
-    frames = [table.to_pandas() for _, table in _read_tables(storage.fs, [info.path for info in infos])]
+    frames = [table.to_pandas() for table in _read_tables(storage.fs, infos)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

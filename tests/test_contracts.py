@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pandas as pd
+import pytest
 
 import ray_mlops
 from ray_mlops import contracts
@@ -39,8 +40,16 @@ def test_no_shared_literal_is_defined_twice():
     assert uses == [PACKAGE / "contracts.py"]
 
 
-def test_the_writer_and_the_readers_agree(tmp_path):
-    storage = Storage(str(tmp_path))
+@pytest.fixture(params=["local", "s3"])
+def log_storage(request, tmp_path) -> Storage:
+    """Local disk, or a fresh bucket on the loopback S3 server (one PUT per file there, no folder markers)."""
+    if request.param == "local":
+        return Storage(str(tmp_path))
+    return Storage(request.getfixturevalue("s3_bucket"))
+
+
+def test_the_writer_and_the_readers_agree(log_storage):
+    storage = log_storage
     times = pd.to_datetime(["2026-11-27T09:10:00Z", "2026-11-27T09:50:00Z", "2026-11-27T10:05:00Z"])
     frame = pd.DataFrame({"request_id": ["a", "a", "b"], "row": [0, 1, 0], "label": [1, 0, 1], "time": times})
     written = contracts.PartitionedWriter(storage, contracts.FEEDBACK_DIR, "w").write(frame)
@@ -53,5 +62,19 @@ def test_the_writer_and_the_readers_agree(tmp_path):
     assert sorted(contracts.record_keys(recent)) == ["a:0", "a:1", "b:0"]
     since = contracts.read_partitioned(storage, contracts.FEEDBACK_DIR, since="2026-11-27T10:00:00Z")
     assert contracts.record_keys(since).tolist() == ["b:0"]
-    empty = contracts.read_log(Storage(str(tmp_path / "none")))
+    empty = contracts.read_log(storage.child("none"))
     assert list(empty.columns) == list(contracts.META_COLUMNS)
+
+
+def test_old_and_new_log_files_read_together_and_stray_objects_are_ignored(log_storage):
+    storage = log_storage
+    writer = contracts.PartitionedWriter(storage, contracts.PREDICTIONS_DIR, "w")
+    base = {"request_id": ["a"], "row": [0], "prediction": [1], "time": pd.to_datetime(["2026-11-27T09:10:00Z"])}
+    writer.write(pd.DataFrame(base))  # written before shadows existed
+    writer.write(pd.DataFrame({**base, "request_id": ["b"], "shadow_version": ["v2"], "shadow_prediction": [0.0]}))
+    storage.write_bytes("predictions/date=2026-11-27/hour=09/notes.txt", b"not a log file")
+    storage.write_bytes("predictions/README.parquet", b"outside the partitions")
+    frame = contracts.read_partitioned(storage, contracts.PREDICTIONS_DIR).sort_values("request_id")
+    assert frame["request_id"].tolist() == ["a", "b"]
+    assert pd.isna(frame["shadow_version"].iloc[0]) and frame["shadow_version"].iloc[1] == "v2"
+    assert pd.isna(frame["shadow_prediction"].iloc[0]) and frame["shadow_prediction"].iloc[1] == 0.0
