@@ -137,9 +137,7 @@ def _training_frame(table: pd.DataFrame, extra: pd.DataFrame, holdout: pd.DataFr
     return frame[~frame[key].astype(str).isin(set(holdout[key].astype(str)))].reset_index(drop=True)
 
 
-def _swap(config: Config, registry: Registry, version: str, swap: Swap | None) -> str | None:
-    if swap is None:
-        return None
+def _swap(config: Config, registry: Registry, version: str, swap: Swap) -> str:
     try:
         return str(swap(config, version))
     except Exception as exc:
@@ -192,7 +190,7 @@ def _gate_and_deploy(config: Config, gate: Any, registry: Registry, version: str
         if shadowed is not None:
             return {**fields, "status": SHADOWED, "shadow": shadowed, "shadow_started": started}
         gate_registry.release()  # nothing deployed to shadow in: promote now
-    if decision.promoted:  # _swap rolls production back and raises its own RetrainFailed
+    if decision.promoted and swap is not None:  # _swap rolls production back and raises its own RetrainFailed
         fields["served"] = stages.run("swap", lambda: _swap(config, registry, version, swap))
     return fields
 
