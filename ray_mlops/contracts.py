@@ -60,9 +60,6 @@ PREDICTIONS_DIR = "predictions"
 FEEDBACK_DIR = "feedback"
 META_COLUMNS = ("request_id", "row", "entity", "model_version", "prediction", "probabilities", "time")
 REQUIRED_META = ("request_id", "row", "model_version", "prediction", "time")
-#: Log files read at once (each is a round trip or two on an object store).
-_READ_THREADS = 16
-_PARQUET = pads.ParquetFileFormat()
 SHADOW_COLUMNS = ("shadow_version", "shadow_prediction", "shadow_probabilities")
 CANARY_COLUMN = "canary"  # True on the rows of a request the shadow answered (serve.canary_fraction)
 FEEDBACK_COLUMNS = ("request_id", "row", "label", "time")
@@ -168,6 +165,11 @@ def _partition(rel: str) -> str | None:
     if len(parts) != 3 or not parts[2].endswith(".parquet") or not parts[0].startswith("date="):
         return None
     return parts[0] + "/" + parts[1] if parts[1].startswith("hour=") else None
+
+
+#: Log files read at once (each is a round trip or two on an object store).
+_READ_THREADS = 16
+_PARQUET = pads.ParquetFileFormat()
 
 
 def _read_tables(fs: pafs.FileSystem, files: list[pafs.FileInfo]) -> list[pa.Table]:

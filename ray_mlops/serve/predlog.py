@@ -233,17 +233,18 @@ class FeedbackLog:
     async def _drain(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
-            frame = pd.concat([f for f, _ in batch], ignore_index=True) if len(batch) > 1 else batch[0][0]
+            error: Exception | None = None
             try:
-                await asyncio.to_thread(self.writer.write, frame)
+                await asyncio.to_thread(self.writer.write, pd.concat([f for f, _ in batch], ignore_index=True))
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which translates it
-                for _, stored in batch:
-                    if not stored.done():
-                        stored.set_exception(exc)
-            else:
-                for _, stored in batch:
-                    if not stored.done():
-                        stored.set_result(None)
+                error = exc
+            for _, stored in batch:
+                if stored.done():  # its request was cancelled
+                    continue
+                if error is None:
+                    stored.set_result(None)
+                else:
+                    stored.set_exception(error)
 
 
 __all__ = [

@@ -128,10 +128,12 @@ def bench_group_commit(storage, requests: int, clients: int) -> dict[str, float]
         await asyncio.gather(*(client() for _ in range(clients)))
         return time.perf_counter() - started
 
+    def files_in(folder: str) -> int:
+        return sum(1 for rel in storage.list(folder, recursive=True) if rel.endswith(".parquet"))
+
     ours = asyncio.run(run("grouped", True))
     base = asyncio.run(run("each", False))
-    count = lambda folder: sum(1 for p in storage.list(folder, recursive=True) if p.endswith(".parquet"))  # noqa: E731
-    return {"ours_s": ours, "baseline_s": base, "ours_files": count("grouped"), "baseline_files": count("each")}
+    return {"ours_s": ours, "baseline_s": base, "ours_files": files_in("grouped"), "baseline_files": files_in("each")}
 
 
 def main() -> None:
