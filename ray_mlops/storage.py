@@ -214,6 +214,8 @@ class Storage:
                 self.fs.delete_dir(self.path(rel))
             elif info.type == pafs.FileType.File:
                 self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            return  # removed by another writer between the look and the delete: absent is fine
         except (pa.ArrowException, OSError) as exc:
             raise StorageError(f"cannot delete {self.uri(rel)}: {exc}") from exc
 
