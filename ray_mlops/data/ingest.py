@@ -3,18 +3,18 @@
 Per source, streaming and in parallel blocks:
 
     read ─► record step (validate, featurize one record; rejects → quarantine)
-         ─► hash shuffle by entity key (Ray Data ``repartition(keys=...)``)
-         ─► entity step (one row per entity; its rejects → quarantine)
+         ─► pack (the records by entity bucket, :mod:`ray_mlops.data.buckets`)
 
-then Ray Data's ``Dataset.join`` (full outer, on the entity key) of all sources and a last
-check (every row has a label), all in one streaming execution. The table, reference
-sample, profile and report are written under ``features/<fingerprint>/``. ``features/latest.json`` is replaced only after everything
+then one hash shuffle by bucket of all sources together (Ray Data ``repartition(keys=...)``),
+per output block each source's entity step (one row per entity; its rejects → quarantine)
+and their full outer join on the key, and a last check (every row has a label), all in one
+streaming execution. The table, reference sample, profile and report are written under
+``features/<fingerprint>/``. ``features/latest.json`` is replaced only after everything
 else succeeded. Nothing is collected on the driver but counts and a bounded sample.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -35,6 +35,7 @@ import ray.exceptions
 from ray.data.exceptions import ExecutionTimeoutError
 
 from ray_mlops.config import Config
+from ray_mlops.data.buckets import BUCKET, Buckets, JoinStep, Pack
 from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
 from ray_mlops.data.live_counts import LiveCounts, Recorder
 from ray_mlops.data.quarantine import Quarantine, reject_frame
@@ -48,9 +49,13 @@ log = logging.getLogger(__name__)
 
 ENTITY_SOURCE = "entities"
 COUNTS = "_counts"
-#: Bytes of a source's input per partition of its shuffle by key (at least one partition per CPU).
+#: Bytes of input per partition of the shuffle by bucket (at least one partition per CPU).
 PARTITION_BYTES = 64 << 20
 MAX_PARTITIONS = 256
+#: Packed bytes per shuffle map task (per node).
+SHUFFLE_BATCH_BYTES = 64 << 20
+#: Buckets per partition: the shuffle hashes bucket numbers, so more of them spread partitions evenly.
+BUCKETS_PER_PARTITION = 16
 
 
 # -- the record and entity steps ----------------------------------------------------
@@ -66,34 +71,6 @@ class _RecordStep:
         files = batch["path"].nunique() if "path" in batch else 0
         self.recorder.add(self.source.name, int(files), len(good), len(rejects))
         return good
-
-
-class _EntityStep:
-    """All records of some entities (one partition of the shuffle by key) → their entity rows.
-
-    The entity step's rejects go to the quarantine and the number of records the rows
-    hold to ``counts/<source>/<digest of the keys>.json``: a retried task rewrites the
-    same file, so the sum read back afterwards is exact.
-    """
-
-    def __init__(self, source: SourceType, quarantine: Quarantine, counts: Storage):
-        self.source, self.quarantine, self.counts = source, quarantine, counts
-
-    def __call__(self, records: pd.DataFrame) -> pa.Table:
-        rows, rejects = self.source.entities(records.reset_index(drop=True))
-        self.quarantine.write(rejects)
-        keys = np.sort(records[self.source.key].to_numpy(dtype=str))
-        digest = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:32]
-        self.counts.write_json(f"{self.source.name}/{digest}.json", self.source.accepted(rows))
-        return typed_nulls(pa.Table.from_pandas(rows, preserve_index=False))
-
-
-def typed_nulls(table: pa.Table) -> pa.Table:
-    """Columns Arrow typed ``null`` (no value in this block: an empty partition) as strings, so blocks join."""
-    for i, column in enumerate(table.schema):
-        if pa.types.is_null(column.type):
-            table = table.set_column(i, column.name, table.column(i).cast(pa.string()))
-    return table
 
 
 class _Finish:
@@ -122,28 +99,31 @@ class Steps:
     recorder: Recorder = field(default_factory=lambda: Recorder(None))
 
 
-def source_entities(source: SourceType, listed: SourceFiles, steps: Steps) -> ray.data.Dataset:
-    """One source read with Ray Data → one row per entity (not yet executed).
+def packed_records(source: SourceType, listed: SourceFiles, steps: Steps, buckets: Buckets) -> ray.data.Dataset:
+    """One source read with Ray Data → its good records packed by entity bucket (not yet executed).
 
-    read → record step → (its batch stages) → hash shuffle by key (all records of an entity
-    in one block) → entity step. A file source's record step fuses with its read, and a
-    fused batch size is also the minimum number of *input* rows (chunks of files) per
-    task: such sources use ``record_batch_size = None`` (one read task's output).
+    read → record step → (its batch stages) → pack. A file source's record step fuses with
+    its read, and a fused batch size is also the minimum number of *input* rows (chunks of
+    files) per task: such sources use ``record_batch_size = None`` (one read task's output).
     """
     step = _RecordStep(source, steps.quarantine, steps.recorder)
     records = source.read(listed).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
-    grouped = source.after_records(records).repartition(_partitions(listed.size), keys=[source.key])
-    return grouped.map_batches(_EntityStep(source, steps.quarantine, steps.counts), batch_format="pandas", batch_size=None)
+    return source.after_records(records).map_batches(Pack(source.name, buckets), batch_format="pyarrow", batch_size=None)
 
 
 def build_table(sources: list[SourceType], listed: dict[str, SourceFiles], schema: FeatureSchema,
                 steps: Steps) -> ray.data.Dataset:
-    """Every source's entity rows, full-outer joined on the key (Ray Data ``Dataset.join``), checked (not yet executed)."""
+    """Every source's entity rows, full-outer joined on the key, checked (not yet executed).
+
+    One hash shuffle for all sources: their packed records (one shared schema) are unioned
+    and shuffled by bucket, so each output block holds every record of its entities.
+    """
     partitions = _partitions(sum(files.size for files in listed.values()))
-    joined = source_entities(sources[0], listed[sources[0].name], steps)
-    for source in sources[1:]:
-        right = source_entities(source, listed[source.name], steps)
-        joined = joined.join(right, "full_outer", partitions, on=(schema.entity_key,))
+    buckets = Buckets(partitions * BUCKETS_PER_PARTITION, schema.entity_key)
+    packed = [packed_records(s, listed[s.name], steps, buckets) for s in sources]
+    union = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
+    joined = union.repartition(partitions, keys=[BUCKET]).map_batches(
+        JoinStep(sources, steps.quarantine, steps.counts), batch_format="pyarrow", batch_size=None)
     return joined.map_batches(_Finish(schema, steps.quarantine), batch_format="pandas", batch_size=None)
 
 
@@ -287,21 +267,28 @@ def _verify_run(storage: Storage, result: IngestResult) -> None:
 
 @contextmanager
 def _execution_settings(stall_timeout_s: float) -> Iterator[None]:
-    """Ray Data for the ingest's execution: no per-operator reservations, a bounded stall.
+    """Ray Data for the ingest's execution: no per-operator reservations, a streaming shuffle, a bounded stall.
 
-    A reservation holds CPUs back for each operator of a plan (here seven sources, their
-    joins and the write); on a small cluster that leaves the one busy source a single core
-    while the reserved ones sit idle. Ray Data's no-progress guard (30 minutes by default)
-    is set to ``data.stall_timeout_s``.
+    A reservation holds CPUs back for each operator of a plan (here seven sources, the
+    shuffle and the write); on a small cluster that leaves the one busy source a single core
+    while the reserved ones sit idle. The shuffle's map tasks start on every
+    ``SHUFFLE_BATCH_BYTES`` of packed records (Ray Data's default, 1 GiB per node, holds
+    them all back on a small cluster until the reads end, then partitions everything in one
+    task) and keep their shards uncompressed (CPU, not the network, is what a small cluster
+    lacks). Ray Data's no-progress guard (30 minutes by default) is set to
+    ``data.stall_timeout_s``.
     """
     context = ray.data.DataContext.get_current()
-    previous = context.op_resource_reservation_enabled, context.execution_no_progress_timeout_s
-    context.op_resource_reservation_enabled = False
-    context.execution_no_progress_timeout_s = stall_timeout_s
+    settings = {"op_resource_reservation_enabled": False, "execution_no_progress_timeout_s": stall_timeout_s,
+                "shuffle_input_batch_bytes": SHUFFLE_BATCH_BYTES, "shuffle_compression": None}
+    previous = {name: getattr(context, name) for name in settings}
+    for name, value in settings.items():
+        setattr(context, name, value)
     try:
         yield
     finally:
-        context.op_resource_reservation_enabled, context.execution_no_progress_timeout_s = previous
+        for name, value in previous.items():
+            setattr(context, name, value)
 
 
 _RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Exit)): (.+)$")
@@ -377,4 +364,4 @@ def _count_summary(ordered: list[SourceType], accepted: dict[str, int], rejected
     return counts
 
 
-__all__ = ["ingest", "profile_of", "source_entities", "build_table"]
+__all__ = ["ingest", "profile_of", "packed_records", "build_table"]
