@@ -11,7 +11,7 @@ an Arrow IPC stream), so all sources go through a single
 shuffle. The join step then runs each source's entity step on its records in the block and
 joins the entity rows on the key (full outer).
 
->>> buckets = Buckets(count=8, key="machine_id")
+>>> buckets = Buckets(labels=tuple(range(8)), key="machine_id")
 >>> records = pa.table({"machine_id": ["m1", "m2", "m1"], "reading": [1.0, 2.0, 3.0]})
 >>> packed = buckets.pack("telemetry", records)
 >>> packed.column_names
@@ -41,15 +41,20 @@ PACKED_SCHEMA = pa.schema([(BUCKET, pa.int32()), (SOURCE, pa.string()), (PAYLOAD
 
 @dataclass(frozen=True)
 class Buckets:
-    """``count`` buckets of entities by a stable hash of ``key`` (the same in every process and run)."""
+    """Entities in buckets by a stable hash of ``key`` (the same in every process and run), labeled by ``labels``.
 
-    count: int
+    The shuffle hashes the labels again to pick a partition; :func:`spread_labels` picks
+    labels that land one on each partition, so each partition gets an even share of
+    entities and each record batch only as many packed rows as there are partitions.
+    """
+
+    labels: tuple[int, ...]
     key: str
 
     def of(self, keys: pd.Series) -> np.ndarray:
-        """The bucket of each key."""
+        """The bucket (index into ``labels``) of each key."""
         hashes = pd.util.hash_array(keys.to_numpy(dtype=object))
-        return (hashes % np.uint64(self.count)).astype(np.int32)
+        return (hashes % np.uint64(len(self.labels))).astype(np.int64)
 
     def pack(self, source: str, records: pa.Table) -> pa.Table:
         """A source's records → one packed row per bucket they fall in (its records as an Arrow IPC stream)."""
@@ -57,13 +62,36 @@ class Buckets:
             return PACKED_SCHEMA.empty_table()
         bucket = self.of(records.column(self.key).to_pandas())
         order = np.argsort(bucket, kind="stable")
-        sizes = np.bincount(bucket, minlength=self.count)
+        sizes = np.bincount(bucket, minlength=len(self.labels))
         present = np.flatnonzero(sizes)
         starts = np.concatenate([[0], np.cumsum(sizes)])[present]
         ordered = records.take(order)
         payloads = [_ipc(ordered.slice(s, sizes[b])) for s, b in zip(starts, present)]
-        return pa.table([pa.array(present, pa.int32()), pa.array([source] * len(present), pa.string()),
+        labels = np.asarray(self.labels, dtype=np.int32)[present]
+        return pa.table([pa.array(labels, pa.int32()), pa.array([source] * len(present), pa.string()),
                          pa.array(payloads, pa.large_binary())], schema=PACKED_SCHEMA)
+
+
+def spread_labels(partitions: int, spare: int) -> tuple[int, ...]:
+    """Bucket labels for a hash shuffle into ``partitions``: one per partition when Ray Data's hash is known.
+
+    Ray Data partitions a row by a hash of its key columns (``hash_partition``); the first
+    label found for each partition makes the buckets land one per partition. Correctness
+    never depends on it (a bucket always lands whole in one partition); without that
+    function (another Ray version) the labels are ``0 .. partitions * spare - 1``, which
+    spread by chance.
+    """
+    plain = tuple(range(partitions * spare))
+    if partitions == 1:
+        return (0,)
+    try:
+        from ray.data._internal.arrow_ops.transform_pyarrow import hash_partition
+    except ImportError:  # another Ray: labels spread by chance
+        return plain
+    candidates = np.arange(partitions * 64, dtype=np.int32)
+    shards = hash_partition(pa.table({BUCKET: candidates}), hash_cols=[BUCKET], num_partitions=partitions)
+    firsts = {p: int(shard.column(BUCKET)[0].as_py()) for p, shard in shards.items()}
+    return tuple(firsts[p] for p in range(partitions)) if len(firsts) == partitions else plain
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -121,4 +149,4 @@ class JoinStep:
         return rows.set_index(source.key)
 
 
-__all__ = ["Buckets", "JoinStep", "Pack", "unpack"]
+__all__ = ["Buckets", "JoinStep", "Pack", "spread_labels", "unpack"]
