@@ -7,8 +7,12 @@
    chunk of small files, read and put through the source type's own record step; the
    good records concatenated, one entity step per source, outer merges on the key), each
    in its own process so that each one's peak memory (max RSS) is measured separately.
-   Ours runs on Ray Data's own operators: per source a hash ``repartition`` by key before
-   the entity step, then ``Dataset.join`` of the sources, in one streaming execution.
+   Ours packs every source's records by entity bucket and runs one Ray Data hash
+   ``repartition`` for all of them, then each source's entity step and the join per block
+   (``ray_mlops.data.buckets``).
+3. ``--ray-join``: the same ingest with Ray Data's own join instead (per source a hash
+   ``repartition`` by key before its entity step, then ``Dataset.join`` of the sources: the
+   design ours replaced), in the same run.
 
     .venv/bin/python scripts/bench/ingest.py                      # 10k and 100k entities
     .venv/bin/python scripts/bench/ingest.py --sizes 100000 1000000 --modalities table,events,timeseries \
@@ -114,7 +118,54 @@ def ours_ingest(root: Path, storage: Path) -> int:
     return ingest(_config(root, storage), Storage(str(storage))).rows
 
 
-IMPLEMENTATIONS = {"ours": ours_ingest, "pandas": pandas_ingest}
+class _Entities:
+    """All records of some entities (one partition of a source's shuffle by key) → their entity rows, counted."""
+
+    def __init__(self, source, quarantine, counts):
+        self.source, self.quarantine, self.counts = source, quarantine, counts
+
+    def __call__(self, records):
+        import hashlib
+
+        import numpy as np
+        import pyarrow as pa
+
+        rows, rejects = self.source.entities(records.reset_index(drop=True))
+        self.quarantine.write(rejects)
+        keys = np.sort(records[self.source.key].to_numpy(dtype=str))
+        self.counts.write_json(f"{self.source.name}/{hashlib.sha256(chr(0).join(keys).encode()).hexdigest()[:32]}.json",
+                               self.source.accepted(rows))
+        table = pa.Table.from_pandas(rows, preserve_index=False)
+        for i, column in enumerate(table.schema):  # an empty partition's columns typed null: as strings, so blocks join
+            if pa.types.is_null(column.type):
+                table = table.set_column(i, column.name, table.column(i).cast(pa.string()))
+        return table
+
+
+def _ray_join_table(sources, listed, schema, steps):
+    """Ray Data's own operators: per source read → record step → hash repartition by key → entity step; Dataset.join."""
+    from ray_mlops.data import ingest as stage
+
+    partitions = stage._partitions(sum(files.size for files in listed.values()))
+    joined = None
+    for source in sources:
+        step = stage._RecordStep(source, steps.quarantine, steps.recorder)
+        records = source.read(listed[source.name]).map_batches(step, batch_format="pandas", batch_size=source.record_batch_size)
+        grouped = source.after_records(records).repartition(partitions, keys=[source.key])
+        entities = grouped.map_batches(_Entities(source, steps.quarantine, steps.counts), batch_format="pandas", batch_size=None)
+        joined = entities if joined is None else joined.join(entities, "full_outer", partitions, on=(schema.entity_key,))
+    return joined.map_batches(stage._Finish(schema, steps.quarantine), batch_format="pandas", batch_size=None)
+
+
+def ray_join_ingest(root: Path, storage: Path) -> int:
+    """Our ingest stage (plan, counts, outputs, publish) with :func:`_ray_join_table` as its table."""
+    from ray_mlops.data import ingest as stage
+
+    stage.build_table = _ray_join_table
+    return ours_ingest(root, storage)
+
+
+IMPLEMENTATIONS = {"ours": ours_ingest, "raydata-join": ray_join_ingest, "pandas": pandas_ingest}
 
 
 def run_one(kind: str, root: Path, storage: Path) -> None:
@@ -174,6 +225,8 @@ class Cell:
     ratio: float
     driver_peak_mb: float
     baseline_peak_mb: float
+    ray_join_seconds: float | None = None  # with --ray-join: Ray Data's Dataset.join design
+    ray_join_ratio: float | None = None  # ours / Ray Data's join
 
 
 def _dataset(work: Path, size: int, modalities: tuple[str, ...]) -> Path:
@@ -206,15 +259,34 @@ def _print_format_reads(root: Path, size: int) -> None:
     ray.shutdown()
 
 
-def _measure(work: Path, size: int, modalities: tuple[str, ...]) -> Cell:
+def _median(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def _measure(work: Path, size: int, modalities: tuple[str, ...], ray_join: bool, repeats: int = 1) -> Cell:
+    """One size's cell; with ``repeats`` > 1 the implementations alternate and each one's median run counts."""
     root = _dataset(work, size, modalities)
-    ours = _child("ours", root, work / f"store-{size}")
-    base = _child("pandas", root, work / f"base-{size}")
-    assert ours["rows"] == base["rows"], (ours, base)
+    kinds = ["ours", "pandas"] + (["raydata-join"] if ray_join else [])
+    seen: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for _ in range(repeats):  # alternated, so a slow spell of a shared machine hits each of them
+        for kind in kinds:
+            seen[kind].append(_child(kind, root, work / f"{kind}-{size}"))
+    ours, base = _median(seen["ours"]), _median(seen["pandas"])
+    joined = _median(seen["raydata-join"]) if ray_join else None
+    if repeats > 1:
+        print(f"\n{size} entities, every run (s): " + "; ".join(
+            kind + " " + ", ".join(f"{r['seconds']:.1f}" for r in runs) for kind, runs in seen.items()), flush=True)
+    assert ours["rows"] == base["rows"] == (joined or ours)["rows"], (ours, base, joined)
     cell = Cell(size, list(modalities), round(ours["seconds"], 2), round(base["seconds"], 2),
                 round(ours["seconds"] / base["seconds"], 3), round(ours["peak_rss_mb"]), round(base["peak_rss_mb"]))
+    if joined:
+        cell.ray_join_seconds = round(joined["seconds"], 2)
+        cell.ray_join_ratio = round(ours["seconds"] / joined["seconds"], 3)
     print(f"\n{size} entities: ours {cell.seconds:.1f}s (driver peak {cell.driver_peak_mb:.0f} MB), pandas "
           f"{cell.baseline_seconds:.1f}s (peak {cell.baseline_peak_mb:.0f} MB), ratio {cell.ratio:.2f}", flush=True)
+    if joined:
+        print(f"{size} entities: Ray Data's Dataset.join {cell.ray_join_seconds:.1f}s, ours / it {cell.ray_join_ratio:.2f}",
+              flush=True)
     return cell
 
 
@@ -239,6 +311,8 @@ def main() -> None:
     parser.add_argument("--no-format-reads", action="store_true", help="skip the per-format read comparison")
     parser.add_argument("--work", type=Path, help="folder for generated data (kept and reused across runs)")
     parser.add_argument("--json", type=Path, help="write the cells here")
+    parser.add_argument("--ray-join", action="store_true", help="also run the ingest on Ray Data's Dataset.join")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each implementation per size, alternated (medians)")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "ROOT", "STORAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -249,7 +323,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if not args.no_format_reads:
         _print_format_reads(_dataset(work, args.sizes[0], modalities), args.sizes[0])
-    cells = [_measure(work, size, modalities) for size in args.sizes]
+    cells = [_measure(work, size, modalities, args.ray_join, args.repeats) for size in args.sizes]
     _print_table(cells)
     if args.json:
         args.json.write_text(json.dumps([asdict(c) for c in cells], indent=2) + "\n", encoding="utf-8")
