@@ -43,9 +43,8 @@ PACKED_SCHEMA = pa.schema([(BUCKET, pa.int32()), (SOURCE, pa.string()), (PAYLOAD
 class Buckets:
     """Entities in buckets by a stable hash of ``key`` (the same in every process and run), labeled by ``labels``.
 
-    The shuffle hashes the labels again to pick a partition; :func:`spread_labels` picks
-    labels that land one on each partition, so each partition gets an even share of
-    entities and each record batch only as many packed rows as there are partitions.
+    The shuffle hashes the labels again to pick a partition, so a bucket always lands whole
+    in one partition; several buckets per partition spread the entities over partitions.
     """
 
     labels: tuple[int, ...]
@@ -70,28 +69,6 @@ class Buckets:
         labels = np.asarray(self.labels, dtype=np.int32)[present]
         return pa.table([pa.array(labels, pa.int32()), pa.array([source] * len(present), pa.string()),
                          pa.array(payloads, pa.large_binary())], schema=PACKED_SCHEMA)
-
-
-def spread_labels(partitions: int, spare: int) -> tuple[int, ...]:
-    """Bucket labels for a hash shuffle into ``partitions``: one per partition when Ray Data's hash is known.
-
-    Ray Data partitions a row by a hash of its key columns (``hash_partition``); the first
-    label found for each partition makes the buckets land one per partition. Correctness
-    never depends on it (a bucket always lands whole in one partition); without that
-    function (another Ray version) the labels are ``0 .. partitions * spare - 1``, which
-    spread by chance.
-    """
-    plain = tuple(range(partitions * spare))
-    if partitions == 1:
-        return (0,)
-    try:
-        from ray.data._internal.arrow_ops.transform_pyarrow import hash_partition
-    except ImportError:  # another Ray: labels spread by chance
-        return plain
-    candidates = np.arange(partitions * 64, dtype=np.int32)
-    shards = hash_partition(pa.table({BUCKET: candidates}), hash_cols=[BUCKET], num_partitions=partitions)
-    firsts = {p: int(shard.column(BUCKET)[0].as_py()) for p, shard in shards.items()}
-    return tuple(firsts[p] for p in range(partitions)) if len(firsts) == partitions else plain
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -149,4 +126,4 @@ class JoinStep:
         return rows.set_index(source.key)
 
 
-__all__ = ["Buckets", "JoinStep", "Pack", "spread_labels", "unpack"]
+__all__ = ["Buckets", "JoinStep", "Pack", "unpack"]

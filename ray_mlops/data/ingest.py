@@ -35,7 +35,7 @@ import ray.exceptions
 from ray.data.exceptions import ExecutionTimeoutError
 
 from ray_mlops.config import Config
-from ray_mlops.data.buckets import BUCKET, Buckets, JoinStep, Pack, spread_labels
+from ray_mlops.data.buckets import BUCKET, Buckets, JoinStep, Pack
 from ray_mlops.data.fingerprint import SourceFiles, fingerprint_sources, list_sources
 from ray_mlops.data.live_counts import LiveCounts, Recorder
 from ray_mlops.data.quarantine import Quarantine, reject_frame
@@ -54,8 +54,8 @@ PARTITION_BYTES = 64 << 20
 MAX_PARTITIONS = 256
 #: Packed bytes per shuffle map task (per node).
 SHUFFLE_BATCH_BYTES = 64 << 20
-#: Buckets per partition when Ray Data's hash of bucket labels is unknown (more of them spread partitions evenly).
-SPARE_BUCKETS = 16
+#: Buckets per partition: the shuffle hashes bucket labels, so more of them spread the entities evenly.
+BUCKETS_PER_PARTITION = 16
 
 
 # -- the record and entity steps ----------------------------------------------------
@@ -119,7 +119,7 @@ def build_table(sources: list[SourceType], listed: dict[str, SourceFiles], schem
     and shuffled by bucket, so each output block holds every record of its entities.
     """
     partitions = _partitions(sum(files.size for files in listed.values()))
-    buckets = Buckets(spread_labels(partitions, SPARE_BUCKETS), schema.entity_key)
+    buckets = Buckets(tuple(range(partitions * BUCKETS_PER_PARTITION)), schema.entity_key)
     packed = [packed_records(s, listed[s.name], steps, buckets) for s in sources]
     union = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
     joined = union.repartition(partitions, keys=[BUCKET]).map_batches(
