@@ -7,6 +7,11 @@ repartition, as the ingest does, and checks that every bucket lands whole in one
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +30,7 @@ def _records(keys: list[str], values: list[float | None]) -> pa.Table:
 
 
 def test_every_record_lands_in_one_bucket_and_an_entity_always_in_the_same():
-    buckets = Buckets(tuple(range(8)), key="id")
+    buckets = Buckets(8, key="id")
     keys = [f"e{i % 50}" for i in range(400)]
     first, second = buckets.pack("s", _records(keys[:200], list(range(200)))), buckets.pack("s", _records(keys[200:], list(range(200, 400))))
     where: dict[str, set[int]] = {}
@@ -39,11 +44,20 @@ def test_every_record_lands_in_one_bucket_and_an_entity_always_in_the_same():
                 where.setdefault(key, set()).add(label)
     assert rows == 400 and len(where) == 50
     assert all(len(labels) == 1 for labels in where.values())
-    assert Buckets(tuple(range(8)), key="id").of(pd.Series(["e1", "e2"])).tolist() == buckets.of(pd.Series(["e1", "e2"])).tolist()
+
+
+def test_an_entitys_bucket_is_the_same_in_another_process():
+    """Pack tasks run in many worker processes: the bucket must not depend on the process (Python's hash() would)."""
+    keys = [f"e{i}" for i in range(100)]
+    script = ("import pandas as pd; from ray_mlops.data.buckets import Buckets; "
+              f"print(Buckets(8, key='id').of(pd.Series({keys!r})).tolist())")
+    elsewhere = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout
+    assert json.loads(elsewhere) == Buckets(8, key="id").of(pd.Series(keys)).tolist()
 
 
 def test_unpack_unifies_batches_whose_columns_arrow_typed_differently():
-    buckets = Buckets((0,), key="id")
+    buckets = Buckets(1, key="id")
     typed = buckets.pack("s", _records(["a"], [1.0])).column(PAYLOAD).to_pylist()
     untyped = buckets.pack("s", pa.table({"id": ["b"], "x": pa.nulls(1)})).column(PAYLOAD).to_pylist()
     frame = unpack(typed + untyped)
@@ -51,7 +65,7 @@ def test_unpack_unifies_batches_whose_columns_arrow_typed_differently():
 
 
 def test_an_empty_batch_packs_to_no_rows():
-    assert Buckets((0, 1), key="id").pack("s", _records([], [])).num_rows == 0
+    assert Buckets(2, key="id").pack("s", _records([], [])).num_rows == 0
 
 
 @pytest.fixture
@@ -68,7 +82,7 @@ def two_sources(tmp_path):
 
 def test_the_join_step_builds_each_sources_entities_and_joins_them_full_outer(two_sources):
     (labels, pairs), storage = two_sources
-    buckets = Buckets((0,), key="id")
+    buckets = Buckets(1, key="id")
     label_records, _ = labels.records(pd.DataFrame({"id": ["a", "b", "c"], "y": ["1", "0", "1"]}))
     pair_records = pd.DataFrame({"id": ["b", "c", "c", "d"], "pairs__pairs": [1.0, 2.0, 2.0, 3.0],
                                  "pairs__total": [5.0, 6.0, 6.0, 7.0]})
@@ -87,7 +101,7 @@ def test_the_join_step_builds_each_sources_entities_and_joins_them_full_outer(tw
 def test_buckets_land_whole_in_one_block_of_ray_datas_hash_shuffle(ray_session, partitions):
     import ray.data
 
-    buckets = Buckets(tuple(range(partitions * 16)), key="id")
+    buckets = Buckets(partitions * 16, key="id")
     keys = [f"e{i}" for i in range(2000)]
     packed = [buckets.pack(f"s{j}", _records(keys[j::3], [1.0] * len(keys[j::3]))) for j in range(3)]
     shuffled = ray.data.from_arrow(packed).repartition(partitions, keys=[BUCKET])

@@ -11,7 +11,7 @@ an Arrow IPC stream), so all sources go through a single
 shuffle. The join step then runs each source's entity step on its records in the block and
 joins the entity rows on the key (full outer).
 
->>> buckets = Buckets(labels=tuple(range(8)), key="machine_id")
+>>> buckets = Buckets(count=8, key="machine_id")
 >>> records = pa.table({"machine_id": ["m1", "m2", "m1"], "reading": [1.0, 2.0, 3.0]})
 >>> packed = buckets.pack("telemetry", records)
 >>> packed.column_names
@@ -41,19 +41,19 @@ PACKED_SCHEMA = pa.schema([(BUCKET, pa.int32()), (SOURCE, pa.string()), (PAYLOAD
 
 @dataclass(frozen=True)
 class Buckets:
-    """Entities in buckets by a stable hash of ``key`` (the same in every process and run), labeled by ``labels``.
+    """``count`` buckets of entities by a stable hash of ``key`` (the same in every process and run).
 
-    The shuffle hashes the labels again to pick a partition, so a bucket always lands whole
-    in one partition; several buckets per partition spread the entities over partitions.
+    The shuffle hashes the bucket numbers again to pick a partition, so a bucket always
+    lands whole in one partition; several buckets per partition spread the entities over them.
     """
 
-    labels: tuple[int, ...]
+    count: int
     key: str
 
     def of(self, keys: pd.Series) -> np.ndarray:
-        """The bucket (index into ``labels``) of each key."""
+        """The bucket of each key."""
         hashes = pd.util.hash_array(keys.to_numpy(dtype=object))
-        return (hashes % np.uint64(len(self.labels))).astype(np.int64)
+        return (hashes % np.uint64(self.count)).astype(np.int32)
 
     def pack(self, source: str, records: pa.Table) -> pa.Table:
         """A source's records → one packed row per bucket they fall in (its records as an Arrow IPC stream)."""
@@ -61,13 +61,12 @@ class Buckets:
             return PACKED_SCHEMA.empty_table()
         bucket = self.of(records.column(self.key).to_pandas())
         order = np.argsort(bucket, kind="stable")
-        sizes = np.bincount(bucket, minlength=len(self.labels))
+        sizes = np.bincount(bucket, minlength=self.count)
         present = np.flatnonzero(sizes)
         starts = np.concatenate([[0], np.cumsum(sizes)])[present]
         ordered = records.take(order)
         payloads = [_ipc(ordered.slice(s, sizes[b])) for s, b in zip(starts, present)]
-        labels = np.asarray(self.labels, dtype=np.int32)[present]
-        return pa.table([pa.array(labels, pa.int32()), pa.array([source] * len(present), pa.string()),
+        return pa.table([pa.array(present, pa.int32()), pa.array([source] * len(present), pa.string()),
                          pa.array(payloads, pa.large_binary())], schema=PACKED_SCHEMA)
 
 
@@ -94,12 +93,25 @@ class Pack:
         return self.buckets.pack(self.source, records)
 
 
+def entity_rows(source: "SourceType", records: pd.DataFrame, quarantine: "Quarantine", counts: "Storage") -> pd.DataFrame:
+    """A source's entity step on all records of some entities: its rows; rejects to ``quarantine``, counted.
+
+    The number of records the rows hold goes to ``counts/<source>/<digest of the keys>.json``:
+    a retried task rewrites the same file, so the sum read back is exact.
+    """
+    rows, rejects = source.entities(records)
+    quarantine.write(rejects)
+    keys = np.sort(records[source.key].to_numpy(dtype=str))
+    digest = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:32]
+    counts.write_json(f"{source.name}/{digest}.json", source.accepted(rows))
+    return rows
+
+
 class JoinStep:
     """Packed rows of some buckets (one block of the shuffle) → their entities, every source joined on the key.
 
-    Each source's entity step runs on all its records in the block; its rejects go to the
-    quarantine and the number of records its rows hold to ``counts/<source>/<digest of the
-    keys>.json``: a retried task rewrites the same file, so the sum read back is exact.
+    Each source's entity step (:func:`entity_rows`) runs on all its records in the block;
+    the rows are joined full outer on the key.
     """
 
     def __init__(self, sources: list["SourceType"], quarantine: "Quarantine", counts: "Storage"):
@@ -112,18 +124,11 @@ class JoinStep:
         for source in self.sources:
             mine = [payloads[i] for i in np.flatnonzero(names == source.name)]
             if mine:
-                entities.append(self._entities(source, unpack(mine)))
+                rows = entity_rows(source, unpack(mine), self.quarantine, self.counts)
+                entities.append(rows.set_index(source.key))
         if not entities:
             return pd.DataFrame()
         return pd.concat(entities, axis=1, join="outer").rename_axis(self.sources[0].key).reset_index()
 
-    def _entities(self, source: "SourceType", records: pd.DataFrame) -> pd.DataFrame:
-        rows, rejects = source.entities(records)
-        self.quarantine.write(rejects)
-        keys = np.sort(records[source.key].to_numpy(dtype=str))
-        digest = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:32]
-        self.counts.write_json(f"{source.name}/{digest}.json", source.accepted(rows))
-        return rows.set_index(source.key)
 
-
-__all__ = ["Buckets", "JoinStep", "Pack", "unpack"]
+__all__ = ["Buckets", "JoinStep", "Pack", "entity_rows", "unpack"]

@@ -54,7 +54,7 @@ PARTITION_BYTES = 64 << 20
 MAX_PARTITIONS = 256
 #: Packed bytes per shuffle map task (per node).
 SHUFFLE_BATCH_BYTES = 64 << 20
-#: Buckets per partition: the shuffle hashes bucket labels, so more of them spread the entities evenly.
+#: Buckets per partition: the shuffle hashes bucket numbers, so more of them spread the entities evenly.
 BUCKETS_PER_PARTITION = 16
 
 
@@ -119,7 +119,7 @@ def build_table(sources: list[SourceType], listed: dict[str, SourceFiles], schem
     and shuffled by bucket, so each output block holds every record of its entities.
     """
     partitions = _partitions(sum(files.size for files in listed.values()))
-    buckets = Buckets(tuple(range(partitions * BUCKETS_PER_PARTITION)), schema.entity_key)
+    buckets = Buckets(partitions * BUCKETS_PER_PARTITION, schema.entity_key)
     packed = [packed_records(s, listed[s.name], steps, buckets) for s in sources]
     union = packed[0].union(*packed[1:]) if len(packed) > 1 else packed[0]
     joined = union.repartition(partitions, keys=[BUCKET]).map_batches(

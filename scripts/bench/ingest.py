@@ -125,16 +125,11 @@ class _Entities:
         self.source, self.quarantine, self.counts = source, quarantine, counts
 
     def __call__(self, records):
-        import hashlib
-
-        import numpy as np
         import pyarrow as pa
 
-        rows, rejects = self.source.entities(records.reset_index(drop=True))
-        self.quarantine.write(rejects)
-        keys = np.sort(records[self.source.key].to_numpy(dtype=str))
-        self.counts.write_json(f"{self.source.name}/{hashlib.sha256(chr(0).join(keys).encode()).hexdigest()[:32]}.json",
-                               self.source.accepted(rows))
+        from ray_mlops.data.buckets import entity_rows
+
+        rows = entity_rows(self.source, records.reset_index(drop=True), self.quarantine, self.counts)
         table = pa.Table.from_pandas(rows, preserve_index=False)
         for i, column in enumerate(table.schema):  # an empty partition's columns typed null: as strings, so blocks join
             if pa.types.is_null(column.type):
